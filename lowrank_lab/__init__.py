@@ -1,0 +1,63 @@
+"""lowrank_lab: an interactive lab for low-rank structure in transformer models.
+
+The numeric core (everything here outside ``lowrank_lab.ui``) never imports streamlit, so the
+command line, the tests and other programs use it directly::
+
+    from lowrank_lab import load_model, compute_spectra, plan_keep_params, summarize_plan
+
+    loaded = load_model("smollm2-135m")
+    spectra = compute_spectra(loaded.model)
+    summary = summarize_plan(spectra, plan_keep_params(spectra, 0.5), loaded.n_params)
+"""
+
+from lowrank_lab.errors import (
+    CheckpointError,
+    DataError,
+    InvalidRankPlan,
+    LowrankLabError,
+    ModelLoadError,
+    NoWeightMatricesError,
+    SettingsError,
+)
+from lowrank_lab.lowrank import LowRankLinear
+from lowrank_lab.matrices import WeightMatrix, weight_matrices
+from lowrank_lab.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, ModelSpec, load_model
+from lowrank_lab.plan import (
+    PlanSummary,
+    RankPlan,
+    plan_fixed_rank,
+    plan_keep_energy,
+    plan_keep_params,
+    summarize_plan,
+)
+from lowrank_lab.spectra import LayerSpectrum, SpectrumCache, compute_spectra, singular_values
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "DEFAULT_MODEL",
+    "CheckpointError",
+    "DataError",
+    "InvalidRankPlan",
+    "LayerSpectrum",
+    "LoadedModel",
+    "LowRankLinear",
+    "LowrankLabError",
+    "ModelLoadError",
+    "ModelSpec",
+    "NoWeightMatricesError",
+    "PlanSummary",
+    "RankPlan",
+    "SettingsError",
+    "SpectrumCache",
+    "WeightMatrix",
+    "compute_spectra",
+    "load_model",
+    "plan_fixed_rank",
+    "plan_keep_energy",
+    "plan_keep_params",
+    "singular_values",
+    "summarize_plan",
+    "weight_matrices",
+]

@@ -1,0 +1,61 @@
+"""``spectra``: singular values and metrics of every weight matrix."""
+
+from __future__ import annotations
+
+import time
+
+from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
+from lowrank_lab.models import ModelSpec, load_model
+from lowrank_lab.spectra import SpectrumCache, compute_spectra, write_spectra
+
+
+def register(sub) -> None:
+    p = sub.add_parser("spectra", help="singular values and metrics of every weight matrix")
+    add_model_argument(p)
+    p.add_argument("--out", help="write the spectra to FILE.json (with singular values) or FILE.csv (metrics)")
+    p.add_argument("--no-cache", action="store_true", help="recompute, ignoring the spectrum cache")
+    p.add_argument("--no-embeddings", action="store_true", help="skip embedding matrices")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    add_json_argument(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> dict:
+    if args.out and not args.out.endswith((".json", ".csv")):
+        from lowrank_lab.errors import SettingsError
+
+        raise SettingsError(f"--out {args.out}: use a file name ending in .json or .csv")
+    with progress_bar("loading") as progress:
+        loaded = load_model(ModelSpec(args.model), progress=progress)
+    start = time.perf_counter()
+    with progress_bar("spectra") as progress:
+        spectra = compute_spectra(
+            loaded.model,
+            progress=progress,
+            cache=SpectrumCache() if not args.no_cache else False,
+            device=args.device,
+            include_embeddings=not args.no_embeddings,
+        )
+    seconds = time.perf_counter() - start
+    if args.out:
+        write_spectra(spectra, args.out)
+    if not args.json:
+        print(f"{loaded.title}: {len(spectra)} matrices in {seconds:.2f} s")
+        print(f"{'matrix':48} {'shape':>12} {'stable':>8} {'eff.':>8} {'r90':>6} {'r99':>6} {'>MP':>5}")
+        for sp in spectra:
+            m = sp.metrics
+            shape = f"{sp.shape[0]}x{sp.shape[1]}"
+            print(
+                f"{sp.name[-48:]:48} {shape:>12} {m.stable_rank:8.1f} {m.effective_rank:8.1f} "
+                f"{m.energy_rank_90:6d} {m.energy_rank_99:6d} {m.mp_outliers:5d}"
+            )
+        if args.out:
+            print(f"wrote {args.out}")
+    return {
+        "model": args.model,
+        "matrices": len(spectra),
+        "seconds": round(seconds, 4),
+        "out": args.out,
+        "mean_stable_rank": sum(sp.metrics.stable_rank for sp in spectra) / len(spectra),
+        "mean_effective_rank_fraction": sum(sp.metrics.effective_rank / sp.full_rank for sp in spectra) / len(spectra),
+    }

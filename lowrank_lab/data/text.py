@@ -1,0 +1,113 @@
+"""Built-in English prose from CPython's own documentation, and turning text into token blocks.
+
+CPython ships ``pydoc_data.topics``: 79 documentation topics, about 465k characters of real
+English prose. We split it by topic into disjoint calibration and evaluation sets with a fixed
+hash of each topic's name, so the split is the same on every machine and never leaks text
+from one side to the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Literal
+
+import torch
+
+from lowrank_lab.errors import DataError
+
+Split = Literal["calibration", "evaluation"]
+BUILTIN_SPLITS: tuple[Split, ...] = ("calibration", "evaluation")
+
+# One topic in four (by a hash of its name) is held out for evaluation: 19 topics, ~90k chars.
+_EVAL_MODULUS = 4
+
+
+def _is_evaluation_topic(name: str) -> bool:
+    return hashlib.sha256(name.encode()).digest()[0] % _EVAL_MODULUS == 0
+
+
+@lru_cache(maxsize=2)
+def builtin_topics(split: Split) -> dict[str, str]:
+    """Return the built-in documentation topics of one split, by topic name (sorted).
+
+    Args:
+        split: ``"calibration"`` (60 topics, ~375k characters) or ``"evaluation"``
+            (19 topics, ~90k characters).
+
+    Raises:
+        DataError: ``split`` is not one of the two names.
+    """
+    if split not in BUILTIN_SPLITS:
+        raise DataError(f"unknown built-in split {split!r}; use one of {', '.join(BUILTIN_SPLITS)}")
+    from pydoc_data.topics import topics
+
+    want_eval = split == "evaluation"
+    return {k: topics[k] for k in sorted(topics) if _is_evaluation_topic(k) == want_eval}
+
+
+def builtin_text(split: Split) -> str:
+    """Return one split of the built-in text as a single string, topics separated by blank lines."""
+    return "\n\n".join(builtin_topics(split).values())
+
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+
+
+def decode_text_upload(data: bytes, filename: str = "upload") -> str:
+    """Decode an uploaded text file as UTF-8 and check that it holds some text.
+
+    Args:
+        data: the file's bytes.
+        filename: its name, for messages.
+
+    Raises:
+        DataError: the file is too large, not UTF-8, or empty.
+    """
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DataError(
+            f"{filename} is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB. "
+            "Upload a smaller sample of the text."
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{filename} is not UTF-8 text (byte {err.start} is {data[err.start]:#04x}); "
+            "save it as UTF-8 and upload it again."
+        ) from None
+    if not text.strip():
+        raise DataError(f"{filename} holds no text; upload a file with some prose in it.")
+    return text
+
+
+def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int) -> torch.Tensor:
+    """Tokenize ``text`` and cut it into ``n_samples`` consecutive blocks of ``seq_len`` tokens.
+
+    Blocks are taken from the start of the text without overlap, so the same text, tokenizer
+    and sizes always give the same blocks.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        text: the text to cut.
+        n_samples: how many blocks; at least 1.
+        seq_len: tokens per block; at least 2.
+
+    Returns:
+        Token ids, shape ``(n_samples, seq_len)``, dtype int64.
+
+    Raises:
+        DataError: the sizes are out of range, there is no tokenizer, or the text is too short.
+    """
+    if tokenizer is None:
+        raise DataError("this model has no tokenizer, so it cannot read text; load a model that ships one.")
+    if n_samples < 1 or seq_len < 2:
+        raise DataError(f"need at least 1 sample of at least 2 tokens, got {n_samples} × {seq_len}")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    need = n_samples * seq_len
+    if len(ids) < need:
+        raise DataError(
+            f"the text has {len(ids)} tokens but {n_samples} samples × {seq_len} tokens need {need}; "
+            "give more text, or fewer or shorter samples."
+        )
+    return torch.tensor(ids[:need], dtype=torch.long).view(n_samples, seq_len)

@@ -1,0 +1,36 @@
+"""The one exception family of lowrank_lab.
+
+Every error a user can cause derives from :class:`LowrankLabError`. Messages name the bad
+value and say how to fix it, so pages can show them as they are (``st.error(str(err))``) and
+the command line can print them without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LowrankLabError(Exception):
+    """Base class of every error lowrank_lab raises on bad input."""
+
+
+class ModelLoadError(LowrankLabError):
+    """A model could not be found, read or built."""
+
+
+class NoWeightMatricesError(LowrankLabError):
+    """A model has no 2-D weight matrix to analyse or compress."""
+
+
+class InvalidRankPlan(LowrankLabError):
+    """A rank plan names unknown modules, holds bad ranks or is malformed."""
+
+
+class DataError(LowrankLabError):
+    """Text or a dataset is empty, too short, badly encoded or malformed."""
+
+
+class SettingsError(LowrankLabError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class CheckpointError(LowrankLabError):
+    """A saved checkpoint is incomplete, corrupt or contradicts its config."""

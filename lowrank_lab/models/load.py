@@ -1,0 +1,342 @@
+"""Loading a model: ModelSpec → LoadedModel (model + tokenizer + what we know about them).
+
+The loaded model is meant to be shared read-only (the app caches one per spec for every
+session): it is put in eval mode with gradients off. Work that changes weights takes
+:meth:`LoadedModel.copy` first.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lowrank_lab.errors import ModelLoadError
+from lowrank_lab.models import builtin
+from lowrank_lab.models.spec import BUILTIN_MODELS, TINY_MODELS, ModelSpec
+from lowrank_lab.progress import ProgressFn, report
+
+Task = Literal["causal-lm", "encoder"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_HOST = ("huggingface.co", 443)
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A loaded model with its tokenizer and a description.
+
+    Attributes:
+        spec: what was asked for.
+        model: the torch module, in eval mode, gradients off. Treat it as read-only.
+        tokenizer: its tokenizer, or None when the source has none.
+        task: ``causal-lm`` (predicts the next token) or ``encoder`` (hidden states only).
+        title: a short human name.
+        notes: facts a user should know (e.g. that weights were dequantized from 4-bit).
+        load_seconds: wall time the load took.
+    """
+
+    spec: ModelSpec
+    model: nn.Module
+    tokenizer: object | None
+    task: Task
+    title: str
+    notes: tuple[str, ...] = ()
+    load_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def architecture(self) -> str:
+        archs = getattr(self.model.config, "architectures", None) or [type(self.model).__name__]
+        return archs[0]
+
+    @property
+    def n_params(self) -> int:
+        """Parameters, counting tied tensors once."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+    def copy(self) -> nn.Module:
+        """Return a deep copy of the model that may be changed freely (ties kept)."""
+        return copy.deepcopy(self.model)
+
+
+def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> LoadedModel:
+    """Load a model and its tokenizer.
+
+    Args:
+        spec: a :class:`ModelSpec`, or its ``source`` string.
+        progress: called as ``progress(done, total, message)`` while loading.
+
+    Returns:
+        The loaded model, in eval mode with gradients off.
+
+    Raises:
+        ModelLoadError: unknown name, missing path, a folder with no config or no weights,
+            a corrupt file, a pickle file, or a hub id that cannot be reached.
+    """
+    if isinstance(spec, str):
+        spec = ModelSpec(spec)
+    start = time.perf_counter()
+    if spec.is_tiny:
+        loaded = _load_tiny(spec)
+    elif spec.is_builtin:
+        loaded = _load_builtin(spec, progress)
+    else:
+        path = Path(spec.source).expanduser()
+        if path.exists():
+            loaded = _load_local(spec, path)
+        elif _HUB_ID.match(spec.source) and not spec.source.startswith((".", "/", "~")):
+            loaded = _load_hub(spec)
+        else:
+            raise ModelLoadError(
+                f"no model named {spec.source!r}: it is not a built-in "
+                f"({', '.join(BUILTIN_MODELS)}), not a tiny test model ({', '.join(TINY_MODELS)}), "
+                "not an existing path, and not a hub id of the form org/name"
+            )
+    model = loaded.model
+    target_dtype = getattr(torch, spec.dtype)
+    if next(model.parameters()).dtype != target_dtype:
+        model.to(target_dtype)
+    model.eval()
+    model.requires_grad_(False)
+    report(progress, 1, 1, "loaded")
+    object.__setattr__(loaded, "load_seconds", time.perf_counter() - start)
+    return loaded
+
+
+def _task_of(config) -> Task:
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "causal-lm"
+    return "encoder"
+
+
+def _auto_class(task: Task):
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    return AutoModelForCausalLM if task == "causal-lm" else AutoModel
+
+
+def _load_tiny(spec: ModelSpec) -> LoadedModel:
+    from lowrank_lab.models.tiny import tiny_model, tiny_tokenizer
+
+    model = tiny_model(spec.source, seed=spec.seed)
+    return LoadedModel(
+        spec=spec,
+        model=model,
+        tokenizer=tiny_tokenizer(),
+        task=_task_of(model.config),
+        title=f"{spec.source} (seed {spec.seed})",
+        notes=(TINY_MODELS[spec.source] + "; random weights, for tests.",),
+    )
+
+
+def _load_builtin(spec: ModelSpec, progress: ProgressFn | None) -> LoadedModel:
+    info = BUILTIN_MODELS[spec.source]
+    if spec.source == "smollm2-135m":
+        folder = builtin.smollm2_folder(progress)
+        notes = (
+            "Weights were dequantized from the 4-bit GGUF (Q4_1) this model ships as: the tail of "
+            "each spectrum shows that quantization noise floor.",
+        )
+    else:
+        folder = builtin.minilm_folder()
+        notes = ("A sentence-embedding encoder: it has no language-model head, so no perplexity.",)
+    loaded = _from_folder(spec, folder, trust_remote_code=False)
+    return LoadedModel(spec, loaded.model, loaded.tokenizer, loaded.task, info.title, notes)
+
+
+def _load_local(spec: ModelSpec, path: Path) -> LoadedModel:
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            return _from_safetensors_file(spec, path)
+        if path.suffix in _PICKLE_SUFFIXES:
+            raise ModelLoadError(
+                f"{path} is a pickle file, which can run code when read, so it is not loaded. "
+                "Load the Hugging Face folder it came from, or convert it to .safetensors."
+            )
+        raise ModelLoadError(f"{path} is not a model: pass a Hugging Face folder or a .safetensors file")
+    if not (path / "config.json").exists():
+        raise ModelLoadError(
+            f"the folder {path} has no config.json, so it is not a Hugging Face model folder; "
+            "save the model there with model.save_pretrained(folder), or pick the folder that holds config.json"
+        )
+    config = _read_json(path / "config.json")
+    if "lowrank" in config:
+        from lowrank_lab.models.compressed_hook import load_compressed_folder
+
+        return load_compressed_folder(spec, path)
+    weights = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if not weights:
+        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors or pytorch_model.bin)")
+    for name in weights:
+        if name.endswith(".safetensors"):
+            check_safetensors(path / name)
+    return _from_folder(spec, path, trust_remote_code=spec.trust_remote_code)
+
+
+def _load_hub(spec: ModelSpec) -> LoadedModel:
+    try:  # a copy already in the local Hugging Face cache needs no network
+        return _from_folder(spec, spec.source, trust_remote_code=spec.trust_remote_code, local_only=True)
+    except ModelLoadError:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _hub_reachable():
+        raise ModelLoadError(
+            f"cannot reach the Hugging Face Hub to download {spec.source!r} (no network here?). "
+            f"On a machine with network run `huggingface-cli download {spec.source} --local-dir DIR`, "
+            "copy DIR here and load that folder, or pick a built-in model."
+        )
+    return _from_folder(spec, spec.source, trust_remote_code=spec.trust_remote_code)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(_HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path} is not valid JSON ({err}); restore the file from the original model") from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Check that a safetensors file's header is valid and every tensor lies inside the file.
+
+    Raises:
+        ModelLoadError: the file is truncated or corrupt, naming the file.
+    """
+    size = path.stat().st_size
+    problem = None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                problem = "it is shorter than a safetensors header"
+            else:
+                n = int.from_bytes(head, "little")
+                if n > size - 8 or n > 100 * 2**20:
+                    problem = f"its header claims {n} bytes but the file has {size}"
+                else:
+                    header = json.loads(f.read(n))
+                    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                    if 8 + n + end > size:
+                        problem = f"it is truncated: its tensors need {8 + n + end} bytes but the file has {size}"
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        problem = f"its header cannot be read ({err})"
+    if problem:
+        raise ModelLoadError(f"{path} is not a valid safetensors file: {problem}. Download or copy it again.")
+
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+)
+
+
+def _load_tokenizer(source, local_only: bool, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    folder = Path(str(source))
+    if folder.is_dir() and not any((folder / f).exists() for f in _TOKENIZER_FILES):
+        return None  # transformers would otherwise build an empty tokenizer from defaults
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust_remote_code)
+    except Exception:  # many model folders ship no tokenizer: say so rather than fail
+        return None
+
+
+def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: bool = False) -> LoadedModel:
+    from transformers import AutoConfig
+
+    is_local = not isinstance(source, str) or Path(source).exists()
+    try:
+        config = AutoConfig.from_pretrained(
+            str(source),
+            revision=None if is_local else spec.revision,
+            local_files_only=local_only or is_local,
+            trust_remote_code=trust_remote_code,
+        )
+        task = _task_of(config)
+        model = _auto_class(task).from_pretrained(
+            str(source),
+            config=config,
+            revision=None if is_local else spec.revision,
+            local_files_only=local_only or is_local,
+            trust_remote_code=trust_remote_code,
+            dtype=getattr(torch, spec.dtype),
+            weights_only=True,  # a .bin is read with torch.load(weights_only=True): no code runs
+        )
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"{source} needs its own Python code to load; lowrank_lab does not run it by default. "
+                "Read that code, then pass ModelSpec(..., trust_remote_code=True)."
+            ) from None
+        raise ModelLoadError(f"could not load the model at {source}: {type(err).__name__}: {err}") from None
+    tokenizer = _load_tokenizer(str(source), local_only or is_local, trust_remote_code)
+    notes = () if tokenizer is not None else ("No tokenizer was found, so text-based evaluation is off.",)
+    title = Path(str(source)).name if is_local else str(source)
+    return LoadedModel(spec, model, tokenizer, task, title, notes)
+
+
+def _from_safetensors_file(spec: ModelSpec, path: Path) -> LoadedModel:
+    """A single .safetensors file whose config.json lies beside it."""
+    folder = path.parent
+    if not (folder / "config.json").exists():
+        raise ModelLoadError(
+            f"{path} has no config.json beside it, so its architecture is unknown; "
+            "put the model's config.json in the same folder"
+        )
+    if path.name == "model.safetensors":
+        return _load_local(spec, folder)
+    check_safetensors(path)
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
+        task = _task_of(config)
+        model = _auto_class(task).from_config(config, trust_remote_code=spec.trust_remote_code)
+        state = load_file(str(path))
+    except Exception as err:
+        raise ModelLoadError(f"could not load {path}: {type(err).__name__}: {err}") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied weights (e.g. lm_head = embed_tokens) are stored once and may be missing here.
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{path} does not match its config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    tokenizer = _load_tokenizer(str(folder), True, spec.trust_remote_code)
+    return LoadedModel(spec, model, tokenizer, task, path.name)

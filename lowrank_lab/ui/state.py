@@ -1,0 +1,36 @@
+"""Session-state keys, in one place, and typed accessors for the values every page shares."""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from lowrank_lab.models import DEFAULT_MODEL, ModelSpec
+
+# The environment can choose the model the app opens with (the tests use a tiny one).
+DEFAULT_MODEL_ENV = "LOWRANK_LAB_MODEL"
+
+MODEL_SOURCE = "model_source"  # str: what the home page's picker chose
+PLAN = "rank_plan"  # RankPlan: the plan the Ranks page built, for the model in MODEL_SOURCE
+COMPRESSED = "compressed"  # the compressed model + report from "Compress and evaluate"
+ADAPTER = "adapter"  # the LoRA fine-tune's result, for the Export page
+
+
+def default_source() -> str:
+    return os.environ.get(DEFAULT_MODEL_ENV, DEFAULT_MODEL)
+
+
+def current_spec() -> ModelSpec:
+    """The model every page works on (the home page sets it; the default until then)."""
+    if MODEL_SOURCE not in st.session_state:
+        st.session_state[MODEL_SOURCE] = default_source()
+    return ModelSpec(st.session_state[MODEL_SOURCE])
+
+
+def set_model_source(source: str) -> None:
+    """Switch the model; work tied to the previous model (plan, compressed model) is dropped."""
+    if st.session_state.get(MODEL_SOURCE) != source:
+        st.session_state[MODEL_SOURCE] = source
+        for key in (PLAN, COMPRESSED):
+            st.session_state.pop(key, None)
