@@ -81,7 +81,7 @@ def decode_text_upload(data: bytes, filename: str = "upload") -> str:
     return text
 
 
-def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int) -> torch.Tensor:
+def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int, allow_fewer: bool = False) -> torch.Tensor:
     """Tokenize ``text`` and cut it into ``n_samples`` consecutive blocks of ``seq_len`` tokens.
 
     Blocks are taken from the start of the text without overlap, so the same text, tokenizer
@@ -92,9 +92,11 @@ def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int) -> torch.Te
         text: the text to cut.
         n_samples: how many blocks; at least 1.
         seq_len: tokens per block; at least 2.
+        allow_fewer: return as many whole blocks as the text holds, up to ``n_samples``
+            (at least one), instead of failing when it holds fewer.
 
     Returns:
-        Token ids, shape ``(n_samples, seq_len)``, dtype int64.
+        Token ids, shape ``(n_samples, seq_len)`` (fewer rows if allowed), dtype int64.
 
     Raises:
         DataError: the sizes are out of range, there is no tokenizer, or the text is too short.
@@ -103,7 +105,9 @@ def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int) -> torch.Te
         raise DataError("this model has no tokenizer, so it cannot read text; load a model that ships one.")
     if n_samples < 1 or seq_len < 2:
         raise DataError(f"need at least 1 sample of at least 2 tokens, got {n_samples} × {seq_len}")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    if allow_fewer and len(ids) >= seq_len:
+        n_samples = min(n_samples, len(ids) // seq_len)
     need = n_samples * seq_len
     if len(ids) < need:
         raise DataError(
