@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lowrank_lab.spectra.svd import RESOLUTION
+
 ENERGY_LEVELS = (0.90, 0.95, 0.99)
 
 
@@ -22,7 +24,7 @@ class SpectrumMetrics:
         energy_rank_90, energy_rank_95, energy_rank_99: the smallest rank r with
             Σ_{i≤r} σᵢ² ≥ 90/95/99% of Σ σᵢ².
         numerical_rank: singular values above max(m, n)·ε·σ₁ (ε of the stored dtype), as in
-            ``numpy.linalg.matrix_rank``.
+            ``numpy.linalg.matrix_rank``, but never below the engine's resolution (1e-6·σ₁).
         mp_edge: the Marchenko–Pastur bulk edge σ·(√m + √n) of an m×n random matrix with
             i.i.d. entries of the same variance σ² = ‖W‖_F²/(m·n).
         mp_outliers: singular values above that edge: structure a random matrix would not have.
@@ -80,7 +82,7 @@ def spectrum_metrics(
         energy_rank_90=energy_rank(s, 0.90),
         energy_rank_95=energy_rank(s, 0.95),
         energy_rank_99=energy_rank(s, 0.99),
-        numerical_rank=int(np.sum(s > max(m, n) * eps * top)),
+        numerical_rank=int(np.sum(s > max(max(m, n) * eps, RESOLUTION) * top)),
         mp_edge=edge,
         mp_outliers=int(np.sum(s > edge)),
     )

@@ -6,8 +6,8 @@ eigenvalue solve, much cheaper than a bidiagonal SVD of W on a two-core CPU (ben
 measures it). Squaring W squares its condition number, which is why both steps run in
 float64: an eigenvalue λ carries an absolute error of about n·ε₆₄·λ_max, so every singular
 value at or above 1e-3·σ_max keeps a relative error near 1e-10, far inside the 1e-3 we
-promise. Values below about 1e-7·σ_max are not resolved this way; they sit under the float32
-noise floor of the weights anyway.
+promise. Values below about 1e-6·σ_max (``RESOLUTION``) are not resolved this way; for
+float32 weights they sit under the weights' own noise floor (max(m, n)·ε₃₂ ≈ 1e-4) anyway.
 
 Many matrices run on a small thread pool, one BLAS thread each: the LAPACK calls release the
 GIL (see ``_lapack``), and the symmetric eigenvalue solve, which dominates, barely speeds up
@@ -25,6 +25,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from lowrank_lab.spectra import _lapack
+
+# Relative to σ_max, the smallest singular value the float64 Gram route resolves, for sizes up
+# to k ≈ 4500: sqrt(k·ε₆₄) ≈ 1e-6.
+RESOLUTION = 1e-6
 
 # Long matrices are folded into the Gram in blocks of rows or columns, bounding the float64 copy.
 _BLOCK = 8192
