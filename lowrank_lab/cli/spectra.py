@@ -7,6 +7,7 @@ import time
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.spectra import SpectrumCache, compute_spectra, write_spectra
+from lowrank_lab.spectra.stream import stream_spectra
 
 
 def register(sub) -> None:
@@ -16,6 +17,12 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute, ignoring the spectrum cache")
     p.add_argument("--no-embeddings", action="store_true", help="skip embedding matrices")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read a local folder's safetensors one tensor at a time without building the model "
+        "(for models larger than memory)",
+    )
     add_json_argument(p)
     p.set_defaults(run=run)
 
@@ -25,22 +32,32 @@ def run(args) -> dict:
         from lowrank_lab.errors import SettingsError
 
         raise SettingsError(f"--out {args.out}: use a file name ending in .json or .csv")
-    with progress_bar("loading") as progress:
-        loaded = load_model(ModelSpec(args.model), progress=progress)
-    start = time.perf_counter()
-    with progress_bar("spectra") as progress:
-        spectra = compute_spectra(
-            loaded.model,
-            progress=progress,
-            cache=SpectrumCache() if not args.no_cache else False,
-            device=args.device,
-            include_embeddings=not args.no_embeddings,
-        )
+    cache = SpectrumCache() if not args.no_cache else False
+    if args.stream:
+        title = args.model
+        start = time.perf_counter()
+        with progress_bar("spectra") as progress:
+            spectra = stream_spectra(
+                args.model, progress=progress, cache=cache, include_embeddings=not args.no_embeddings
+            )
+    else:
+        with progress_bar("loading") as progress:
+            loaded = load_model(ModelSpec(args.model), progress=progress)
+        title = loaded.title
+        start = time.perf_counter()
+        with progress_bar("spectra") as progress:
+            spectra = compute_spectra(
+                loaded.model,
+                progress=progress,
+                cache=cache,
+                device=args.device,
+                include_embeddings=not args.no_embeddings,
+            )
     seconds = time.perf_counter() - start
     if args.out:
         write_spectra(spectra, args.out)
     if not args.json:
-        print(f"{loaded.title}: {len(spectra)} matrices in {seconds:.2f} s")
+        print(f"{title}: {len(spectra)} matrices in {seconds:.2f} s")
         print(f"{'matrix':48} {'shape':>12} {'stable':>8} {'eff.':>8} {'r90':>6} {'r99':>6} {'>MP':>5}")
         for sp in spectra:
             m = sp.metrics
