@@ -15,7 +15,7 @@ st.set_page_config(page_title="Ranks · lowrank_lab", layout="wide")
 st.title("Ranks")
 st.caption(
     "Pick a rank for each weight matrix. Errors and savings come from the cached singular values "
-    "(Eckart–Young: ‖W−W_r‖_F² = Σ_{i>r} σᵢ²), so every move updates at once, with no new SVD."
+    r"(Eckart–Young: $\|W-W_r\|_F^2=\sum_{i>r}\sigma_i^2$), so every move updates at once, with no new SVD."
 )
 
 require_model()
@@ -27,7 +27,7 @@ summary = summarize_plan(spectra, plan, param_count(spec))
 
 rank_display.totals(summary)
 
-left, right = st.columns([1, 2], gap="large")
+left, right = st.columns([1.2, 2], gap="large")
 with left:
     st.subheader("Rank per kind")
     rank_widgets.kind_sliders(linear_kinds(spectra), spectra, kind_totals(spectra, summary))
@@ -38,9 +38,9 @@ with right:
     sp = matrix_picker(spectra, key="ranks_matrix")
     rank_widgets.matrix_override(sp, plan, spectra)
     rank_display.matrix_numbers(summary.row(sp.name))
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(error_rank_figure(error_curve(sp), plan.get(sp.name), sp.name), key="ranks_error_chart")
-    c2.plotly_chart(tradeoff_figure(curves, plan_point(summary)), key="ranks_tradeoff_chart")
+    st.plotly_chart(error_rank_figure(error_curve(sp), plan.get(sp.name), sp.name), key="ranks_error_chart")
+
+st.plotly_chart(tradeoff_figure(curves, plan_point(summary)), key="ranks_tradeoff_chart")
 
 st.subheader("Every matrix")
 rank_display.matrix_table(summary)

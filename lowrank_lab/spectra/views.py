@@ -34,10 +34,10 @@ def _of_full(attr: str) -> Callable[[LayerSpectrum], float]:
 
 
 GRID_METRICS: dict[str, GridMetric] = {
-    "stable_rank": GridMetric("stable rank ‖W‖²_F/σ₁², fraction of full rank", _of_full("stable_rank")),
-    "effective_rank": GridMetric("effective rank (entropy), fraction of full rank", _of_full("effective_rank")),
-    "energy_rank_90": GridMetric("rank keeping 90% of energy, fraction of full rank", _of_full("energy_rank_90")),
-    "energy_rank_99": GridMetric("rank keeping 99% of energy, fraction of full rank", _of_full("energy_rank_99")),
+    "stable_rank": GridMetric("stable rank (‖W‖F²/σ₁²) / full rank", _of_full("stable_rank")),
+    "effective_rank": GridMetric("effective rank (entropy) / full rank", _of_full("effective_rank")),
+    "energy_rank_90": GridMetric("rank keeping 90% of energy / full rank", _of_full("energy_rank_90")),
+    "energy_rank_99": GridMetric("rank keeping 99% of energy / full rank", _of_full("energy_rank_99")),
     "mp_outliers": GridMetric(
         "singular values above the Marchenko–Pastur edge (count)",
         lambda sp: float(sp.metrics.mp_outliers),

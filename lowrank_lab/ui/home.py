@@ -78,7 +78,7 @@ def summary(loaded: LoadedModel, n_params: int) -> None:
     for note in loaded.notes:
         st.info(note)
     dtype = next(loaded.model.parameters()).dtype
-    c = st.columns(4)
+    c = st.columns([1.6, 1, 1, 1.2])
     c[0].metric("Architecture", loaded.architecture, help=f"task: {loaded.task}")
     c[1].metric("Parameters", params(n_params), help=f"{n_params:,} (tied weights counted once)")
     c[2].metric(
@@ -105,8 +105,9 @@ def summary(loaded: LoadedModel, n_params: int) -> None:
         frame,
         hide_index=True,
         column_config={
-            "parameters": st.column_config.NumberColumn(format="%d"),
+            "parameters": st.column_config.NumberColumn(format="localized"),
             "% of model": st.column_config.NumberColumn(format="%.1f"),
+            "note": st.column_config.TextColumn(width="large"),
         },
     )
 
@@ -116,4 +117,5 @@ def page_guide() -> None:
     st.subheader("Where to go next")
     for path, label, what in PAGES:
         if (ROOT / path).exists():
-            st.page_link(path, label=f"**{label}** — {what}")
+            st.page_link(path, label=f"**{label}**")
+            st.caption(what)

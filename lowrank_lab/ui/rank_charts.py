@@ -38,7 +38,7 @@ def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
             "type": "scatter",
             "x": curve.ranks,
             "y": curve.rel_frobenius,
-            "name": "‖W−W_r‖_F / ‖W‖_F",
+            "name": "‖W−W<sub>r</sub>‖<sub>F</sub> / ‖W‖<sub>F</sub>",
             "line": {"color": FRO_COLOR},
             "customdata": curve.params_fraction,
             "hovertemplate": hover,
@@ -47,7 +47,7 @@ def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
             "type": "scatter",
             "x": curve.ranks,
             "y": curve.spectral,
-            "name": "σ_{r+1} / σ₁ (spectral)",
+            "name": "σ<sub>r+1</sub> / σ<sub>1</sub> (spectral)",
             "line": {"color": SPECTRAL_COLOR},
             "customdata": curve.params_fraction,
             "hovertemplate": hover,
@@ -115,7 +115,7 @@ def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
         "annotations": annotations,
         "height": 340,
         "margin": _MARGIN,
-        "legend": {"orientation": "h", "y": -0.25},
+        "legend": {"x": 1.02, "y": 1, "xanchor": "left"},
         "hovermode": "x",
     }
     return {"data": data, "layout": layout}
@@ -157,9 +157,9 @@ def tradeoff_spec(curves: list[TradeoffCurve], point: tuple[float, float]) -> di
         "title": {"text": "Whole model: size against error", "font": {"size": 13}},
         "xaxis": {"title": {"text": "parameters kept, % of linear layers"}, "range": [0, 101]},
         "yaxis": {"title": {"text": "weighted relative Frobenius error"}, "range": [0, 1.02]},
-        "height": 340,
+        "height": 380,
         "margin": _MARGIN,
-        "legend": {"orientation": "h", "y": -0.25, "font": {"size": 10}},
+        "legend": {"x": 1.02, "y": 1, "xanchor": "left", "title": {"text": "presets swept"}},
     }
     return {"data": data, "layout": layout}
 

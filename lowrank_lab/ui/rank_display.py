@@ -14,8 +14,8 @@ SAVED_PARAMS = "Parameters saved"
 SAVED_LINEAR = "Saved, % of linear layers"
 SAVED_MODEL = "Saved, % of whole model"
 KEPT_MODEL = "Parameters kept (whole model)"
-WEIGHTED_ERROR = "Weighted error ‖W−W_r‖_F/‖W‖_F"
-WORST_SPECTRAL = "Worst spectral error σ_{r+1}/σ₁"
+WEIGHTED_ERROR = "Weighted error ‖W−Wᵣ‖/‖W‖"
+WORST_SPECTRAL = "Worst spectral error σᵣ₊₁/σ₁"
 
 
 def totals(summary: PlanSummary) -> None:
@@ -48,9 +48,12 @@ def totals(summary: PlanSummary) -> None:
     c[2].metric(
         WEIGHTED_ERROR,
         f"{summary.weighted_error:.4f}",
-        help="Relative Frobenius error of all linear matrices together: sqrt(Σ lost σ² / Σ σ²).",
+        help=r"Relative Frobenius error of all linear matrices together: "
+        r"$\sqrt{\sum \text{lost } \sigma_i^2 / \sum \sigma_i^2}$.",
     )
-    c[3].metric(WORST_SPECTRAL, f"{worst:.4f}", help="The largest σ_{r+1}/σ₁ over the factorized matrices.")
+    c[3].metric(
+        WORST_SPECTRAL, f"{worst:.4f}", help=r"The largest $\sigma_{r+1}/\sigma_1$ over the factorized matrices."
+    )
     st.caption(f"{summary.n_factorized} of {len(summary.rows)} matrices factorized; the rest stay dense.")
 
 
@@ -65,18 +68,21 @@ def matrix_numbers(row: MatrixCost) -> None:
         delta_color="inverse",
         help=f"Dense: {row.params_dense:,}.",
     )
-    c[2].metric("Relative Frobenius error", f"{row.rel_frobenius_error:.4f}")
-    c[3].metric("Spectral error σ_{r+1}/σ₁", f"{row.spectral_error:.4f}")
+    c[2].metric("Frobenius error ‖W−Wᵣ‖/‖W‖", f"{row.rel_frobenius_error:.4f}")
+    c[3].metric("Spectral error σᵣ₊₁/σ₁", f"{row.spectral_error:.4f}")
 
 
+ORDER = ("name", "shape", "rank", "break_even", "dense", "params_dense", "params_kept", "params_saved", "saved_pct",
+         "fp16_MiB_saved", "rel_frobenius_error", "spectral_error")  # fmt: skip
 COLUMNS = {
-    "params_dense": st.column_config.NumberColumn("dense params", format="%d"),
-    "params_kept": st.column_config.NumberColumn("params kept", format="%d"),
-    "params_saved": st.column_config.NumberColumn("params saved", format="%d"),
+    "name": st.column_config.TextColumn("matrix", width="medium"),
+    "params_dense": st.column_config.NumberColumn("dense params", format="localized"),
+    "params_kept": st.column_config.NumberColumn("params kept", format="localized"),
+    "params_saved": st.column_config.NumberColumn("params saved", format="localized"),
     "saved_pct": st.column_config.NumberColumn("saved %", format="%.1f"),
     "fp16_MiB_saved": st.column_config.NumberColumn("fp16 MiB saved", format="%.2f"),
-    "rel_frobenius_error": st.column_config.NumberColumn("‖W−W_r‖_F/‖W‖_F", format="%.4f"),
-    "spectral_error": st.column_config.NumberColumn("σ_{r+1}/σ₁", format="%.4f"),
+    "rel_frobenius_error": st.column_config.NumberColumn("rel. Frobenius error", format="%.4f"),
+    "spectral_error": st.column_config.NumberColumn("spectral error σᵣ₊₁/σ₁", format="%.4f"),
     "break_even": st.column_config.NumberColumn("break-even r", format="%d"),
 }
 
@@ -84,4 +90,4 @@ COLUMNS = {
 def matrix_table(summary: PlanSummary) -> None:
     """Every matrix's numbers (sortable in the browser by clicking a header)."""
     frame = pd.DataFrame(summary_records(summary))
-    st.dataframe(frame, hide_index=True, column_config=COLUMNS, height=320, key="ranks_table")
+    st.dataframe(frame, hide_index=True, column_config=COLUMNS, column_order=ORDER, height=320)

@@ -149,9 +149,8 @@ def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None) -> str:
     if rank >= kind.break_even or totals is None or totals.factorized == 0:
         return f"r ≥ {kind.break_even} (break-even): **keep dense**"
     dense = totals.matrices - totals.factorized
-    return (
-        f"keeps {pct(totals.params_kept / totals.params_dense, 0)} of {params(totals.params_dense)} · "
-        f"error {totals.rel_frobenius_error:.3f}" + (f" · {dense} dense" if dense else "")
+    return f"keeps {pct(totals.params_kept / totals.params_dense, 0)} · error {totals.rel_frobenius_error:.3f}" + (
+        f" · {dense} dense" if dense else ""
     )
 
 
@@ -161,18 +160,20 @@ def kind_sliders(kinds: list[KindInfo], spectra: list[LayerSpectrum], totals: di
     for kind in kinds:
         key = kind_key(kind.kind)
         rank = min(controls.kind_rank(kind.kind) or kind.full_rank, kind.full_rank)
+        sum_params = totals[kind.kind].params_dense if kind.kind in totals else 0
         st.session_state[key] = rank
+        # The numbers go in the label (markdown), so they sit right above the slider they describe.
         st.slider(
-            f"{kind.kind} × {len(kind.names)}",
+            f"**{kind.kind}** × {len(kind.names)} · :gray[{_kind_caption(kind, rank, totals.get(kind.kind))}]",
             min_value=1,
             max_value=kind.full_rank,
             key=key,
             on_change=_on_kind,
             args=(kind, spectra),
-            help=f"Rank of every {kind.kind}; from {kind.break_even} on, two factors are no smaller "
-            "than the matrix, so it stays dense. Moving it drops this kind's per-matrix overrides.",
+            help=f"Rank of every {kind.kind} ({params(sum_params)} parameters in all); from "
+            f"{kind.break_even} on, two factors are no smaller than the matrix, so it stays dense. "
+            "Moving it drops this kind's per-matrix overrides.",
         )
-        st.caption(_kind_caption(kind, rank, totals.get(kind.kind)))
 
 
 def matrix_override(sp: LayerSpectrum, plan: RankPlan, spectra: list[LayerSpectrum]) -> None:

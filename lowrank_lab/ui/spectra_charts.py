@@ -36,7 +36,7 @@ def spectrum_figure(group: list[LayerSpectrum], selected: str, normalise: bool, 
         horizontal_spacing=0.09,
         subplot_titles=(
             "Singular values σᵢ" + (" / σ₁" if normalise else "") + " (dashed: Marchenko–Pastur edge)",
-            "Cumulative energy Σ_{j≤i} σⱼ² / Σ σⱼ²",
+            "Cumulative energy Σ<sub>j≤i</sub> σ<sub>j</sub>² / Σ σ<sub>j</sub>²",
         ),
     )
     for sp, color in zip(group, _colors(len(group))):
@@ -79,7 +79,9 @@ def spectrum_figure(group: list[LayerSpectrum], selected: str, normalise: bool, 
         )
     x_title = "i / full rank" if rank_fraction else "index i (rank)"
     fig.update_xaxes(title_text=x_title)
-    fig.update_yaxes(type="log", title_text="σᵢ / σ₁ (log)" if normalise else "σᵢ (log)", row=1, col=1)
+    fig.update_yaxes(
+        type="log", exponentformat="power", title_text="σᵢ / σ₁ (log)" if normalise else "σᵢ (log)", row=1, col=1
+    )
     fig.update_yaxes(range=[0, 1.02], title_text="fraction of energy kept by rank i", row=1, col=2)
     for level in (0.9, 0.99):
         fig.add_hline(
@@ -111,8 +113,6 @@ def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
             y=grid.layers,
             colorscale="Viridis",
             hoverinfo="skip",
-            zmin=0 if metric.fraction else None,
-            zmax=1 if metric.fraction else None,
             colorbar=dict(title=dict(text="fraction<br>of full rank" if metric.fraction else "count"), thickness=14),
         )
     )
@@ -143,7 +143,12 @@ def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
                 showlegend=False,
             )
         )
-    fig.update_yaxes(title_text="layer", autorange="reversed", dtick=1 if len(grid.layers) <= 12 else 2)
+    # Layer 0 on top, with an explicit range: the click markers would pad an automatic one.
+    fig.update_yaxes(
+        title_text="layer",
+        range=[grid.layers[-1] + 0.5, grid.layers[0] - 0.5],
+        dtick=1 if len(grid.layers) <= 12 else 2,
+    )
     fig.update_xaxes(title_text="matrix kind", type="category")
     fig.update_layout(
         height=max(320, 18 * len(grid.layers) + 140),

@@ -60,8 +60,10 @@ def selected_metrics(sp: LayerSpectrum) -> None:
     m = sp.metrics
     cols = st.columns(6)
     cols[0].metric("Shape (out×in)", f"{sp.shape[0]}×{sp.shape[1]}")
-    cols[1].metric("Stable rank", f"{m.stable_rank:.1f}", help="‖W‖²_F / σ₁²")
-    cols[2].metric("Effective rank", f"{m.effective_rank:.1f}", help="exp(entropy of σᵢ/Σσ)")
+    cols[1].metric("Stable rank", f"{m.stable_rank:.1f}", help=r"$\|W\|_F^2/\sigma_1^2$")
+    cols[2].metric(
+        "Effective rank", f"{m.effective_rank:.1f}", help=r"$\exp$ of the entropy of $\sigma_i/\sum_j\sigma_j$"
+    )
     cols[3].metric("Rank for 90% / 99% energy", f"{m.energy_rank_90} / {m.energy_rank_99}")
     cols[4].metric("Above MP edge", f"{m.mp_outliers}", help=f"σᵢ > {m.mp_edge:.4g}, the edge of a random matrix")
     cols[5].metric("Full rank", f"{sp.full_rank}", help=f"numerical rank {m.numerical_rank}")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import RankPlan, compute_spectra, summarize_plan
-from lowrank_lab.plan_views import plan_point
+from lowrank_lab.plan_views import error_curve, plan_point, tradeoff_curves
 from lowrank_lab.rank_controls import PRESETS
 from lowrank_lab.ui import rank_display as shown
 from lowrank_lab.ui import rank_widgets as widgets
+from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "2_Ranks.py")
@@ -84,7 +86,8 @@ def test_kind_slider_sets_every_layer_and_error_falls_as_rank_rises(at):
 def test_rank_at_break_even_says_keep_dense(at):
     at.slider(key=widgets.kind_key(Q)).set_value(32).run()
     assert "model.layers.0.self_attn.q_proj" not in plan_of(at)
-    assert any("keep dense" in c.value for c in at.caption)
+    assert "keep dense" in at.slider(key=widgets.kind_key(Q)).label
+    assert "keep dense" not in at.slider(key=widgets.kind_key("mlp.up_proj")).label
     table = at.dataframe[0].value.set_index("name")
     assert table.loc["model.layers.0.self_attn.q_proj", "dense"]
     assert table.loc["model.layers.0.self_attn.q_proj", "params_saved"] == 0
@@ -172,6 +175,19 @@ def test_a_plan_set_elsewhere_is_adopted(at):
     assert plan_of(at) == {UP0: 9}
     assert at.slider(key=widgets.kind_key(Q)).value == 64  # dense: the kind's full rank
     assert number(metric(at, shown.SAVED_PARAMS)) == 160 * 64 - 9 * (160 + 64)
+
+
+@pytest.mark.parametrize("rank", [None, 1, 17, 31])
+def test_the_fast_unvalidated_figures_are_valid_plotly(spectra, rank):
+    """The page skips plotly's validation for speed; the same dicts must pass it."""
+    curve = error_curve(next(sp for sp in spectra if sp.name == UP0))
+    go.Figure(error_rank_spec(curve, rank, UP0))  # raises ValueError on any bad property
+    curves = tradeoff_curves(spectra, n_points=6)
+    go.Figure(tradeoff_spec(curves, (0.5, 0.3)))
+    assert (
+        fast_figure(tradeoff_spec(curves, (0.5, 0.3))).to_dict()
+        == go.Figure(tradeoff_spec(curves, (0.5, 0.3))).to_dict()
+    )
 
 
 def test_ranks_survive_a_visit_to_another_page(tiny_llama):
