@@ -17,6 +17,7 @@ from collections.abc import Callable, Hashable
 
 import streamlit as st
 
+from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
 from lowrank_lab.plan_views import TradeoffCurve, tradeoff_curves
 from lowrank_lab.spectra import LayerSpectrum, compute_spectra
@@ -89,7 +90,12 @@ def spectra_with_progress(spec: ModelSpec) -> list[LayerSpectrum]:
     def progress(done: int, total: int, message: str) -> None:
         bar.progress(done / max(total, 1), text=f"Singular values: {done}/{total} {message}")
 
-    spectra = model_spectra(spec, _progress=progress)
+    try:
+        spectra = model_spectra(spec, _progress=progress)
+    except LowrankLabError as err:  # e.g. a model with no 2-D weight to analyse
+        bar.empty()
+        st.error(str(err))
+        st.stop()
     bar.empty()
     return spectra
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.matrices import weight_matrices
 from lowrank_lab.model_summary import kind_rows, layer_count
 from lowrank_lab.models import BUILTIN_MODELS, TINY_MODELS, LoadedModel
@@ -73,8 +74,12 @@ def choose_model() -> str:
 
 def summary(loaded: LoadedModel, n_params: int) -> None:
     """Architecture, parameters, memory and the weight matrices by kind."""
-    matrices = weight_matrices(loaded.model)
     st.subheader(loaded.title)
+    try:
+        matrices = weight_matrices(loaded.model)
+    except LowrankLabError as err:
+        st.error(str(err))
+        st.stop()
     for note in loaded.notes:
         st.info(note)
     dtype = next(loaded.model.parameters()).dtype

@@ -12,6 +12,8 @@ import plotly.graph_objects as go
 from lowrank_lab.plan_views import CURVE_LABELS, ErrorCurve, TradeoffCurve
 
 FRO_COLOR, SPECTRAL_COLOR, PLAN_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
+# The plan is red everywhere; the families get colors that cannot be mistaken for it.
+CURVE_COLORS = {"keep-params": "#1f77b4", "keep-energy": "#2ca02c", "fixed-rank": "#9467bd", "best": "#7f7f7f"}
 _MARGIN = {"t": 40, "b": 40, "l": 60, "r": 10}
 
 
@@ -136,7 +138,7 @@ def tradeoff_spec(curves: list[TradeoffCurve], point: tuple[float, float]) -> di
             "mode": "lines+markers",
             "marker": {"size": 4},
             "name": CURVE_LABELS.get(c.label, c.label),
-            "line": {"dash": "dot" if c.label == "best" else "solid"},
+            "line": {"dash": "dot" if c.label == "best" else "solid", "color": CURVE_COLORS.get(c.label, "#8c564b")},
             "customdata": c.settings,
             "hovertemplate": "%{x:.1f}% kept, error %{y:.4f}<br>setting %{customdata:.4g}<extra></extra>",
         }
@@ -159,7 +161,7 @@ def tradeoff_spec(curves: list[TradeoffCurve], point: tuple[float, float]) -> di
         "yaxis": {"title": {"text": "weighted relative Frobenius error"}, "range": [0, 1.02]},
         "height": 380,
         "margin": _MARGIN,
-        "legend": {"x": 1.02, "y": 1, "xanchor": "left", "title": {"text": "presets swept"}},
+        "legend": {"x": 1.02, "y": 1, "xanchor": "left", "title": {"text": "plans swept"}},
     }
     return {"data": data, "layout": layout}
 

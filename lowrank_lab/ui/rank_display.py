@@ -68,7 +68,7 @@ def matrix_numbers(row: MatrixCost) -> None:
         delta_color="inverse",
         help=f"Dense: {row.params_dense:,}.",
     )
-    c[2].metric("Frobenius error ‖W−Wᵣ‖/‖W‖", f"{row.rel_frobenius_error:.4f}")
+    c[2].metric("Frobenius error", f"{row.rel_frobenius_error:.4f}", help=r"$\|W-W_r\|_F/\|W\|_F$")
     c[3].metric("Spectral error σᵣ₊₁/σ₁", f"{row.spectral_error:.4f}")
 
 

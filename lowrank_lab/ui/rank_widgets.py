@@ -127,7 +127,7 @@ def _on_upload(spectra: list[LayerSpectrum]) -> None:
 
 def preset_controls(spectra: list[LayerSpectrum]) -> None:
     """One column per preset: its setting and an Apply button."""
-    max_rank = max(sp.full_rank for sp in spectra if not sp.is_embedding)
+    max_rank = max((sp.full_rank for sp in spectra if not sp.is_embedding), default=1)
     for col, preset in zip(st.columns(len(PRESETS)), PRESETS.values()):
         with col:
             integer = preset.integer
