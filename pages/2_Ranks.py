@@ -2,11 +2,10 @@
 
 import streamlit as st
 
-from lowrank_lab.plan import summarize_plan
 from lowrank_lab.plan_views import error_curve, kind_totals, plan_point
 from lowrank_lab.rank_controls import linear_kinds
 from lowrank_lab.ui import rank_display, rank_widgets, state
-from lowrank_lab.ui.cache import model_tradeoff, param_count, spectra_with_progress
+from lowrank_lab.ui.cache import model_tradeoff, param_count, plan_calculator, spectra_with_progress
 from lowrank_lab.ui.rank_charts import error_rank_figure, tradeoff_figure
 from lowrank_lab.ui.sidebar import require_model
 from lowrank_lab.ui.widgets import matrix_picker
@@ -23,7 +22,7 @@ spec = state.current_spec()
 spectra = spectra_with_progress(spec)
 curves = model_tradeoff(spec)
 controls, plan = rank_widgets.current_controls(spectra)
-summary = summarize_plan(spectra, plan, param_count(spec))
+summary = plan_calculator(spec).summarize(plan, param_count(spec))  # Eckart–Young, no SVD
 
 rank_display.totals(summary)
 

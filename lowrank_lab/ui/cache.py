@@ -19,7 +19,7 @@ import streamlit as st
 
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
-from lowrank_lab.plan_views import TradeoffCurve, tradeoff_curves
+from lowrank_lab.plan_views import PlanCalculator, TradeoffCurve, tradeoff_curves
 from lowrank_lab.spectra import LayerSpectrum, compute_spectra
 
 
@@ -98,6 +98,12 @@ def spectra_with_progress(spec: ModelSpec) -> list[LayerSpectrum]:
         st.stop()
     bar.empty()
     return spectra
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def plan_calculator(spec: ModelSpec) -> PlanCalculator:
+    """Summaries of plans for ``spec``'s spectra, with the per-matrix sums done once (read-only)."""
+    return PlanCalculator(model_spectra(spec))
 
 
 @st.cache_data(show_spinner="Sweeping the presets for the trade-off chart…", max_entries=8)

@@ -9,6 +9,7 @@ from lowrank_lab import compute_spectra, plan_keep_params, summarize_plan
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.plan_views import (
     CURVE_LABELS,
+    PlanCalculator,
     error_curve,
     kind_totals,
     plan_energy_per_param,
@@ -102,3 +103,22 @@ def test_kind_totals_sum_to_the_linear_totals(spectra):
     energy = {k: sum(sp.metrics.frobenius**2 for sp in spectra if sp.kind == k) for k in totals}
     lost = sum(energy[k] * t.rel_frobenius_error**2 for k, t in totals.items())
     assert (lost / sum(energy.values())) ** 0.5 == pytest.approx(summary.weighted_error)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_bert"])
+def test_plan_calculator_matches_summarize_plan_exactly(request, fixture):
+    loaded = request.getfixturevalue(fixture)
+    spectra = compute_spectra(loaded.model, cache=False)
+    calc = PlanCalculator(spectra)
+    plans = [
+        RankPlan({}),
+        plan_keep_params(spectra, 0.3),
+        RankPlan({sp.name: 1 + i % 9 for i, sp in enumerate(spectra)}),  # embeddings too
+        RankPlan({sp.name: sp.full_rank for sp in spectra}),  # all at full rank: dense
+    ]
+    for plan in plans:
+        for params in (None, loaded.n_params):
+            fast, slow = calc.summarize(plan, params), summarize_plan(spectra, plan, params)
+            assert fast.rows == slow.rows
+            assert fast.weighted_error == pytest.approx(slow.weighted_error, rel=1e-12, abs=1e-15)
+            assert (fast.model_params, fast.params_saved) == (slow.model_params, slow.params_saved)
