@@ -9,7 +9,9 @@ bound of what a browser waits for before the page redraws). Prints the median ag
 100 ms target, and against the naive baseline measured in the same run: what a slider move
 would cost if the summary were computed from scratch, with a fresh SVD of every matrix
 (``compute_spectra(..., cache=False)`` then ``summarize_plan``), as a page without the spectrum
-cache would have to.
+cache would have to. Then two parts of a rerun against what they replace, also in this run:
+``PlanCalculator.summarize`` against ``summarize_plan``, and the two charts built from plain
+dicts without validation against the same figures built with plotly's validation.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import plotly.graph_objects as go
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import compute_spectra, load_model, summarize_plan
+from lowrank_lab.plan_views import PlanCalculator, error_curve, plan_point, tradeoff_curves
 from lowrank_lab.rank_controls import PRESETS
+from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec
 
 TARGET_MS = 100.0
 
@@ -69,6 +74,38 @@ def naive_moves(model: str, repeats: int) -> list[float]:
     return times
 
 
+def median_ms(fn, repeats: int = 30) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def parts(model: str) -> list[tuple[str, float, str, float]]:
+    """(part, median ms, what it replaces, its median ms) for the two costliest parts of a rerun."""
+    loaded = load_model(model)
+    spectra = compute_spectra(loaded.model)
+    plan = PRESETS["keep-params"].plan(spectra, 0.5)
+    calc = PlanCalculator(spectra)
+    curves = tradeoff_curves(spectra)
+    sp = next(s for s in spectra if not s.is_embedding)
+    point = plan_point(calc.summarize(plan))
+
+    def figures(build):
+        build(error_rank_spec(error_curve(sp), 100, sp.name))
+        build(tradeoff_spec(curves, point))
+
+    return [
+        ("PlanCalculator.summarize", median_ms(lambda: calc.summarize(plan, loaded.n_params)),
+         "summarize_plan", median_ms(lambda: summarize_plan(spectra, plan, loaded.n_params))),
+        ("two charts from dicts, unvalidated", median_ms(lambda: figures(fast_figure)),
+         "the same, validated by plotly", median_ms(lambda: figures(go.Figure))),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -87,6 +124,9 @@ def main() -> None:
         f"{'naive: fresh SVD of every matrix + summary':<52} {naive_ms:>10.1f} {f'{naive_ms / page_ms:.0f}x slower':>22}"
     )
     print(f"rerun p90 {1e3 * sorted(reruns)[int(0.9 * (len(reruns) - 1))]:.1f} ms over {len(reruns)} moves")
+    print(f"{'part of a rerun':<36} {'ms':>7}   {'what it replaces':<30} {'ms':>7} {'ratio':>8}")
+    for part, ms, other, other_ms in parts(args.model):
+        print(f"{part:<36} {ms:>7.2f}   {other:<30} {other_ms:>7.2f} {f'{other_ms / ms:.1f}x':>8}")
 
 
 if __name__ == "__main__":
