@@ -201,3 +201,16 @@ def test_ranks_survive_a_visit_to_another_page(tiny_llama):
     at.switch_page("pages/2_Ranks.py").run()
     assert at.slider(key=widgets.kind_key(Q)).value == 11
     assert plan_of(at)["model.layers.1.self_attn.q_proj"] == 11
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-bert"])
+def test_other_architectures(model):
+    """GPT-2's Conv1D (stored in×out) and BERT's encoder with a pooler outside the layers."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["model_source"] = model
+    at.run()
+    assert not at.exception and not at.error
+    assert number(metric(at, shown.SAVED_PARAMS)) == at.dataframe[0].value["params_saved"].sum() > 0
+    kind = "mlp.c_fc" if model == "tiny-gpt2" else "intermediate.dense"
+    at.slider(key=widgets.kind_key(kind)).set_value(3).run()
+    assert all(r == 3 for n, r in plan_of(at).items() if n.endswith(kind))

@@ -123,3 +123,14 @@ def test_the_chosen_matrix_carries_over_to_the_ranks_page(tiny_llama):
     at.selectbox(key=spectra_widgets.MATRIX).set_value(UP1).run()
     at.switch_page("pages/2_Ranks.py").run()
     assert at.selectbox(key="ranks_matrix").value == UP1
+
+
+@pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-bert"])
+def test_other_architectures(model):
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["model_source"] = model
+    at.run()
+    assert not at.exception and not at.error
+    heat = figure(at, spectra_widgets.HEATMAP)["data"][0]
+    assert list(heat["y"]) == [0, 1] and len(heat["x"]) >= 4
+    assert len(at.dataframe[0].value) == len(at.selectbox(key=spectra_widgets.MATRIX).options)

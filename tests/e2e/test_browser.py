@@ -1,7 +1,7 @@
 """End to end in a real browser: `streamlit run app.py`, Debian's chromium driven by playwright.
 
-Loads the default built-in model (smollm2-135m), opens the Spectra and Ranks pages, moves a
-rank slider with the keyboard and checks that the savings figure changes by what one rank of
+Loads the default built-in model (smollm2-135m), opens the Spectra page and clicks a heatmap
+cell to open that matrix's spectrum, opens the Ranks page, moves a rank slider with the keyboard and checks that the savings figure changes by what one rank of
 that kind is worth. Screenshots of each page go to ``$LOWRANK_LAB_SCREENSHOTS`` (default: the
 test's temporary folder) for a person to look at.
 """
@@ -132,6 +132,15 @@ def test_load_explore_and_move_a_rank_slider(server, shots):
             page.locator(".js-plotly-plot").nth(1).wait_for(timeout=LOAD_TIMEOUT_MS)
             wait_until_idle(page)
             assert metric_value(page, "Shape (out×in)") == "576×576"
+            # Click the heatmap cell of layer 10's mlp.down_proj (7 kinds × 30 layers): its spectrum opens.
+            area = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+            page.mouse.click(area["x"] + area["width"] * 6.5 / 7, area["y"] + area["height"] * 10.5 / 30)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => m.innerText.includes('576×1536'))",
+                timeout=30_000,
+            )
+            wait_until_idle(page)
+            assert page.get_by_role("combobox", name="Matrix").input_value().startswith("model.layers.10.mlp.down_proj")
             snap(page, shots / "spectra.png")
 
             # Ranks: move the first kind slider (self_attn.q_proj, 30 matrices of 576×576) with the keyboard.
