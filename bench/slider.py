@@ -17,6 +17,7 @@ dicts without validation against the same figures built with plotly's validation
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -107,6 +108,8 @@ def parts(model: str) -> list[tuple[str, float, str, float]]:
 
 
 def main() -> None:
+    # AppTest runs pages outside a server; Streamlit says so once per thread, harmlessly.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--moves", type=int, default=30)

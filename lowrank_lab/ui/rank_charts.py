@@ -1,8 +1,9 @@
 """Figures of the Ranks page: one matrix's error against rank, and the whole-model trade-off.
 
 Both are redrawn on every slider move, so they are written as plain plotly dicts and wrapped
-without plotly's per-property validation, which costs ten times more than everything else in
-a rerun. The tests build the same dicts with validation on, so a bad property cannot hide.
+without plotly's per-property validation, which costs several times more than the rest of the
+drawing (``bench/slider.py`` measures both). The tests build the same dicts with validation on,
+so a bad property cannot hide.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ FRO_COLOR, SPECTRAL_COLOR, PLAN_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
 # The plan is red everywhere; the families get colors that cannot be mistaken for it.
 CURVE_COLORS = {"keep-params": "#1f77b4", "keep-energy": "#2ca02c", "fixed-rank": "#9467bd", "best": "#7f7f7f"}
 _MARGIN = {"t": 40, "b": 40, "l": 60, "r": 10}
+_LEGEND_RIGHT = {"x": 1.02, "y": 1, "xanchor": "left"}
 
 
 def fast_figure(spec: dict) -> go.Figure:
@@ -23,6 +25,27 @@ def fast_figure(spec: dict) -> go.Figure:
         return go.Figure(spec, _validate=False)
     except TypeError:  # a plotly without the private switch: validate, slower but the same figure
         return go.Figure(spec)
+
+
+def _line(x, y, name: str, color: str, **extra) -> dict:
+    return {"type": "scatter", "x": x, "y": y, "name": name, "line": {"color": color}, **extra}
+
+
+def _vertical(kind: str, x0: float, x1: float, **style) -> dict:
+    """A shape spanning the plot's height between x0 and x1 (data units)."""
+    return {"type": kind, "xref": "x", "yref": "paper", "x0": x0, "x1": x1, "y0": 0, "y1": 1, **style}
+
+
+def _layout(title: str, x_title: str, x_range: list, y_title: str, height: int, **extra) -> dict:
+    return {
+        "title": {"text": title, "font": {"size": 13}},
+        "xaxis": {"title": {"text": x_title}, "range": x_range},
+        "yaxis": {"title": {"text": y_title}, "range": [0, 1.05]},
+        "height": height,
+        "margin": _MARGIN,
+        "legend": _LEGEND_RIGHT,
+        **extra,
+    }
 
 
 def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
@@ -34,135 +57,51 @@ def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
         title: the matrix's name.
     """
     full = int(curve.ranks[-1])
-    hover = "r=%{x}<br>%{y:.4f}<br>keeps %{customdata:.0%} of its parameters<extra></extra>"
+    hover = {
+        "customdata": curve.params_fraction,
+        "hovertemplate": "r=%{x}<br>%{y:.4f}<br>keeps %{customdata:.0%} of its parameters<extra></extra>",
+    }
     data = [
-        {
-            "type": "scatter",
-            "x": curve.ranks,
-            "y": curve.rel_frobenius,
-            "name": "‖W−W<sub>r</sub>‖<sub>F</sub> / ‖W‖<sub>F</sub>",
-            "line": {"color": FRO_COLOR},
-            "customdata": curve.params_fraction,
-            "hovertemplate": hover,
-        },
-        {
-            "type": "scatter",
-            "x": curve.ranks,
-            "y": curve.spectral,
-            "name": "σ<sub>r+1</sub> / σ<sub>1</sub> (spectral)",
-            "line": {"color": SPECTRAL_COLOR},
-            "customdata": curve.params_fraction,
-            "hovertemplate": hover,
-        },
+        _line(curve.ranks, curve.rel_frobenius, "‖W−W<sub>r</sub>‖<sub>F</sub> / ‖W‖<sub>F</sub>", FRO_COLOR, **hover),
+        _line(curve.ranks, curve.spectral, "σ<sub>r+1</sub> / σ<sub>1</sub> (spectral)", SPECTRAL_COLOR, **hover),
     ]
     shapes = [
-        {
-            "type": "rect",
-            "xref": "x",
-            "yref": "paper",
-            "x0": curve.break_even,
-            "x1": full,
-            "y0": 0,
-            "y1": 1,
-            "fillcolor": "gray",
-            "opacity": 0.15,
-            "line": {"width": 0},
-            "layer": "below",
-        }
+        _vertical("rect", curve.break_even, full, fillcolor="gray", opacity=0.15, line={"width": 0}, layer="below")
     ]
-    annotations = [
-        {
-            "x": (curve.break_even + full) / 2,
-            "y": 1.0,
-            "xref": "x",
-            "yref": "paper",
-            "showarrow": False,
-            "text": f"dense from r={curve.break_even}",
-            "font": {"size": 11, "color": "gray"},
-        }
-    ]
+    dense_note = {"x": (curve.break_even + full) / 2, "y": 1.0, "xref": "x", "yref": "paper", "showarrow": False,
+                  "text": f"dense from r={curve.break_even}", "font": {"size": 11, "color": "gray"}}  # fmt: skip
     if rank is not None:
-        i = rank - 1
-        shapes.append(
-            {
-                "type": "line",
-                "xref": "x",
-                "yref": "paper",
-                "x0": rank,
-                "x1": rank,
-                "y0": 0,
-                "y1": 1,
-                "line": {"color": PLAN_COLOR, "width": 2, "dash": "dash"},
-            }
-        )
-        data.append(
-            {
-                "type": "scatter",
-                "x": [rank, rank],
-                "y": [curve.rel_frobenius[i], curve.spectral[i]],
-                "mode": "markers",
-                "marker": {"color": PLAN_COLOR, "size": 9},
-                "name": f"plan: r={rank}",
-                "hovertemplate": "r=%{x}: %{y:.4f}<extra>plan</extra>",
-            }
-        )
-    layout = {
-        "title": {
-            "text": f"Error against rank: {title}" + ("" if rank else " (plan keeps it dense)"),
-            "font": {"size": 13},
-        },
-        "xaxis": {"title": {"text": "rank r"}, "range": [0, full + 1]},
-        "yaxis": {"title": {"text": "relative error"}, "range": [0, 1.05]},
-        "shapes": shapes,
-        "annotations": annotations,
-        "height": 340,
-        "margin": _MARGIN,
-        "legend": {"x": 1.02, "y": 1, "xanchor": "left"},
-        "hovermode": "x",
-    }
+        shapes.append(_vertical("line", rank, rank, line={"color": PLAN_COLOR, "width": 2, "dash": "dash"}))
+        errors = [curve.rel_frobenius[rank - 1], curve.spectral[rank - 1]]
+        data.append({"type": "scatter", "x": [rank, rank], "y": errors, "mode": "markers", "name": f"plan: r={rank}",
+                     "marker": {"color": PLAN_COLOR, "size": 9},
+                     "hovertemplate": "r=%{x}: %{y:.4f}<extra>plan</extra>"})  # fmt: skip
+    heading = f"Error against rank: {title}" + ("" if rank else " (plan keeps it dense)")
+    layout = _layout(heading, "rank r", [0, full + 1], "relative error", 340, shapes=shapes, annotations=[dense_note])
     return {"data": data, "layout": layout}
 
 
 def tradeoff_spec(curves: list[TradeoffCurve], point: tuple[float, float]) -> dict:
-    """Parameters kept (% of linear layers) against weighted error, per preset family and for the plan.
+    """Parameters kept (% of linear layers) against weighted error, per plan family and for the plan.
 
     Args:
         curves: from :func:`lowrank_lab.plan_views.tradeoff_curves`.
         point: the current plan's (fraction kept, weighted error).
     """
+    hover = "%{x:.1f}% kept, error %{y:.4f}<br>setting %{customdata:.4g}<extra></extra>"
     data = [
-        {
-            "type": "scatter",
-            "x": 100 * c.linear_kept,
-            "y": c.weighted_error,
-            "mode": "lines+markers",
-            "marker": {"size": 4},
-            "name": CURVE_LABELS.get(c.label, c.label),
-            "line": {"dash": "dot" if c.label == "best" else "solid", "color": CURVE_COLORS.get(c.label, "#8c564b")},
-            "customdata": c.settings,
-            "hovertemplate": "%{x:.1f}% kept, error %{y:.4f}<br>setting %{customdata:.4g}<extra></extra>",
-        }
+        {**_line(100 * c.linear_kept, c.weighted_error, CURVE_LABELS.get(c.label, c.label),
+                 CURVE_COLORS.get(c.label, "#8c564b"), mode="lines+markers", marker={"size": 4},
+                 customdata=c.settings, hovertemplate=hover),
+         "line": {"color": CURVE_COLORS.get(c.label, "#8c564b"), "dash": "dot" if c.label == "best" else "solid"}}
         for c in curves
-    ]
-    data.append(
-        {
-            "type": "scatter",
-            "x": [100 * point[0]],
-            "y": [point[1]],
-            "mode": "markers",
-            "name": "current plan",
-            "marker": {"symbol": "star", "size": 16, "color": PLAN_COLOR, "line": {"width": 1, "color": "black"}},
-            "hovertemplate": "current plan: %{x:.1f}% kept, error %{y:.4f}<extra></extra>",
-        }
-    )
-    layout = {
-        "title": {"text": "Whole model: size against error", "font": {"size": 13}},
-        "xaxis": {"title": {"text": "parameters kept, % of linear layers"}, "range": [0, 101]},
-        "yaxis": {"title": {"text": "weighted relative Frobenius error"}, "range": [0, 1.02]},
-        "height": 380,
-        "margin": _MARGIN,
-        "legend": {"x": 1.02, "y": 1, "xanchor": "left", "title": {"text": "plans swept"}},
-    }
+    ]  # fmt: skip
+    data.append({"type": "scatter", "x": [100 * point[0]], "y": [point[1]], "mode": "markers", "name": "current plan",
+                 "marker": {"symbol": "star", "size": 16, "color": PLAN_COLOR, "line": {"width": 1, "color": "black"}},
+                 "hovertemplate": "current plan: %{x:.1f}% kept, error %{y:.4f}<extra></extra>"})  # fmt: skip
+    layout = _layout("Whole model: size against error", "parameters kept, % of linear layers", [0, 101],
+                     "weighted relative Frobenius error", 380)  # fmt: skip
+    layout["legend"] = {**_LEGEND_RIGHT, "title": {"text": "plans swept"}}
     return {"data": data, "layout": layout}
 
 

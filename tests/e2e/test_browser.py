@@ -110,6 +110,68 @@ def wait_until_idle(page) -> None:
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=LOAD_TIMEOUT_MS)
 
 
+def wait_for_metric(page, label: str, text: str) -> None:
+    """Wait until the metric labelled ``label`` shows ``text``."""
+    page.wait_for_function(
+        "([label, v]) => [...document.querySelectorAll('[data-testid=stMetric]')].some("
+        "m => m.innerText.includes(label) && m.innerText.includes(v))",
+        arg=[label, text],
+        timeout=30_000,
+    )
+
+
+def open_page(page, name: str, marker: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(name).click()
+    page.get_by_text(marker).wait_for(timeout=LOAD_TIMEOUT_MS)
+    wait_until_idle(page)
+
+
+def check_home(page, shots: Path) -> None:
+    """The default built-in model loads and is summarised."""
+    page.get_by_text("SmolLM2-135M-Instruct").first.wait_for(timeout=LOAD_TIMEOUT_MS)
+    page.get_by_text("LlamaForCausalLM").wait_for(timeout=LOAD_TIMEOUT_MS)
+    assert metric_value(page, "Weight matrices") == "211 in 30 layers"
+    wait_until_idle(page)
+    snap(page, shots / "home.png")
+
+
+def check_spectra(page, shots: Path) -> None:
+    """The heatmap and a spectrum draw; clicking a heatmap cell opens that matrix."""
+    open_page(page, "Spectra", "Heatmap metric")
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=LOAD_TIMEOUT_MS)
+    assert metric_value(page, "Shape (out×in)") == "576×576"
+    # The cell of layer 10's mlp.down_proj, in a grid of 7 kinds × 30 layers.
+    area = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(area["x"] + area["width"] * 6.5 / 7, area["y"] + area["height"] * 10.5 / 30)
+    wait_for_metric(page, "Shape (out×in)", "576×1536")
+    wait_until_idle(page)
+    assert page.get_by_role("combobox", name="Matrix").input_value().startswith("model.layers.10.mlp.down_proj")
+    snap(page, shots / "spectra.png")
+
+
+def check_ranks(page, shots: Path) -> None:
+    """Moving the first kind slider (self_attn.q_proj, 30 matrices of 576×576) changes the savings."""
+    open_page(page, "Ranks", "Rank per kind")
+    snap(page, shots / "ranks.png")
+    before = as_int(metric_value(page, "Parameters saved"))
+    linear_before = metric_value(page, "Saved, % of linear layers")
+    handle = page.locator('[data-testid="stSlider"]').first.locator('input[type="range"]')
+    rank_before = int(handle.input_value())
+    handle.focus()
+    for _ in range(10):
+        handle.press("ArrowLeft")
+    wait_until_idle(page)
+    rank_after = int(handle.input_value())
+    assert rank_after < rank_before
+    # Each rank step of q_proj is 576+576 parameters in each of its 30 layers. The key presses
+    # may reach the server as more than one rerun: wait for the last one's figure.
+    expected = before + 30 * (576 + 576) * (rank_before - rank_after)
+    wait_for_metric(page, "Parameters saved", f"{expected:,}")
+    assert as_int(metric_value(page, "Parameters saved")) == expected
+    assert metric_value(page, "Saved, % of linear layers") != linear_before
+    snap(page, shots / "ranks_after_move.png")
+
+
 def test_load_explore_and_move_a_rank_slider(server, shots):
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
@@ -119,56 +181,8 @@ def test_load_explore_and_move_a_rank_slider(server, shots):
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.goto(server)
-            # Home: the default built-in model loads and is summarised.
-            page.get_by_text("SmolLM2-135M-Instruct").first.wait_for(timeout=LOAD_TIMEOUT_MS)
-            page.get_by_text("LlamaForCausalLM").wait_for(timeout=LOAD_TIMEOUT_MS)
-            assert metric_value(page, "Weight matrices") == "211 in 30 layers"
-            wait_until_idle(page)
-            snap(page, shots / "home.png")
-
-            # Spectra: the heatmap and a spectrum draw.
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Spectra").click()
-            page.get_by_text("Heatmap metric").wait_for(timeout=LOAD_TIMEOUT_MS)
-            page.locator(".js-plotly-plot").nth(1).wait_for(timeout=LOAD_TIMEOUT_MS)
-            wait_until_idle(page)
-            assert metric_value(page, "Shape (out×in)") == "576×576"
-            # Click the heatmap cell of layer 10's mlp.down_proj (7 kinds × 30 layers): its spectrum opens.
-            area = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
-            page.mouse.click(area["x"] + area["width"] * 6.5 / 7, area["y"] + area["height"] * 10.5 / 30)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => m.innerText.includes('576×1536'))",
-                timeout=30_000,
-            )
-            wait_until_idle(page)
-            assert page.get_by_role("combobox", name="Matrix").input_value().startswith("model.layers.10.mlp.down_proj")
-            snap(page, shots / "spectra.png")
-
-            # Ranks: move the first kind slider (self_attn.q_proj, 30 matrices of 576×576) with the keyboard.
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("Ranks").click()
-            page.get_by_text("Rank per kind").wait_for(timeout=LOAD_TIMEOUT_MS)
-            wait_until_idle(page)
-            snap(page, shots / "ranks.png")
-            before = as_int(metric_value(page, "Parameters saved"))
-            linear_before = metric_value(page, "Saved, % of linear layers")
-            handle = page.locator('[data-testid="stSlider"]').first.locator('input[type="range"]')
-            rank_before = int(handle.input_value())
-            handle.focus()
-            for _ in range(10):
-                handle.press("ArrowLeft")
-            wait_until_idle(page)
-            rank_after = int(handle.input_value())
-            assert rank_after < rank_before
-            # Each rank step of q_proj is 576+576 parameters in each of its 30 layers. The key
-            # presses may reach the server as more than one rerun: wait for the last one's figure.
-            expected = before + 30 * (576 + 576) * (rank_before - rank_after)
-            page.wait_for_function(
-                "([label, v]) => [...document.querySelectorAll('[data-testid=stMetric]')].some("
-                "m => m.innerText.includes(label) && m.innerText.includes(v))",
-                arg=["Parameters saved", f"{expected:,}"],
-                timeout=30_000,
-            )
-            assert as_int(metric_value(page, "Parameters saved")) == expected
-            assert metric_value(page, "Saved, % of linear layers") != linear_before
-            snap(page, shots / "ranks_after_move.png")
+            check_home(page, shots)
+            check_spectra(page, shots)
+            check_ranks(page, shots)
         finally:
             browser.close()
