@@ -15,9 +15,11 @@ MODEL_SOURCE = "model_source"  # str: what the home page's picker chose
 PLAN = "rank_plan"  # RankPlan: the plan the Ranks page built, for the model in MODEL_SOURCE
 COMPRESSED = "compressed"  # the compressed model + report from "Compress and evaluate"
 ADAPTER = "adapter"  # the LoRA fine-tune's result, for the Export page
+SELECTED_MATRIX = "selected_matrix"  # str: the matrix the Spectra and Ranks pages focus on
 
 
 def default_source() -> str:
+    """The model the app opens with: ``$LOWRANK_LAB_MODEL`` or the built-in default."""
     return os.environ.get(DEFAULT_MODEL_ENV, DEFAULT_MODEL)
 
 
@@ -32,5 +34,17 @@ def set_model_source(source: str) -> None:
     """Switch the model; work tied to the previous model (plan, compressed model) is dropped."""
     if st.session_state.get(MODEL_SOURCE) != source:
         st.session_state[MODEL_SOURCE] = source
-        for key in (PLAN, COMPRESSED):
+        for key in (PLAN, COMPRESSED, SELECTED_MATRIX):
             st.session_state.pop(key, None)
+
+
+def selected_matrix(names: list[str], default: str | None = None) -> str:
+    """The matrix the pages focus on, if it is one of ``names``; else ``default`` or the first."""
+    chosen = st.session_state.get(SELECTED_MATRIX)
+    if chosen in names:
+        return chosen
+    return default if default in names else names[0]
+
+
+def select_matrix(name: str) -> None:
+    st.session_state[SELECTED_MATRIX] = name

@@ -1,0 +1,136 @@
+"""Benchmark: how fast the Ranks page redraws after one slider move, against a naive redraw.
+
+    python bench/slider.py [--model smollm2-135m] [--moves 30]
+
+Builds a Streamlit AppTest of ``pages/2_Ranks.py`` on the model, runs it once (warms the
+model, spectra and trade-off caches), then moves a kind slider ``--moves`` times and times each
+rerun on the server side (the script run plus AppTest's own handling of its output, so an upper
+bound of what a browser waits for before the page redraws). Prints the median against the
+100 ms target, and against the naive baseline measured in the same run: what a slider move
+would cost if the summary were computed from scratch, with a fresh SVD of every matrix
+(``compute_spectra(..., cache=False)`` then ``summarize_plan``), as a page without the spectrum
+cache would have to. Then two parts of a rerun against what they replace, also in this run:
+``PlanCalculator.summarize`` against ``summarize_plan``, and the two charts built from plain
+dicts without validation against the same figures built with plotly's validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import plotly.graph_objects as go
+from streamlit.testing.v1 import AppTest
+
+from lowrank_lab import compute_spectra, load_model, summarize_plan
+from lowrank_lab.plan_views import PlanCalculator, error_curve, plan_point, tradeoff_curves
+from lowrank_lab.rank_controls import PRESETS
+from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec
+
+TARGET_MS = 100.0
+
+
+def page_reruns(model: str, moves: int) -> tuple[list[float], float]:
+    """Seconds per rerun after a slider move, and the cold first run's seconds."""
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Ranks.py"), default_timeout=600)
+    at.session_state["model_source"] = model
+    start = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - start
+    if at.exception:
+        raise SystemExit(f"the page failed: {at.exception[0].message}")
+    slider = next(s for s in at.slider if s.key.startswith("ranks_kind_mlp"))
+    key, low, high = slider.key, int(slider.min), int(slider.max)
+    times = []
+    for i in range(moves):
+        value = low + (i * 37) % (high - low)  # jump around, across break-even too
+        start = time.perf_counter()
+        at.slider(key=key).set_value(value).run()
+        times.append(time.perf_counter() - start)
+        if at.exception:
+            raise SystemExit(f"the page failed: {at.exception[0].message}")
+    return times, first
+
+
+def naive_moves(model: str, repeats: int) -> list[float]:
+    """Seconds per slider move for a summary computed with a fresh SVD of every matrix."""
+    loaded = load_model(model)
+    spectra = compute_spectra(loaded.model)
+    plan = PRESETS["keep-params"].plan(spectra, 0.5)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fresh = compute_spectra(loaded.model, cache=False)
+        summarize_plan(fresh, plan, loaded.n_params)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_ms(fn, repeats: int = 30) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def parts(model: str) -> list[tuple[str, float, str, float]]:
+    """(part, median ms, what it replaces, its median ms) for the two costliest parts of a rerun."""
+    loaded = load_model(model)
+    spectra = compute_spectra(loaded.model)
+    plan = PRESETS["keep-params"].plan(spectra, 0.5)
+    calc = PlanCalculator(spectra)
+    curves = tradeoff_curves(spectra)
+    sp = next(s for s in spectra if not s.is_embedding)
+    point = plan_point(calc.summarize(plan))
+
+    def figures(build):
+        build(error_rank_spec(error_curve(sp), 100, sp.name))
+        build(tradeoff_spec(curves, point))
+
+    return [
+        ("PlanCalculator.summarize", median_ms(lambda: calc.summarize(plan, loaded.n_params)),
+         "summarize_plan", median_ms(lambda: summarize_plan(spectra, plan, loaded.n_params))),
+        ("two charts from dicts, unvalidated", median_ms(lambda: figures(fast_figure)),
+         "the same, validated by plotly", median_ms(lambda: figures(go.Figure))),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    # AppTest runs pages outside a server; Streamlit says so once per thread, harmlessly.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--moves", type=int, default=30)
+    parser.add_argument("--naive-repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    reruns, first = page_reruns(args.model, args.moves)
+    naive = naive_moves(args.model, args.naive_repeats)
+    page_ms, naive_ms = 1e3 * statistics.median(reruns), 1e3 * statistics.median(naive)
+    print(f"Ranks page on {args.model}: first run {first:.1f} s (loads the model, spectra, trade-off curves)")
+    print(f"{'way':<52} {'median ms':>10} {'ratio':>22}")
+    print(f"{'lowrank_lab rerun after one slider move':<52} {page_ms:>10.1f} {'1':>22}")
+    print(f"{'target':<52} {TARGET_MS:>10.1f} {f'{page_ms / TARGET_MS:.2f} of target':>22}")
+    print(
+        f"{'naive: fresh SVD of every matrix + summary':<52} {naive_ms:>10.1f} {f'{naive_ms / page_ms:.0f}x slower':>22}"
+    )
+    print(f"rerun p90 {1e3 * sorted(reruns)[int(0.9 * (len(reruns) - 1))]:.1f} ms over {len(reruns)} moves")
+    print(f"{'part of a rerun':<36} {'ms':>7}   {'what it replaces':<30} {'ms':>7} {'ratio':>8}")
+    for part, ms, other, other_ms in parts(args.model):
+        print(f"{part:<36} {ms:>7.2f}   {other:<30} {other_ms:>7.2f} {f'{other_ms / ms:.1f}x':>8}")
+
+
+if __name__ == "__main__":
+    main()

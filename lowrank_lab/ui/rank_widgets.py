@@ -1,0 +1,228 @@
+"""The Ranks page's controls: presets, a slider per kind, a per-matrix override, the plan file.
+
+Streamlit forgets a widget's value while its page is not shown, so the settings live in
+session state as one :class:`RankControls` per model, every widget is seeded from it on each
+run, and widget callbacks write changes back before the page reruns. The plan they describe is
+kept in ``st.session_state[state.PLAN]`` for the compress panel and the export page; a plan put
+there by someone else is adopted on the next run.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lowrank_lab.errors import InvalidRankPlan
+from lowrank_lab.plan import RankPlan
+from lowrank_lab.plan_views import KindTotals
+from lowrank_lab.rank_controls import (
+    PRESETS,
+    KindInfo,
+    RankControls,
+    controls_from_plan,
+    plan_from_controls,
+    read_plan,
+)
+from lowrank_lab.spectra.engine import LayerSpectrum
+from lowrank_lab.ui import state
+from lowrank_lab.ui.formatting import params, pct
+
+CONTROLS = "ranks_controls"  # (model source, RankControls, the RankPlan written to state.PLAN)
+MATRIX_RANK = "ranks_matrix_rank"
+UPLOAD = "ranks_plan_upload"
+UPLOAD_RESULT = "ranks_plan_upload_result"  # (file id, "success" | "error", message)
+PRESET_MESSAGE = "ranks_preset_message"
+DEFAULT_PRESET = ("keep-params", 0.5)
+
+
+def kind_key(kind: str) -> str:
+    return f"ranks_kind_{kind}"
+
+
+def preset_value_key(preset: str) -> str:
+    return f"ranks_preset_value_{preset}"
+
+
+def preset_button_key(preset: str) -> str:
+    return f"ranks_preset_{preset}"
+
+
+def _save(spectra: list[LayerSpectrum], controls: RankControls) -> RankPlan:
+    plan = plan_from_controls(spectra, controls)
+    st.session_state[CONTROLS] = (state.current_spec().source, controls, plan)
+    st.session_state[state.PLAN] = plan
+    return plan
+
+
+def current_controls(spectra: list[LayerSpectrum]) -> tuple[RankControls, RankPlan]:
+    """The session's controls and plan for the current model (a 50%-parameters plan at first)."""
+    source = state.current_spec().source
+    saved = st.session_state.get(CONTROLS)
+    outside = st.session_state.get(state.PLAN)
+    if saved is not None and saved[0] == source and (outside is None or outside == saved[2]):
+        st.session_state[state.PLAN] = saved[2]
+        return saved[1], saved[2]
+    plan = None
+    if isinstance(outside, RankPlan):
+        try:
+            outside.validate(spectra)
+            plan = outside
+        except InvalidRankPlan:
+            plan = None  # a plan for another model: start afresh rather than fail
+    if plan is None:
+        key, value = DEFAULT_PRESET
+        plan = PRESETS[key].plan(spectra, value)
+    controls = controls_from_plan(spectra, plan)
+    return controls, _save(spectra, controls)
+
+
+def _controls() -> RankControls:
+    return st.session_state[CONTROLS][1]
+
+
+def _on_kind(kind: KindInfo, spectra: list[LayerSpectrum]) -> None:
+    # A kind slider sets that kind in every layer, so it drops the kind's per-matrix overrides.
+    controls = _controls().with_kind_rank(kind.kind, int(st.session_state[kind_key(kind.kind)]))
+    for name in kind.names:
+        controls = controls.with_override(name, None)
+    _save(spectra, controls)
+
+
+def _on_matrix_rank(name: str, spectra: list[LayerSpectrum]) -> None:
+    _save(spectra, _controls().with_override(name, int(st.session_state[MATRIX_RANK])))
+
+
+def _reset_override(name: str, spectra: list[LayerSpectrum]) -> None:
+    _save(spectra, _controls().with_override(name, None))
+
+
+def _clear_overrides(spectra: list[LayerSpectrum]) -> None:
+    _save(spectra, _controls().without_overrides())
+
+
+def _apply_preset(key: str, spectra: list[LayerSpectrum]) -> None:
+    preset = PRESETS[key]
+    value = st.session_state[preset_value_key(key)]
+    try:
+        plan = preset.plan(spectra, value)
+    except InvalidRankPlan as err:
+        st.session_state[PRESET_MESSAGE] = ("error", str(err))
+        return
+    _save(spectra, controls_from_plan(spectra, plan))
+    st.session_state[PRESET_MESSAGE] = ("success", f"Applied: {preset.label.lower()} = {value:g}")
+
+
+def _on_upload(spectra: list[LayerSpectrum]) -> None:
+    uploaded = st.session_state.get(UPLOAD)
+    if uploaded is None:
+        st.session_state.pop(UPLOAD_RESULT, None)
+        return
+    try:
+        plan = read_plan(uploaded.getvalue(), spectra)
+    except InvalidRankPlan as err:
+        st.session_state[UPLOAD_RESULT] = (uploaded.file_id, "error", f"{uploaded.name}: {err}")
+        return
+    _save(spectra, controls_from_plan(spectra, plan))
+    st.session_state[UPLOAD_RESULT] = (uploaded.file_id, "success", f"Loaded {uploaded.name}: {len(plan)} ranks")
+
+
+def preset_controls(spectra: list[LayerSpectrum]) -> None:
+    """One column per preset: its setting and an Apply button."""
+    max_rank = max((sp.full_rank for sp in spectra if not sp.is_embedding), default=1)
+    for col, preset in zip(st.columns(len(PRESETS)), PRESETS.values()):
+        with col:
+            integer = preset.integer
+            st.number_input(
+                preset.label,
+                min_value=int(preset.minimum) if integer else preset.minimum,
+                max_value=min(int(preset.maximum), max_rank) if integer else preset.maximum,
+                value=int(preset.default) if integer else preset.default,
+                step=int(preset.step) if integer else preset.step,
+                key=preset_value_key(preset.key),
+            )
+            st.button("Apply", key=preset_button_key(preset.key), on_click=_apply_preset, args=(preset.key, spectra))
+    message = st.session_state.pop(PRESET_MESSAGE, None)
+    if message is not None:
+        (st.success if message[0] == "success" else st.error)(message[1])
+
+
+def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None) -> str:
+    if rank >= kind.break_even or totals is None or totals.factorized == 0:
+        return f"r ≥ {kind.break_even} (break-even): **keep dense**"
+    dense = totals.matrices - totals.factorized
+    return f"keeps {pct(totals.params_kept / totals.params_dense, 0)} · error {totals.rel_frobenius_error:.3f}" + (
+        f" · {dense} dense" if dense else ""
+    )
+
+
+def kind_sliders(kinds: list[KindInfo], spectra: list[LayerSpectrum], totals: dict[str, KindTotals]) -> None:
+    """One slider per matrix kind (every layer); a rank at or past break-even says "keep dense"."""
+    controls = _controls()
+    for kind in kinds:
+        key = kind_key(kind.kind)
+        rank = min(controls.kind_rank(kind.kind) or kind.full_rank, kind.full_rank)
+        sum_params = totals[kind.kind].params_dense if kind.kind in totals else 0
+        st.session_state[key] = rank
+        # The numbers go in the label (markdown), so they sit right above the slider they describe.
+        st.slider(
+            f"**{kind.kind}** × {len(kind.names)} · :gray[{_kind_caption(kind, rank, totals.get(kind.kind))}]",
+            min_value=1,
+            max_value=kind.full_rank,
+            key=key,
+            on_change=_on_kind,
+            args=(kind, spectra),
+            help=f"Rank of every {kind.kind} ({params(sum_params)} parameters in all); from "
+            f"{kind.break_even} on, two factors are no smaller than the matrix, so it stays dense. "
+            "Moving it drops this kind's per-matrix overrides.",
+        )
+
+
+def matrix_override(sp: LayerSpectrum, plan: RankPlan, spectra: list[LayerSpectrum]) -> None:
+    """A slider for the selected matrix's own rank, and buttons to drop overrides."""
+    controls = _controls()
+    planned = plan.get(sp.name)
+    st.session_state[MATRIX_RANK] = planned or sp.full_rank
+    st.slider(
+        f"Rank of {sp.name} ({sp.shape[0]}×{sp.shape[1]})",
+        min_value=1,
+        max_value=sp.full_rank,
+        key=MATRIX_RANK,
+        on_change=_on_matrix_rank,
+        args=(sp.name, spectra),
+        help="Overrides the kind's rank for this one matrix.",
+    )
+    overridden = controls.override(sp.name) is not None
+    status = f"rank {planned}" if planned else "keep dense (at or past break-even)"
+    st.caption(f"{'Override' if overridden else 'From its kind'}: {status}")
+    c1, c2 = st.columns(2)
+    c1.button(
+        "Use the kind's rank",
+        key="ranks_reset_override",
+        on_click=_reset_override,
+        args=(sp.name, spectra),
+        disabled=not overridden,
+    )
+    c2.button(
+        f"Clear all {len(controls.overrides)} overrides",
+        key="ranks_clear_overrides",
+        on_click=_clear_overrides,
+        args=(spectra,),
+        disabled=not controls.overrides,
+    )
+
+
+def plan_file(plan: RankPlan, spectra: list[LayerSpectrum]) -> None:
+    """Download the plan as JSON; upload one back (validated against the model)."""
+    source = state.current_spec().source
+    st.download_button(
+        f"Download plan JSON ({len(plan)} ranks)",
+        data=plan.to_json(model=source),
+        file_name=f"rank_plan_{source.replace('/', '_')}.json",
+        mime="application/json",
+        key="ranks_download",
+    )
+    uploaded = st.file_uploader(
+        "Load a plan (JSON: module name → rank)", type=["json"], key=UPLOAD, on_change=_on_upload, args=(spectra,)
+    )
+    result = st.session_state.get(UPLOAD_RESULT)
+    if uploaded is not None and result is not None and result[0] == uploaded.file_id:
+        (st.success if result[1] == "success" else st.error)(result[2])

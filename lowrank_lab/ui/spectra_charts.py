@@ -1,0 +1,111 @@
+"""Figures of the Spectra page: overlaid spectra with energy curves, and the (layer × kind) heatmap."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from lowrank_lab.spectra.engine import LayerSpectrum
+from lowrank_lab.spectra.views import GRID_METRICS, MetricGrid, scaled_values
+from lowrank_lab.ui.formatting import matrix_label
+
+MP_DASH = "dash"
+
+
+def _colors(n: int) -> list[str]:
+    """Distinct colors for a few traces; an ordered scale (by layer) for many."""
+    if n <= len(qualitative.Plotly):
+        return list(qualitative.Plotly[:n])
+    return sample_colorscale("Viridis", list(np.linspace(0, 0.95, n)))
+
+
+def _add_spectrum(fig: go.Figure, sp: LayerSpectrum, color: str, bold: bool, normalise: bool, fraction: bool) -> None:
+    """One matrix's three traces: its values and its MP edge (left), its energy curve (right)."""
+    values, edge = scaled_values(sp, normalise)
+    x = np.arange(1, sp.full_rank + 1) / (sp.full_rank if fraction else 1)
+    line = {"color": color, "width": 3 if bold else 1.5}
+    hover = f"{sp.name}<br>i=%{{x}}<br>%{{y:.4g}}<extra></extra>"
+    common = {"mode": "lines", "legendgroup": sp.name}
+    label = matrix_label(sp.name, sp.kind, sp.layer)
+    fig.add_trace(go.Scatter(x=x, y=values, name=label, line=line, hovertemplate=hover, **common), row=1, col=1)
+    edge_line = {"color": color, "width": 1, "dash": MP_DASH}
+    edge_hover = f"{sp.name}<br>MP edge %{{y:.4g}}<extra></extra>"
+    fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[edge, edge], showlegend=False, line=edge_line,
+                             hovertemplate=edge_hover, **common), row=1, col=1)  # fmt: skip
+    fig.add_trace(go.Scatter(x=x, y=sp.cumulative_energy(), showlegend=False, line=line, hovertemplate=hover,
+                             **common), row=1, col=2)  # fmt: skip
+
+
+def spectrum_figure(group: list[LayerSpectrum], selected: str, normalise: bool, rank_fraction: bool) -> go.Figure:
+    """Singular values (log scale) with each matrix's Marchenko–Pastur edge, beside cumulative energy.
+
+    Args:
+        group: the spectra to overlay.
+        selected: the name drawn thicker.
+        normalise: divide every spectrum (and its edge) by its σ₁.
+        rank_fraction: put i / full rank on the x axis (compares matrices of different sizes).
+    """
+    titles = (
+        "Singular values σᵢ" + (" / σ₁" if normalise else "") + " (dashed: Marchenko–Pastur edge)",
+        "Cumulative energy Σ<sub>j≤i</sub> σ<sub>j</sub>² / Σ σ<sub>j</sub>²",
+    )
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.09, subplot_titles=titles)
+    for sp, color in zip(group, _colors(len(group))):
+        _add_spectrum(fig, sp, color, sp.name == selected, normalise, rank_fraction)
+    fig.update_xaxes(title_text="i / full rank" if rank_fraction else "index i (rank)")
+    y_title = "σᵢ / σ₁ (log)" if normalise else "σᵢ (log)"
+    fig.update_yaxes(type="log", exponentformat="power", title_text=y_title, row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], title_text="fraction of energy kept by rank i", row=1, col=2)
+    for level in (0.9, 0.99):
+        fig.add_hline(y=level, line={"color": "gray", "width": 1, "dash": "dot"}, row=1, col=2,
+                      annotation_text=f"{level:.0%}", annotation_position="bottom right")  # fmt: skip
+    fig.update_layout(height=430, margin={"t": 40, "b": 40, "l": 60, "r": 10}, legend={"font": {"size": 10}},
+                      hovermode="closest")  # fmt: skip
+    fig.update_annotations(font_size=13)
+    return fig
+
+
+def _cell_markers(grid: MetricGrid) -> go.Scatter:
+    """A transparent marker on every cell, named by ``customdata``, for clicks and hover."""
+    metric = GRID_METRICS[grid.metric]
+    rows, cols = np.nonzero(grid.names != "")
+    fmt = ".3f" if metric.fraction else ".0f"
+    return go.Scatter(
+        x=[grid.kinds[j] for j in cols],
+        y=[grid.layers[i] for i in rows],
+        mode="markers",
+        marker={"symbol": "square", "size": 16, "color": "rgba(0,0,0,0)"},
+        customdata=[grid.names[i, j] for i, j in zip(rows, cols)],
+        text=grid.values[rows, cols],
+        hovertemplate=f"%{{customdata}}<br>{metric.label}: %{{text:{fmt}}}<extra></extra>",
+        showlegend=False,
+    )
+
+
+def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
+    """The metric over (layer × kind), with an invisible point per cell so a click selects it.
+
+    Plotly's heatmap traces send no selection events to Streamlit, so each cell carries a
+    transparent marker (with the module name as ``customdata``) that does.
+    """
+    metric = GRID_METRICS[grid.metric]
+    colorbar = {"title": {"text": "fraction<br>of full rank" if metric.fraction else "count"}, "thickness": 14}
+    heat = go.Heatmap(z=grid.values, x=grid.kinds, y=grid.layers, colorscale="Viridis", hoverinfo="skip",
+                      colorbar=colorbar)  # fmt: skip
+    fig = go.Figure([heat, _cell_markers(grid)])
+    where = np.argwhere(grid.names == selected)
+    if len(where):
+        i, j = where[0]
+        outline = {"symbol": "square-open", "size": 18, "color": "red", "line": {"width": 3}}
+        fig.add_trace(go.Scatter(x=[grid.kinds[j]], y=[grid.layers[i]], mode="markers", hoverinfo="skip",
+                                 marker=outline, showlegend=False))  # fmt: skip
+    # Layer 0 on top, with an explicit range: the click markers would pad an automatic one.
+    fig.update_yaxes(title_text="layer", range=[grid.layers[-1] + 0.5, grid.layers[0] - 0.5],
+                     dtick=1 if len(grid.layers) <= 12 else 2)  # fmt: skip
+    fig.update_xaxes(title_text="matrix kind", type="category")
+    fig.update_layout(height=max(320, 18 * len(grid.layers) + 140), margin={"t": 30, "b": 40, "l": 60, "r": 10},
+                      hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False,
+                      title={"text": metric.label, "font": {"size": 13}})  # fmt: skip
+    return fig

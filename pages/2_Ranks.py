@@ -1,0 +1,47 @@
+"""Ranks: choose a rank per matrix and see at once what it costs (error) and saves (parameters, bytes)."""
+
+import streamlit as st
+
+from lowrank_lab.plan_views import error_curve, kind_totals, plan_point
+from lowrank_lab.rank_controls import linear_kinds
+from lowrank_lab.ui import rank_display, rank_widgets, state
+from lowrank_lab.ui.cache import model_tradeoff, param_count, plan_calculator, spectra_with_progress
+from lowrank_lab.ui.rank_charts import error_rank_figure, tradeoff_figure
+from lowrank_lab.ui.sidebar import require_model
+from lowrank_lab.ui.widgets import matrix_picker
+
+st.set_page_config(page_title="Ranks · lowrank_lab", layout="wide")
+st.title("Ranks")
+st.caption(
+    "Pick a rank for each weight matrix. Errors and savings come from the cached singular values "
+    r"(Eckart–Young: $\|W-W_r\|_F^2=\sum_{i>r}\sigma_i^2$), so every move updates at once, with no new SVD."
+)
+
+require_model()
+spec = state.current_spec()
+spectra = spectra_with_progress(spec)
+curves = model_tradeoff(spec)
+controls, plan = rank_widgets.current_controls(spectra)
+summary = plan_calculator(spec).summarize(plan, param_count(spec))  # Eckart–Young, no SVD
+
+rank_display.totals(summary)
+
+left, right = st.columns([1.2, 2], gap="large")
+with left:
+    st.subheader("Rank per kind")
+    rank_widgets.kind_sliders(linear_kinds(spectra), spectra, kind_totals(spectra, summary))
+with right:
+    st.subheader("Presets")
+    rank_widgets.preset_controls(spectra)
+    st.subheader("One matrix")
+    sp = matrix_picker(spectra, key="ranks_matrix")
+    rank_widgets.matrix_override(sp, plan, spectra)
+    rank_display.matrix_numbers(summary.row(sp.name))
+    st.plotly_chart(error_rank_figure(error_curve(sp), plan.get(sp.name), sp.name), key="ranks_error_chart")
+
+st.plotly_chart(tradeoff_figure(curves, plan_point(summary)), key="ranks_tradeoff_chart")
+
+st.subheader("Every matrix")
+rank_display.matrix_table(summary)
+st.subheader("Plan file")
+rank_widgets.plan_file(plan, spectra)
