@@ -90,16 +90,24 @@ def factor_names(module: str) -> tuple[str, str, str]:
 
 
 def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model.state_dict()`` with every shared tensor (tied weights) kept once, under its first name."""
-    seen: set[tuple] = set()
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.numel() > 0:
+    """``model.state_dict()`` (detached) with every shared tensor (tied weights) once, under its first name.
+
+    Works on the meta device too (a skeleton has no storage, so sharing is read from identity).
+    """
+    state = model.state_dict(keep_vars=True)
+    return {name: state[name].detach() for name, first in alias_map(state).items() if name == first}
+
+
+def alias_map(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Each name of a ``state_dict(keep_vars=True)`` → the first name holding the same tensor (or itself)."""
+    first: dict[tuple, str] = {}
+    out: dict[str, str] = {}
+    for name, tensor in state.items():
+        if tensor.is_meta or tensor.numel() == 0:
+            key = (id(tensor),)
+        else:
             key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride())
-            if key in seen:
-                continue
-            seen.add(key)
-        out[name] = tensor
+        out[name] = first.setdefault(key, name)
     return out
 
 

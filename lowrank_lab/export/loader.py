@@ -23,6 +23,7 @@ from lowrank_lab.export.format import (
     SECTION,
     WEIGHTS_FILE,
     LowrankSection,
+    alias_map,
     factor_names,
     torch_dtype,
     unique_state_dict,
@@ -90,24 +91,41 @@ def load_checkpoint(folder: Path) -> tuple[nn.Module, LowrankSection]:
     weights = folder / WEIGHTS_FILE
     shapes = tensor_shapes(weights)
     check_factor_shapes(section, shapes, weights)
-    model = build_model(folder, section)
-    expected = {name: tuple(t.shape) for name, t in unique_state_dict(model).items()}
+    skeleton = build_model(folder, section)  # on the meta device: checks names and shapes for free
+    aliases = alias_map(skeleton.state_dict(keep_vars=True))
+    expected = {name: tuple(t.shape) for name, t in unique_state_dict(skeleton).items()}
     check_tensor_names(expected, shapes, weights)
     try:
         state = load_file(str(weights))
     except Exception as err:  # a corrupt payload the header check could not see
         raise CheckpointError(f"{weights} cannot be read ({type(err).__name__}: {err}); export it again") from None
+    model = build_model(folder, section, materialize=True)
     with torch.no_grad():
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    stored_once = set(state)
-    aliases = {n for n in missing if n not in expected}  # tied names whose tensor was stored under another
-    if unexpected or set(missing) - aliases or not stored_once <= set(expected):
-        raise CheckpointError(
-            f"{weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    model.to(torch_dtype(section.dtype))
+        # assign: the model takes the loaded tensors themselves (no second copy in memory).
+        model.load_state_dict(state, strict=False, assign=True)
+    for alias, first in aliases.items():
+        if alias != first:  # a tied name: point it at the tensor stored under the first name
+            module, _, attr = alias.rpartition(".")
+            source, _, source_attr = first.rpartition(".")
+            setattr(model.get_submodule(module), attr, getattr(model.get_submodule(source), source_attr))
+    left = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_meta]
+    if left:  # cannot happen after the checks above; never hand out a half-built model
+        raise CheckpointError(f"{weights} left {', '.join(left[:5])} unloaded")
     model.eval()
     return model, section
+
+
+def _materialize(model: nn.Module) -> None:
+    """Give a meta-device model real (uninitialised) memory, and compute its non-persistent buffers.
+
+    Stored tensors are about to be assigned, so they are marked initialised and skipped; the
+    buffers a checkpoint does not hold (rotary frequencies, position ids) are computed by the
+    model's own initialisation, exactly as ``from_pretrained`` does it.
+    """
+    model.to_empty(device="cpu")
+    for tensor in model.state_dict(keep_vars=True).values():
+        tensor._is_hf_initialized = True
+    model.initialize_weights()
 
 
 def tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
@@ -194,8 +212,15 @@ def layer_dims(module: nn.Module) -> tuple[int, int, bool] | None:
     return None
 
 
-def build_model(folder: Path, section: LowrankSection) -> nn.Module:
-    """The architecture from ``config.json`` (random weights) with LowRankLinear at each ranked module."""
+def build_model(folder: Path, section: LowrankSection, materialize: bool = False) -> nn.Module:
+    """The architecture from ``config.json`` with LowRankLinear at each ranked module.
+
+    Args:
+        folder: the checkpoint folder.
+        section: its ``lowrank`` section.
+        materialize: False: everything on the meta device (no memory; for checks). True: on
+            the CPU with uninitialised weights (to be loaded) and computed non-persistent buffers.
+    """
     from transformers import AutoConfig
 
     config_path = folder / CONFIG_FILE
@@ -204,11 +229,12 @@ def build_model(folder: Path, section: LowrankSection) -> nn.Module:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         if hasattr(config, SECTION):
             delattr(config, SECTION)  # a stale section would mark a later dense save as compressed
-        model = cls(config)
+        with torch.device("meta"):
+            model = cls(config)
     except Exception as err:
-        raise CheckpointError(
-            f"{config_path} cannot build {section.architecture}: {type(err).__name__}: {err}"
-        ) from None
+        raise CheckpointError(f"{config_path} cannot build {section.architecture}: {type(err).__name__}: {err}") from None
+    if materialize:
+        _materialize(model)  # before the swap: the model's own init knows its own layers only
     for name, rank in section.ranks.items():
         try:
             module = model.get_submodule(name)
@@ -222,5 +248,6 @@ def build_model(folder: Path, section: LowrankSection) -> nn.Module:
                 f"{config_path}: {name} is a {type(module).__name__}, not a Linear layer, so it cannot be factorized"
             )
         n_in, n_out, _ = dims
-        set_submodule(model, name, LowRankLinear(n_in, n_out, rank, bias=name in section.bias))
+        layer = LowRankLinear(n_in, n_out, rank, bias=name in section.bias, device="meta")
+        set_submodule(model, name, layer.to_empty(device="cpu") if materialize else layer)
     return model
