@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def logits(model, ids) -> torch.Tensor:
         return model(input_ids=ids).logits.float()
 
 
+def prepare(args):
+    """Load, factorize, and measure the figures the model card carries."""
+    loaded = load_model(args.model)
+    start = time.perf_counter()
+    compressed = truncated_svd(loaded, args.keep)
+    svd_seconds = time.perf_counter() - start
+    kept = sum(p.numel() for p in compressed.model.parameters())
+    linear_dense = sum(w.params for w in weight_matrices(loaded.model, include_embeddings=False))
+    low = [m for m in compressed.model.modules() if isinstance(m, LowRankLinear)]
+    linear_kept = sum(m.rank * (m.in_features + m.out_features) for m in low)
+    figures = {"params_dense": loaded.n_params, "params_compressed": kept}
+    figures |= {"linear_params_dense": linear_dense, "linear_params_compressed": linear_kept}
+    text = builtin_text("evaluation")
+    if args.blocks:
+        figures["perplexity_dense"] = perplexity(loaded.model, loaded.tokenizer, text, max_blocks=args.blocks)
+        figures["perplexity_compressed"] = perplexity(compressed.model, loaded.tokenizer, text, max_blocks=args.blocks)
+        figures |= {"eval_text": "built-in evaluation split", "eval_tokens": args.blocks * 256}
+    compressed.figures.update(figures)
+    print(
+        f"{args.model}: {loaded.n_params:,} parameters; plain truncated SVD of {len(low)} linear layers, {svd_seconds:.0f} s"
+    )
+    print(f"linear parameters kept {linear_kept:,} / {linear_dense:,} = {linear_kept / linear_dense:.3f}")
+    print(f"model parameters kept {kept:,} / {loaded.n_params:,} = {kept / loaded.n_params:.3f}")
+    if args.blocks:
+        print(
+            f"perplexity ({args.blocks}×256 tokens of the built-in evaluation text): "
+            f"dense {figures['perplexity_dense']:.3f}, compressed {figures['perplexity_compressed']:.1f}"
+        )
+    return loaded, compressed, text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -86,59 +118,44 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=8, help="perplexity blocks of 256 tokens (0: skip)")
     args = parser.parse_args()
 
-    loaded = load_model(args.model)
-    start = time.perf_counter()
-    compressed = truncated_svd(loaded, args.keep)
-    svd_seconds = time.perf_counter() - start
-    text = builtin_text("evaluation")
+    loaded, compressed, text = prepare(args)
     ids = token_blocks(loaded.tokenizer, text, 2, 128)  # (2, 128) real text
-    reference = logits(compressed.model, ids)
-    kept = sum(p.numel() for p in compressed.model.parameters())
-    linear_dense = sum(w.params for w in weight_matrices(loaded.model, include_embeddings=False))
-    linear_kept = sum(
-        m.rank * (m.in_features + m.out_features) for m in compressed.model.modules() if isinstance(m, LowRankLinear)
-    )
-    tok = tokenizer_bytes(loaded.tokenizer)
-    figures = {"params_dense": loaded.n_params, "params_compressed": kept}
-    figures |= {"linear_params_dense": linear_dense, "linear_params_compressed": linear_kept}
-    if args.blocks:
-        ppl = lambda m: perplexity(m, loaded.tokenizer, text, max_blocks=args.blocks)  # noqa: E731
-        figures |= {"perplexity_dense": ppl(loaded.model), "perplexity_compressed": ppl(compressed.model)}
-        figures |= {"eval_text": "built-in evaluation split", "eval_tokens": args.blocks * 256}
-    compressed.figures.update(figures)
-
+    ref = Reference(ids, logits(compressed.model, ids), logits(loaded.model, ids), tokenizer_bytes(loaded.tokenizer))
     print(
-        f"{args.model}: {loaded.n_params:,} parameters; truncated SVD of {len(compressed.plan)} linear layers in {svd_seconds:.1f} s"
+        f"tokenizer files: {ref.tokenizer_bytes:,} bytes; max |logit| of the compressed model {ref.compressed.abs().max():.1f}\n"
     )
-    print(
-        f"linear parameters kept {linear_kept:,} / {linear_dense:,} = {linear_kept / linear_dense:.3f}; model {kept:,} ({kept / loaded.n_params:.3f})"
-    )
-    if args.blocks:
-        print(
-            f"perplexity ({args.blocks}×256 tokens): dense {figures['perplexity_dense']:.3f}, compressed {figures['perplexity_compressed']:.3f}"
-        )
-    print(f"tokenizer files: {tok:,} bytes\n")
-    header = (
+    sizes = [
         f"{'dtype':9} {'weights B':>12} {'bound B':>12} {'folder B':>12} {'over bound':>10} {'dense B':>12} "
-        f"{'size ratio':>10} {'bit-exact':>9} {'max|Δlogit|':>11} {'ppl':>8}"
-    )
-    rows, times = [header], []
-    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
-        for dtype in DTYPES:
-            row, timing = measure(dtype, Path(tmp), loaded, compressed, ids, reference, text, tok, args)
-            rows.append(row)
-            times.append(timing)
-    print("\n".join(rows))
-    print("\n(bound = kept parameters × bytes + tokenizer files; 'over bound' = config, card, loader, plan, header)\n")
-    print(
+        f"{'size ratio':>10} {'bit-exact':>9} {'max|Δlogit|':>11} {'dense Δ':>9} {'ppl':>8}"
+    ]
+    times = [
         f"{'dtype':9} {'save_compressed s':>17} {'save_pretrained s':>17} {'ratio':>6} "
         f"{'load_compressed s':>17} {'from_pretrained s':>17} {'ratio':>6}"
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        for dtype in DTYPES:
+            size_row, time_row = measure(dtype, Path(tmp), loaded, compressed, ref, text, args)
+            sizes.append(size_row)
+            times.append(time_row)
+    print("\n".join(sizes))
+    print(
+        "\nbound = kept parameters × bytes + tokenizer files; 'over bound' = config, card, loader, plan, header;\n"
+        "max|Δlogit| = reloaded vs the in-memory float32 compressed model; 'dense Δ' = the same for the dense\n"
+        "model cast to that dtype (the rounding baseline)\n"
     )
-    for dtype, s, ds, ld, dl in times:
-        print(f"{dtype:9} {s:17.3f} {ds:17.3f} {s / ds:6.2f} {ld:17.3f} {dl:17.3f} {ld / dl:6.2f}")
+    print("\n".join(times))
+    print("(save_pretrained baseline includes casting the dense model to the dtype, as save_compressed does)")
 
 
-def measure(dtype, tmp: Path, loaded, compressed, ids, reference, text, tok: int, args) -> tuple[str, tuple]:
+@dataclass(frozen=True)
+class Reference:
+    ids: torch.Tensor  # (2, 128) token ids of real text
+    compressed: torch.Tensor  # logits of the in-memory float32 compressed model
+    dense: torch.Tensor  # logits of the dense float32 model
+    tokenizer_bytes: int
+
+
+def measure(dtype: str, tmp: Path, loaded, compressed, ref: Reference, text: str, args) -> tuple[str, str]:
     """Save and reload in ``dtype``; the dense original saved and loaded the same way is the baseline."""
     from transformers import AutoModelForCausalLM
 
@@ -147,27 +164,36 @@ def measure(dtype, tmp: Path, loaded, compressed, ids, reference, text, tok: int
     folder, dense_dir = tmp / f"ckpt-{dtype}", tmp / f"dense-{dtype}"
     save_s, _ = timed(partial(save_compressed, compressed, folder, dtype=dtype, overwrite=True), args.repeats)
     load_s, model = timed(partial(load_compressed, folder), args.repeats)
-    dense_model = loaded.copy().to(target)
-    dense_save_s, _ = timed(partial(save_pretrained_fresh, dense_model, dense_dir), args.repeats)
-    dense_load_s, _ = timed(partial(AutoModelForCausalLM.from_pretrained, dense_dir, dtype=target), args.repeats)
+    dense_save_s = statistics.median(cast_and_save(loaded, target, dense_dir) for _ in range(args.repeats))
+    dense_load_s, dense = timed(partial(AutoModelForCausalLM.from_pretrained, dense_dir, dtype=target), args.repeats)
     mine = compressed.model.state_dict()
     exact = all(torch.equal(t, mine[k].to(target)) for k, t in model.state_dict().items())
-    diff = (logits(model.float(), ids) - reference).abs().max().item()
+    diff = (logits(model.float(), ref.ids) - ref.compressed).abs().max().item()
+    dense_diff = (logits(dense.float(), ref.ids) - ref.dense).abs().max().item()
     ppl = perplexity(model.float(), loaded.tokenizer, text, max_blocks=args.blocks) if args.blocks else float("nan")
     weights = (folder / "model.safetensors").stat().st_size
     total = folder_bytes(folder)
-    bound = kept * target.itemsize + tok
+    bound = kept * target.itemsize + ref.tokenizer_bytes
     dense_bytes = (dense_dir / "model.safetensors").stat().st_size
-    row = (
+    size_row = (
         f"{dtype:9} {weights:12,} {bound:12,} {total:12,} {total - bound:10,} {dense_bytes:12,} "
-        f"{weights / dense_bytes:10.3f} {str(exact):>9} {diff:11.2e} {ppl:8.3f}"
+        f"{weights / dense_bytes:10.3f} {str(exact):>9} {diff:11.2e} {dense_diff:9.2e} {ppl:8.1f}"
     )
-    return row, (dtype, save_s, dense_save_s, load_s, dense_load_s)
+    time_row = (
+        f"{dtype:9} {save_s:17.3f} {dense_save_s:17.3f} {save_s / dense_save_s:6.2f} "
+        f"{load_s:17.3f} {dense_load_s:17.3f} {load_s / dense_load_s:6.2f}"
+    )
+    return size_row, time_row
 
 
-def save_pretrained_fresh(model, folder: Path) -> None:
+def cast_and_save(loaded, target: torch.dtype, folder: Path) -> float:
+    """Seconds to cast a fresh copy of the dense model to ``target`` and ``save_pretrained`` it."""
+    model = loaded.copy()
     shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    model.to(target)
     model.save_pretrained(folder)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

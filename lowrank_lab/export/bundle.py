@@ -103,8 +103,9 @@ def _elements(kind: str, compressed: CompressedModel | None, adapter: TrainedAda
     peft_model = peft_model_of(adapter)
     lora = count_elements(get_peft_model_state_dict(peft_model))  # exactly what PEFT saves
     base = count_elements(unique_state_dict(peft_model)) - lora
-    if kind == "adapter":
-        return lora + (base if adapter.base == "compressed" else 0), 0, None
+    if kind == "adapter":  # an adapter on a compressed model ships that base (with its tokenizer) in base/
+        with_base = adapter.base == "compressed"
+        return lora + (base if with_base else 0), 0, adapter.tokenizer if with_base else None
     return base, 0, adapter.tokenizer
 
 

@@ -232,7 +232,9 @@ def build_model(folder: Path, section: LowrankSection, materialize: bool = False
         with torch.device("meta"):
             model = cls(config)
     except Exception as err:
-        raise CheckpointError(f"{config_path} cannot build {section.architecture}: {type(err).__name__}: {err}") from None
+        raise CheckpointError(
+            f"{config_path} cannot build {section.architecture}: {type(err).__name__}: {err}"
+        ) from None
     if materialize:
         _materialize(model)  # before the swap: the model's own init knows its own layers only
     for name, rank in section.ranks.items():
