@@ -44,7 +44,7 @@ def run(args) -> dict:
     n_blocks = token_blocks(loaded.tokenizer, text, args.max_blocks, args.seq_len, allow_fewer=True).shape[0]
     factorized = len(factorized_modules(loaded.model))
     if not args.json:
-        kind = f"compressed, {factorized} factorized layers" if factorized else "dense"
+        kind = f"{factorized} factorized layers" if factorized else "dense"
         print(f"{loaded.title} ({kind}, {loaded.n_params / 1e6:.2f}M parameters)")
         print(f"perplexity {ppl:.3f} on the {EVAL_TEXT}, {n_blocks} blocks of {args.seq_len} tokens, {seconds:.1f} s")
     return {
