@@ -19,6 +19,7 @@ from lowrank_lab.errors import (
     NoWeightMatricesError,
     SettingsError,
 )
+from lowrank_lab.export import load_compressed, save_compressed
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, ModelSpec, load_model
@@ -53,10 +54,12 @@ __all__ = [
     "SpectrumCache",
     "WeightMatrix",
     "compute_spectra",
+    "load_compressed",
     "load_model",
     "plan_fixed_rank",
     "plan_keep_energy",
     "plan_keep_params",
+    "save_compressed",
     "singular_values",
     "summarize_plan",
     "weight_matrices",

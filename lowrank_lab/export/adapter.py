@@ -1,0 +1,231 @@
+"""Exporting a LoRA fine-tune: the adapter in PEFT's format, the adapter merged, the plan as rank_pattern.
+
+A :class:`TrainedAdapter`'s ``.model`` is a PEFT model. Nothing here changes it: merging and
+unloading work on a deep copy (PEFT's ``merge_and_unload`` rewrites the model it is given).
+LoRA on a compressed model sits on the thin ``A``/``B`` Linears of each LowRankLinear, so
+merging folds it into those factors and the ranks stay what they were.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.errors import CheckpointError
+from lowrank_lab.export.archive import staged_folder, zip_folder
+from lowrank_lab.export.checkpoint import param_counts, ranks_of, write_compressed
+from lowrank_lab.export.dense import write_hf_folder
+from lowrank_lab.export.format import factorized_modules, normalize_dtype, torch_dtype
+from lowrank_lab.plan import RankPlan
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+BASE_FOLDER = "base"
+RANK_PATTERN_FILE = "rank_pattern.json"
+
+
+def peft_model_of(adapter: TrainedAdapter):
+    """The adapter's PEFT model, or a clear error when it is something else."""
+    from peft import PeftModel
+
+    if not isinstance(adapter.model, PeftModel):
+        raise CheckpointError(
+            f"the adapter's model is a {type(adapter.model).__name__}, not a PEFT model; "
+            "train it with lowrank_lab's LoRA fine-tune (or peft.get_peft_model) before exporting"
+        )
+    return adapter.model
+
+
+def base_model_of(adapter: TrainedAdapter) -> nn.Module:
+    """A copy of the model the adapter sits on, with the LoRA layers removed (not merged)."""
+    return copy.deepcopy(peft_model_of(adapter)).unload()
+
+
+def merge_adapter(adapter: TrainedAdapter) -> nn.Module:
+    """A copy of the base model with the adapter merged in (``merge_and_unload`` on a deep copy)."""
+    return copy.deepcopy(peft_model_of(adapter)).merge_and_unload()
+
+
+def _compressed_like(adapter: TrainedAdapter, model: nn.Module, figures: dict) -> CompressedModel:
+    source = adapter.compressed
+    return CompressedModel(
+        model=model,
+        tokenizer=adapter.tokenizer,
+        source=adapter.source,
+        plan=ranks_of(model),
+        method=source.method if source is not None else "unknown",
+        calibration=dict(source.calibration) if source is not None else {},
+        figures=figures,
+    )
+
+
+def merged_compressed(adapter: TrainedAdapter, figures: dict | None = None) -> CompressedModel:
+    """The adapter merged into its compressed base, as a CompressedModel with the same ranks.
+
+    Args:
+        adapter: an adapter trained on a compressed model (``base == "compressed"``).
+        figures: figures measured on the merged model (e.g. its perplexity). Parameter counts
+            are filled in; the base's perplexity is not carried over, since training changed it.
+
+    Raises:
+        CheckpointError: the adapter was trained on the original model.
+    """
+    merged = merge_adapter(adapter)
+    if not factorized_modules(merged):
+        raise CheckpointError(
+            "this adapter was trained on the original (dense) model, so merging it gives a dense model; "
+            "export it with save_merged, which writes a plain Hugging Face folder"
+        )
+    now, dense = param_counts(merged)
+    return _compressed_like(adapter, merged, {"params_compressed": now, "params_dense": dense, **(figures or {})})
+
+
+def _recast_safetensors(path: Path, dtype: str) -> None:
+    tensors = {k: (v.to(torch_dtype(dtype)) if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def _adapter_card(adapter: TrainedAdapter, config: dict, dtype: str) -> str:
+    on_compressed = adapter.base == "compressed"
+    base = "the compressed checkpoint in `base/`" if on_compressed else f"the original model `{adapter.source.source}`"
+    load_base = (
+        'from lowrank_lab import load_compressed\nbase = load_compressed("path/to/this/folder/base")'
+        if on_compressed
+        else f'from lowrank_lab import load_model\nbase = load_model("{adapter.source.source}").copy()'
+    )
+    targets = config.get("target_modules")
+    targets = ", ".join(sorted(targets)) if isinstance(targets, list) else targets
+    return f"""# LoRA adapter for {adapter.source.source} ({"compressed" if on_compressed else "original"} base, {dtype})
+
+A PEFT LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`) trained by lowrank_lab on
+{base}. Rank r = {config.get("r")}, alpha = {config.get("lora_alpha")}, targets: {targets}.
+
+```python
+from peft import PeftModel
+{load_base}
+model = PeftModel.from_pretrained(base, "path/to/this/folder")
+```
+"""
+
+
+def write_adapter(adapter: TrainedAdapter, folder: Path, dtype: str) -> None:
+    """Write the PEFT adapter files (and, for a compressed base, that base in ``base/``) into ``folder``."""
+    peft_model = peft_model_of(adapter)
+    peft_model.save_pretrained(str(folder))
+    if not (folder / ADAPTER_WEIGHTS).exists():
+        raise CheckpointError(
+            f"PEFT wrote no {ADAPTER_WEIGHTS} into {folder} (a named, non-default adapter?); "
+            "export an adapter trained with lowrank_lab's LoRA fine-tune"
+        )
+    if dtype != "float32":
+        _recast_safetensors(folder / ADAPTER_WEIGHTS, dtype)
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    if not config.get("base_model_name_or_path"):
+        config["base_model_name_or_path"] = BASE_FOLDER if adapter.base == "compressed" else adapter.source.source
+        (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if adapter.base == "compressed":
+        (folder / BASE_FOLDER).mkdir()
+        base = base_model_of(adapter)
+        figures = dict(adapter.compressed.figures) if adapter.compressed is not None else {}
+        write_compressed(_compressed_like(adapter, base, figures), folder / BASE_FOLDER, dtype)
+    (folder / "README.md").write_text(_adapter_card(adapter, config, dtype), encoding="utf-8")
+
+
+def save_adapter(
+    adapter: TrainedAdapter, folder: str | Path, dtype: str = "float32", zip: bool = False, overwrite: bool = False
+) -> Path:
+    """Save a LoRA adapter in PEFT's format, loadable with ``PeftModel.from_pretrained``.
+
+    The folder holds ``adapter_config.json``, ``adapter_model.safetensors`` and a README. An
+    adapter trained on a compressed model needs that model to load onto, so its compressed
+    checkpoint is written into ``base/`` as well.
+
+    Args:
+        adapter: the trained adapter (not changed).
+        folder: the folder to create (written atomically).
+        dtype: dtype of the stored adapter (and base) tensors.
+        zip: also write ``<folder>.zip`` and return its path.
+        overwrite: replace an existing export folder.
+
+    Raises:
+        CheckpointError: an unknown dtype, a model that is not a PEFT model, or a folder that
+            exists and is not empty.
+    """
+    folder = Path(folder).expanduser()
+    dtype = normalize_dtype(dtype, folder)
+    with staged_folder(folder, overwrite) as tmp:
+        write_adapter(adapter, tmp, dtype)
+    return zip_folder(folder) if zip else folder
+
+
+def write_merged(adapter: TrainedAdapter, folder: Path, dtype: str, figures: dict | None = None) -> None:
+    """Write the merged model into ``folder``: a compressed checkpoint, or a plain HF folder for a dense base."""
+    if adapter.base == "compressed":
+        write_compressed(merged_compressed(adapter, figures), folder, dtype)
+    else:
+        write_hf_folder(merge_adapter(adapter), adapter.tokenizer, folder, dtype)
+
+
+def save_merged(
+    adapter: TrainedAdapter,
+    folder: str | Path,
+    dtype: str = "float32",
+    zip: bool = False,
+    overwrite: bool = False,
+    figures: dict | None = None,
+) -> Path:
+    """Merge the adapter into its base and save the result.
+
+    On a compressed base the result is a compressed checkpoint with the same ranks (loads with
+    :func:`load_compressed`); on the original model it is a plain Hugging Face folder.
+
+    Args:
+        adapter: the trained adapter (not changed).
+        folder: the folder to create (written atomically).
+        dtype: ``float32``, ``float16`` or ``bfloat16``.
+        zip: also write ``<folder>.zip`` and return its path.
+        overwrite: replace an existing export folder.
+        figures: figures measured on the merged model, for the model card.
+    """
+    folder = Path(folder).expanduser()
+    dtype = normalize_dtype(dtype, folder)
+    with staged_folder(folder, overwrite) as tmp:
+        write_merged(adapter, tmp, dtype, figures)
+    return zip_folder(folder) if zip else folder
+
+
+def rank_pattern(plan: RankPlan) -> dict:
+    """The plan as keyword arguments of ``peft.LoraConfig``: ``r``, ``target_modules``, ``rank_pattern``.
+
+    Every planned module is a target and gets its own rank in ``rank_pattern`` (full module
+    names, which PEFT matches exactly); ``r`` is the most common rank.
+
+    Raises:
+        CheckpointError: the plan is empty.
+    """
+    ranks = plan.as_dict()
+    if not ranks:
+        raise CheckpointError("the rank plan is empty, so there is no rank_pattern to write; set some ranks first")
+    common = Counter(ranks.values()).most_common(1)[0][0]
+    return {"r": common, "target_modules": sorted(ranks), "rank_pattern": ranks}
+
+
+def save_rank_pattern(plan: RankPlan, path: str | Path) -> Path:
+    """Write :func:`rank_pattern` as JSON to ``path`` (atomically); ``LoraConfig(**json.load(f))`` reads it."""
+    path = Path(path).expanduser()
+    text = json.dumps(rank_pattern(plan), indent=1) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

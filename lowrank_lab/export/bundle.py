@@ -1,0 +1,206 @@
+"""One entry point for every export format: what is available, how large it will be, the zip.
+
+The Export page calls these; so can any program that holds a CompressedModel or a
+TrainedAdapter.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.errors import CheckpointError
+from lowrank_lab.export.adapter import (
+    RANK_PATTERN_FILE,
+    peft_model_of,
+    save_rank_pattern,
+    write_adapter,
+    write_merged,
+)
+from lowrank_lab.export.archive import safe_folder_name, staged_folder, zip_bytes
+from lowrank_lab.export.checkpoint import write_compressed
+from lowrank_lab.export.dense import write_dense
+from lowrank_lab.export.format import (
+    PLAN_FILE,
+    count_elements,
+    factorized_modules,
+    normalize_dtype,
+    torch_dtype,
+    unique_state_dict,
+)
+
+ExportKind = Literal["compressed", "dense", "adapter", "merged", "rank_pattern"]
+EXPORT_KINDS: dict[str, str] = {
+    "compressed": "Compressed checkpoint (factors in safetensors, loads with load_compressed or load_lowrank.py)",
+    "dense": "Dense Hugging Face folder (factors multiplied back; plain from_pretrained)",
+    "rank_pattern": "Rank plan as PEFT rank_pattern JSON",
+    "adapter": "LoRA adapter in PEFT format (adapter_config.json + adapter_model.safetensors)",
+    "merged": "Adapter merged into its base model",
+}
+WEIGHTLESS: tuple[str, ...] = ("rank_pattern",)
+
+
+def available_kinds(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> list[str]:
+    """The export formats that the given artifacts allow, in display order."""
+    kinds = []
+    if compressed is not None:
+        kinds += ["compressed", "dense", "rank_pattern"]
+    if adapter is not None:
+        kinds += ["adapter", "merged"]
+    return kinds
+
+
+@dataclass(frozen=True)
+class SizeEstimate:
+    """How large an export will be, computed from element counts before anything is written.
+
+    Attributes:
+        elements: floating-point values stored.
+        weight_bytes: bytes of the stored tensors in the chosen dtype.
+        tokenizer_bytes: bytes of the tokenizer files (0 when there is none).
+    """
+
+    elements: int
+    weight_bytes: int
+    tokenizer_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weight_bytes + self.tokenizer_bytes
+
+
+def tokenizer_bytes(tokenizer) -> int:
+    """Bytes the tokenizer's files take (written once to a temporary folder to measure them)."""
+    if tokenizer is None:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="lowrank-tok-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        return sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file())
+
+
+def _floats(model) -> tuple[int, int]:
+    """(floating elements, bytes of non-floating tensors) of a model's stored tensors."""
+    tensors = unique_state_dict(model)
+    others = sum(t.numel() * t.element_size() for t in tensors.values() if not t.is_floating_point())
+    return count_elements(tensors), others
+
+
+def _elements(kind: str, compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> tuple[int, int, object]:
+    """(floating elements, other bytes, tokenizer) an export of ``kind`` stores."""
+    if kind in ("compressed", "dense"):
+        floats, others = _floats(compressed.model)
+        if kind == "dense":
+            floats += sum(
+                m.out_features * m.in_features - m.rank * (m.in_features + m.out_features)
+                for m in factorized_modules(compressed.model).values()
+            )
+        return floats, others, compressed.tokenizer
+    from peft import get_peft_model_state_dict
+
+    peft_model = peft_model_of(adapter)
+    lora = count_elements(get_peft_model_state_dict(peft_model))  # exactly what PEFT saves
+    base = count_elements(unique_state_dict(peft_model)) - lora
+    if kind == "adapter":  # an adapter on a compressed model ships that base (with its tokenizer) in base/
+        with_base = adapter.base == "compressed"
+        return lora + (base if with_base else 0), 0, adapter.tokenizer if with_base else None
+    return base, 0, adapter.tokenizer
+
+
+def estimate_size(
+    kind: str, dtype: str, compressed: CompressedModel | None = None, adapter: TrainedAdapter | None = None
+) -> SizeEstimate:
+    """The size an export will have, from parameter counts (nothing is written but the tokenizer, to measure it).
+
+    Raises:
+        CheckpointError: an unknown kind or dtype, or the artifact the kind needs is missing.
+    """
+    _check_request(kind, compressed, adapter)
+    if kind in WEIGHTLESS:
+        return SizeEstimate(0, 0, 0)
+    dtype = normalize_dtype(dtype)
+    floats, others, tokenizer = _elements(kind, compressed, adapter)
+    weight_bytes = floats * torch_dtype(dtype).itemsize + others
+    return SizeEstimate(floats, weight_bytes, tokenizer_bytes(tokenizer))
+
+
+def _check_request(kind: str, compressed, adapter) -> None:
+    if kind not in EXPORT_KINDS:
+        raise CheckpointError(f"unknown export format {kind!r}; use one of {', '.join(EXPORT_KINDS)}")
+    needs_adapter = kind in ("adapter", "merged")
+    if needs_adapter and adapter is None:
+        raise CheckpointError(f"the {kind!r} export needs a LoRA adapter; fine-tune one on the LoRA page first")
+    if not needs_adapter and compressed is None:
+        raise CheckpointError(f"the {kind!r} export needs a compressed model; compress one on the Ranks page first")
+
+
+def write_export(
+    kind: str,
+    folder: Path,
+    dtype: str,
+    compressed: CompressedModel | None = None,
+    adapter: TrainedAdapter | None = None,
+) -> None:
+    """Write an export of ``kind`` into the existing, empty ``folder``."""
+    if kind == "compressed":
+        write_compressed(compressed, folder, dtype)
+    elif kind == "dense":
+        write_dense(compressed, folder, dtype)
+    elif kind == "rank_pattern":
+        save_rank_pattern(compressed.plan, folder / RANK_PATTERN_FILE)
+        (folder / PLAN_FILE).write_text(compressed.plan.to_json(model=compressed.source.source) + "\n", "utf-8")
+    elif kind == "adapter":
+        write_adapter(adapter, folder, dtype)
+    else:
+        write_merged(adapter, folder, dtype)
+
+
+def export(
+    kind: str,
+    folder: str | Path,
+    dtype: str = "float32",
+    compressed: CompressedModel | None = None,
+    adapter: TrainedAdapter | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an export of ``kind`` to ``folder`` atomically; returns the folder.
+
+    Raises:
+        CheckpointError: an unknown kind or dtype, a missing artifact, or an occupied folder.
+    """
+    _check_request(kind, compressed, adapter)
+    folder = Path(folder).expanduser()
+    dtype = normalize_dtype(dtype, folder)
+    with staged_folder(folder, overwrite) as tmp:
+        write_export(kind, tmp, dtype, compressed, adapter)
+    return folder
+
+
+def export_zip(
+    kind: str,
+    name: str,
+    dtype: str = "float32",
+    compressed: CompressedModel | None = None,
+    adapter: TrainedAdapter | None = None,
+) -> bytes:
+    """An export of ``kind`` as zip bytes whose members all sit under the folder ``name`` (sanitised).
+
+    Raises:
+        CheckpointError: an unknown kind or dtype, a missing artifact, or an unusable name.
+    """
+    root = safe_folder_name(name)
+    with tempfile.TemporaryDirectory(prefix="lowrank-export-") as tmp:
+        folder = export(kind, Path(tmp) / root, dtype, compressed, adapter)
+        return zip_bytes(folder, root)
+
+
+__all__ = [
+    "EXPORT_KINDS",
+    "SizeEstimate",
+    "available_kinds",
+    "estimate_size",
+    "export",
+    "export_zip",
+]

@@ -1,0 +1,141 @@
+"""The Export page's widgets: what is available, the chosen format and its size, the download.
+
+The zip is built only when asked (a button), kept in the session for the request it was built
+for, and dropped when the request changes, so a large model is held in memory once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+from peft import get_peft_model_state_dict
+
+from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.errors import LowrankLabError
+from lowrank_lab.export import EXPORT_KINDS, available_kinds, estimate_size, export_zip, safe_folder_name
+from lowrank_lab.export.adapter import peft_model_of
+from lowrank_lab.export.card import human_bytes
+from lowrank_lab.export.format import DTYPES, factorized_modules
+from lowrank_lab.ui import state
+
+BUILT = "export_built"  # session key: (ExportRequest, zip bytes) of the last zip built
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the user asked for, and the artifacts (by identity) it was asked of."""
+
+    kind: str
+    dtype: str
+    name: str
+    compressed_id: int
+    adapter_id: int
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.zip"
+
+
+def artifacts() -> tuple[CompressedModel | None, TrainedAdapter | None]:
+    """The compressed model (Ranks page) and the adapter (LoRA page) of this session, if any."""
+    compressed = st.session_state.get(state.COMPRESSED)
+    adapter = st.session_state.get(state.ADAPTER)
+    if compressed is not None and not isinstance(compressed, CompressedModel):
+        st.error(f"The session's compressed model is a {type(compressed).__name__}; compress again on the Ranks page.")
+        compressed = None
+    if adapter is not None and not isinstance(adapter, TrainedAdapter):
+        st.error(f"The session's adapter is a {type(adapter).__name__}; fine-tune again on the LoRA page.")
+        adapter = None
+    return compressed, adapter
+
+
+def describe(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> None:
+    """One line per available artifact."""
+    if compressed is not None:
+        n = len(factorized_modules(compressed.model))
+        params = sum(p.numel() for p in compressed.model.parameters())
+        ppl = compressed.figures.get("perplexity_compressed")
+        ppl_text = f", perplexity {ppl:.2f}" if isinstance(ppl, (int, float)) else ""
+        st.success(
+            f"Compressed model of **{compressed.source.source}** ({compressed.method}): {n} layers factorized, "
+            f"{params / 1e6:.2f}M parameters{ppl_text}."
+        )
+    else:
+        st.caption("No compressed model yet: make one with “Compress and evaluate” on the Ranks page.")
+    if adapter is not None:
+        try:
+            lora = sum(t.numel() for t in get_peft_model_state_dict(peft_model_of(adapter)).values())
+        except LowrankLabError as err:
+            st.error(str(err))
+            st.stop()
+        st.success(
+            f"LoRA adapter on the **{adapter.base}** {adapter.source.source}: {lora / 1e3:.1f}k adapter parameters."
+        )
+    else:
+        st.caption("No LoRA adapter yet: fine-tune one on the LoRA page.")
+
+
+def choose(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> ExportRequest:
+    """Format, dtype and folder name widgets; stops the page with st.error on an unusable name."""
+    kinds = available_kinds(compressed, adapter)
+    kind = st.radio("Format", kinds, format_func=EXPORT_KINDS.get, key="export_kind")
+    dtype = "float32"
+    if kind != "rank_pattern":
+        dtype = st.selectbox("Weights dtype", DTYPES, key="export_dtype", help="float16/bfloat16 halve the size")
+    source = (compressed or adapter).source.source
+    default = f"{safe_folder_name(source)}-{kind.replace('_', '-')}"
+    raw = st.text_input("Folder name inside the zip", value=default, key="export_name")
+    try:
+        name = safe_folder_name(raw)
+    except LowrankLabError as err:
+        st.error(str(err))
+        st.stop()
+    if name != raw.strip():
+        st.caption(f"Saved as **{name}** (names are reduced to letters, digits, '-', '_' and '.').")
+    return ExportRequest(kind, dtype, name, id(compressed), id(adapter))
+
+
+def show_size(request: ExportRequest, compressed, adapter) -> None:
+    """The size the export will have, from parameter counts, before anything is built."""
+    try:
+        estimate = estimate_size(request.kind, request.dtype, compressed=compressed, adapter=adapter)
+    except LowrankLabError as err:
+        st.error(str(err))
+        st.stop()
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Size", human_bytes(estimate.total_bytes) if estimate.total_bytes else "a few kB")
+    c2.metric("Stored values", f"{estimate.elements:,}")
+    c3.metric("Tokenizer", human_bytes(estimate.tokenizer_bytes) if estimate.tokenizer_bytes else "none")
+    if estimate.elements:
+        st.caption(
+            f"{estimate.elements:,} values × {estimate.weight_bytes // max(estimate.elements, 1)} bytes "
+            f"({request.dtype}) = {human_bytes(estimate.weight_bytes)} of weights, plus the tokenizer, "
+            "config and model card."
+        )
+
+
+def download(request: ExportRequest, compressed, adapter) -> None:
+    """Build the zip on request and offer it for download."""
+    built = st.session_state.get(BUILT)
+    if built is not None and built[0] != request:
+        del st.session_state[BUILT]  # free the old zip: the request changed
+        built = None
+    if built is None and st.button("Build the zip", key="export_build", type="primary"):
+        try:
+            with st.spinner(f"Writing {request.file_name}…"):
+                data = export_zip(request.kind, request.name, request.dtype, compressed=compressed, adapter=adapter)
+        except LowrankLabError as err:
+            st.error(str(err))
+            st.stop()
+        built = st.session_state[BUILT] = (request, data)
+    if built is not None:
+        data = built[1]
+        st.download_button(
+            f"Download {request.file_name} ({human_bytes(len(data))})",
+            data=data,
+            file_name=request.file_name,
+            mime="application/zip",
+            key="export_download",
+            on_click="ignore",
+        )
