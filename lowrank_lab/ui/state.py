@@ -31,10 +31,12 @@ def current_spec() -> ModelSpec:
 
 
 def set_model_source(source: str) -> None:
-    """Switch the model; work tied to the previous model (plan, compressed model) is dropped."""
+    """Switch the model. The plan and the selected matrix name the old model's modules, so they
+    go; finished work (the compressed model, the adapter) names its own source and stays
+    downloadable on the Export page."""
     if st.session_state.get(MODEL_SOURCE) != source:
         st.session_state[MODEL_SOURCE] = source
-        for key in (PLAN, COMPRESSED, SELECTED_MATRIX):
+        for key in (PLAN, SELECTED_MATRIX):
             st.session_state.pop(key, None)
 
 

@@ -40,13 +40,18 @@ def test_summary_of_a_tiny_model(tiny_llama):
     assert "**Spectra**" in labels and "**Ranks**" in labels
 
 
-def test_switching_models_drops_the_old_plan(tiny_gpt2):
+def test_switching_models_drops_the_old_plan_but_keeps_finished_work(tiny_gpt2):
     at = start()
     at.session_state["rank_plan"] = "a plan for tiny-llama"
+    at.session_state["compressed"] = "a finished compressed tiny-llama"
+    at.session_state["adapter"] = "a finished adapter"
     at.selectbox(key="home_model_choice").set_value("tiny-gpt2").run()
     assert metric(at, "Architecture") == "GPT2LMHeadModel"
     assert metric(at, "Parameters") == f"{tiny_gpt2.n_params:,}"
     assert "rank_plan" not in at.session_state
+    # finished work names its own source and stays downloadable on the Export page
+    assert at.session_state["compressed"] == "a finished compressed tiny-llama"
+    assert at.session_state["adapter"] == "a finished adapter"
 
 
 def test_local_folder_and_safetensors_file(tiny_llama, tmp_path):
