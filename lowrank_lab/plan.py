@@ -229,8 +229,52 @@ class PlanSummary:
         raise KeyError(name)
 
 
+class PlanCalculator:
+    """Summaries of many plans over the same spectra (what a slider move needs).
+
+    Each matrix's cumulative energy Σ_{i≤r} σᵢ² is summed once, at construction, so a summary
+    is a few lookups per matrix.
+    """
+
+    def __init__(self, spectra: list[LayerSpectrum]):
+        self.spectra = spectra
+        # energy[k] = Σ_{i≤k} σᵢ², with energy[0] = 0; s_next[r] = σ_{r+1} (0 past the end).
+        self._energy = [np.concatenate([[0.0], np.cumsum(np.square(sp.s))]) for sp in spectra]
+        self._s_next = [np.concatenate([sp.s, [0.0]]) for sp in spectra]
+
+    def summarize(self, plan: RankPlan, model_params: int | None = None) -> PlanSummary:
+        """The plan's cost and savings; see :func:`summarize_plan`."""
+        ranks = plan.as_dict()
+        rows = []
+        lost = total = 0.0
+        for sp, energy, s_next in zip(self.spectra, self._energy, self._s_next):
+            r = ranks.get(sp.name)
+            m, n = sp.shape
+            if r is not None and factorizes(r, sp.shape):
+                r = min(r, sp.full_rank)
+                whole = energy[-1]
+                fro = float(np.sqrt(max(whole - energy[r], 0.0) / whole)) if whole else 0.0
+                spec = float(s_next[r] / sp.s[0]) if whole else 0.0
+                kept, factorized = r * (m + n), True
+            else:
+                fro = spec = 0.0
+                kept, factorized, r = m * n, False, sp.full_rank
+            if not sp.is_embedding:
+                e = sp.metrics.frobenius**2
+                total += e
+                lost += e * fro**2
+            rows.append(
+                MatrixCost(sp.name, sp.kind, sp.layer, sp.shape, sp.is_embedding, r, factorized, m * n, kept, fro, spec)
+            )
+        if model_params is None:
+            model_params = sum(row.params_dense for row in rows)
+        return PlanSummary(tuple(rows), model_params, (lost / total) ** 0.5 if total else 0.0)
+
+
 def summarize_plan(spectra: list[LayerSpectrum], plan: RankPlan, model_params: int | None = None) -> PlanSummary:
     """Cost and savings of ``plan`` from the cached singular values alone (no SVD).
+
+    For many plans over the same spectra (a slider), keep one :class:`PlanCalculator`.
 
     Args:
         spectra: the model's spectra (embeddings may be among them).
@@ -240,29 +284,7 @@ def summarize_plan(spectra: list[LayerSpectrum], plan: RankPlan, model_params: i
     Returns:
         A :class:`PlanSummary` with one :class:`MatrixCost` per spectrum.
     """
-    ranks = plan.as_dict()
-    rows = []
-    lost = total = 0.0
-    for sp in spectra:
-        r = ranks.get(sp.name)
-        m, n = sp.shape
-        if r is not None and factorizes(r, sp.shape):
-            fro, spec = rank_errors(sp, np.array([min(r, sp.full_rank)]))
-            fro, spec = float(fro[0]), float(spec[0])
-            kept, factorized = r * (m + n), True
-        else:
-            fro = spec = 0.0
-            kept, factorized, r = m * n, False, sp.full_rank
-        if not sp.is_embedding:
-            energy = sp.metrics.frobenius**2
-            total += energy
-            lost += energy * fro**2
-        rows.append(
-            MatrixCost(sp.name, sp.kind, sp.layer, sp.shape, sp.is_embedding, r, factorized, m * n, kept, fro, spec)
-        )
-    if model_params is None:
-        model_params = sum(r.params_dense for r in rows)
-    return PlanSummary(tuple(rows), model_params, math.sqrt(lost / total) if total else 0.0)
+    return PlanCalculator(spectra).summarize(plan, model_params)
 
 
 def _targets(spectra: list[LayerSpectrum], include_embeddings: bool) -> list[LayerSpectrum]:

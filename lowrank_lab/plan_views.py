@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lowrank_lab.plan import (
-    MatrixCost,
+from lowrank_lab.plan import (  # noqa: F401 - PlanCalculator is re-exported for the UI
+    PlanCalculator,
     PlanSummary,
     RankPlan,
     break_even_rank,
@@ -23,49 +23,6 @@ from lowrank_lab.rank_controls import PRESETS
 from lowrank_lab.spectra.engine import LayerSpectrum
 
 BYTES = {"fp32": 4, "fp16": 2}
-
-
-class PlanCalculator:
-    """:func:`~lowrank_lab.plan.summarize_plan` for many plans over the same spectra.
-
-    Each matrix's cumulative energy Σ_{i≤r} σᵢ² is summed once here instead of once per plan,
-    which makes a summary several times faster: what a slider move needs. The result is the
-    same :class:`PlanSummary`, number for number (the tests check it against summarize_plan).
-    """
-
-    def __init__(self, spectra: list[LayerSpectrum]):
-        self.spectra = spectra
-        # energy[k] = Σ_{i≤k} σᵢ², with energy[0] = 0; s_next[r] = σ_{r+1} (0 past the end).
-        self._energy = [np.concatenate([[0.0], np.cumsum(np.square(sp.s))]) for sp in spectra]
-        self._s_next = [np.concatenate([sp.s, [0.0]]) for sp in spectra]
-
-    def summarize(self, plan: RankPlan, model_params: int | None = None) -> PlanSummary:
-        """The plan's cost and savings; see :func:`~lowrank_lab.plan.summarize_plan`."""
-        ranks = plan.as_dict()
-        rows = []
-        lost = total = 0.0
-        for sp, energy, s_next in zip(self.spectra, self._energy, self._s_next):
-            r = ranks.get(sp.name)
-            m, n = sp.shape
-            if r is not None and factorizes(r, sp.shape):
-                r = min(r, sp.full_rank)
-                whole = energy[-1]
-                fro = float(np.sqrt(max(whole - energy[r], 0.0) / whole)) if whole else 0.0
-                spec = float(s_next[r] / sp.s[0]) if whole else 0.0
-                kept, factorized = r * (m + n), True
-            else:
-                fro = spec = 0.0
-                kept, factorized, r = m * n, False, sp.full_rank
-            if not sp.is_embedding:
-                e = sp.metrics.frobenius**2
-                total += e
-                lost += e * fro**2
-            rows.append(
-                MatrixCost(sp.name, sp.kind, sp.layer, sp.shape, sp.is_embedding, r, factorized, m * n, kept, fro, spec)
-            )
-        if model_params is None:
-            model_params = sum(row.params_dense for row in rows)
-        return PlanSummary(tuple(rows), model_params, (lost / total) ** 0.5 if total else 0.0)
 
 
 def summary_records(summary: PlanSummary) -> list[dict]:
