@@ -183,8 +183,17 @@ def test_saving_does_not_change_the_compressed_model(tmp_path, llama_compressed)
 def test_standalone_loader_works_where_lowrank_lab_cannot_be_imported(tmp_path, llama_compressed):
     folder = save_compressed(llama_compressed, tmp_path / "ckpt")
     out = tmp_path / "logits.safetensors"
+    # The project's own venv has lowrank_lab installed (editable), so a finder placed first on
+    # sys.meta_path refuses it: any import of lowrank_lab by the loader, direct or indirect, fails.
     script = f"""
+import importlib.abc
 import sys
+class _NoLowrankLab(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "lowrank_lab":
+            raise ImportError("lowrank_lab is not installed in this process")
+        return None
+sys.meta_path.insert(0, _NoLowrankLab())
 try:
     import lowrank_lab
 except ImportError:
