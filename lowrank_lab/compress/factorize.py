@@ -70,17 +70,14 @@ def whitening_factor(xtx: torch.Tensor) -> torch.Tensor:
     raise SettingsError("XᵀX of the calibration inputs is not positive definite even with a ridge of 0.1·mean diagonal")
 
 
-def whitened_decomposition(w: torch.Tensor, xtx: torch.Tensor) -> Decomposition:
-    """SVD of W·S mapped back with S⁻¹ (see the module docstring)."""
-    s_fac = whitening_factor(xtx)  # (in, in) lower
+def whitened_decomposition(w: torch.Tensor, stats: InputStats) -> Decomposition:
+    """SVD of W·S mapped back with S⁻¹ (see the module docstring); S is kept on ``stats``."""
+    if stats.whitening is None:
+        stats.whitening = whitening_factor(stats.xtx)
+    s_fac = stats.whitening  # (in, in) lower
     u, s, vh = torch.linalg.svd(w.double() @ s_fac, full_matrices=False)  # (out,k), (k,), (k,in)
     a = torch.linalg.solve_triangular(s_fac, vh, upper=False, left=False)  # Vᵀ S⁻¹, (k, in)
     return Decomposition(u, s, a)
-
-
-def whitened_values(w: torch.Tensor, xtx: torch.Tensor) -> torch.Tensor:
-    """Singular values of W·S only, float64 (k,)."""
-    return torch.linalg.svdvals(w.double() @ whitening_factor(xtx))
 
 
 def pca_factors(

@@ -44,7 +44,7 @@ def whitened_decompositions(
         out = {}
         with torch.no_grad():
             for i, m in enumerate(matrices):
-                d = whitened_decomposition(m.matrix(), stats[m.name].xtx)
+                d = whitened_decomposition(m.matrix(), stats[m.name])
                 out[m.name] = Decomposition(d.u.float(), d.s, d.a.float())
                 report(progress, len(matrices) + i + 1, 2 * len(matrices), f"whitened SVD {m.name}")
         return out
