@@ -7,7 +7,7 @@ from torch import nn
 
 from lowrank_lab.artifacts import METHODS, CompressedModel, Method
 from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.factorize import pca_factors
+from lowrank_lab.compress.factorize import lapack_thread, pca_factors
 from lowrank_lab.compress.methods import input_stats, linear_matrices, svd_decompositions, whitened_decompositions
 from lowrank_lab.errors import InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
@@ -97,7 +97,8 @@ def compress(
             module = model.get_submodule(m.name)
             bias = None if module.bias is None else module.bias.detach()
             if method == "pca":
-                b, a, bias = pca_factors(m.matrix(), bias, stats[m.name], rank)
+                with lapack_thread():
+                    b, a, bias = pca_factors(m.matrix(), bias, stats[m.name], rank)
             else:
                 b, a = decs[m.name].factors(rank)
             set_submodule(model, m.name, _layer(b, a, bias, m.weight))

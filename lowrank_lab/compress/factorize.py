@@ -13,6 +13,8 @@ calibration statistics are XᵀX = Σₜ xₜxₜᵀ (in×in) and Σₜ xₜ ove
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,21 @@ from lowrank_lab.errors import SettingsError
 # Regularisation of XᵀX before its Cholesky factor, as multiples of its mean diagonal: the
 # first that works is used (rank-deficient XᵀX, e.g. fewer tokens than inputs, needs one).
 _RIDGE = (1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
+
+
+@contextmanager
+def lapack_thread() -> Iterator[None]:
+    """Run LAPACK (SVD, Cholesky, eigh) on one thread.
+
+    On a shared two-core machine torch's two-thread pool makes a 576×1536 float64 SVD take
+    13 s instead of 0.8 s (its threads wait on each other while another process holds a core).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 
 from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings, InputStats, layer_input_stats
-from lowrank_lab.compress.factorize import Decomposition, svd_decomposition, whitened_decomposition
+from lowrank_lab.compress.factorize import (
+    Decomposition,
+    lapack_thread,
+    svd_decomposition,
+    whitened_decomposition,
+)
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.progress import ProgressFn, report
@@ -42,7 +47,7 @@ def whitened_decompositions(
         stats = input_stats(loaded, settings, _stage(progress, 0, 2))
         matrices = linear_matrices(loaded)
         out = {}
-        with torch.no_grad():
+        with torch.no_grad(), lapack_thread():
             for i, m in enumerate(matrices):
                 d = whitened_decomposition(m.matrix(), stats[m.name])
                 out[m.name] = Decomposition(d.u.float(), d.s, d.a.float())
@@ -55,7 +60,7 @@ def whitened_decompositions(
 def svd_decompositions(loaded: LoadedModel, names: list[str]) -> dict[str, Decomposition]:
     """Plain SVD of the named matrices (not cached: needs no data and is cheap to redo)."""
     by_name = {m.name: m for m in linear_matrices(loaded)}
-    with torch.no_grad():
+    with torch.no_grad(), lapack_thread():
         return {n: svd_decomposition(by_name[n].matrix()) for n in names}
 
 
