@@ -9,7 +9,7 @@
    until the parameters fit the budget.
 4. The candidate plans (the uniform plan among them) are compressed and scored by their loss
    on calibration blocks; the best is returned, so ``auto`` never does worse than ``uniform``
-   on the calibration text. The evaluation split is never read.
+   on the calibration text it is scored on. The evaluation split is never read.
 """
 
 from __future__ import annotations
@@ -90,9 +90,12 @@ def auto_plan(
 ) -> RankPlan:
     """The ``auto`` allocation (see the module docstring).
 
+    The costs always come from whitened decompositions (they are what the loss pays per
+    parameter); the candidates are scored compressed with ``method``.
+
     Returns:
-        Of the loss-weighted Lagrangian plan and the uniform plan, the one whose whitened
-        compression has the lower loss on (up to) the first ``SCORE_BLOCKS`` calibration blocks.
+        Of the loss-weighted Lagrangian plan and the uniform plan, the one whose compression
+        with ``method`` has the lower loss on (up to) the first ``SCORE_BLOCKS`` calibration blocks.
     """
     from lowrank_lab.compress.apply import compress
 
@@ -102,7 +105,7 @@ def auto_plan(
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
     scores = []
     for i, plan in enumerate(candidates):
-        model = compress(loaded, plan, "whitened", settings).model
+        model = compress(loaded, plan, method, settings).model
         scores.append(calibration_loss(model, blocks))
         del model
         report(progress, i + 1, len(candidates), "scoring candidate plans on calibration text")
