@@ -111,15 +111,6 @@ class InputStats:
         return self.xtx / max(self.count, 1) - torch.outer(mu, mu)
 
 
-def run_blocks(model: nn.Module, blocks: torch.Tensor, batch_size: int = 4, progress: ProgressFn | None = None) -> None:
-    """Run ``blocks`` through ``model`` under no_grad, in batches (for hooks to observe)."""
-    n = blocks.shape[0]
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            model(input_ids=blocks[start : start + batch_size])  # (B, T)
-            report(progress, min(start + batch_size, n), n, "calibration")
-
-
 def collect_input_stats(
     model: nn.Module,
     names: list[str],
@@ -182,7 +173,7 @@ class _StatsCache:
     one collection pass. Entries die with their model (a weak reference checks it).
     """
 
-    def __init__(self, size: int = 4):
+    def __init__(self, size: int = 6):
         self.size = size
         self._items: OrderedDict[tuple, tuple[weakref.ref, dict]] = OrderedDict()
         self._lock = threading.Lock()
