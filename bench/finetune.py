@@ -1,6 +1,6 @@
 """Benchmark: LoRA fine-tuning of smollm2-135m — training speed, and healing a compressed model.
 
-    python bench/finetune.py [--part speed|healing|all] [--windows 3] [--window-steps 6]
+    python bench/finetune.py [--part speed|healing|all] [--windows 3] [--window-steps 6] [--threads 1]
 
 (a) speed: tokens/s of lowrank_lab's training loop (``finetune``: PEFT LoRA through Accelerate)
     against a plain Hugging Face ``Trainer`` + PEFT run (baseline) on the same model, data
@@ -163,7 +163,11 @@ def main() -> None:
     parser.add_argument("--window-steps", type=int, default=6)
     parser.add_argument("--heal-tokens", type=int, default=50_000)
     parser.add_argument("--keep", type=float, default=0.8)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: on a shared machine, 2 oversubscribe)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     figures = {"model": args.model}
     if args.part in ("speed", "all"):
