@@ -65,7 +65,8 @@ def validation_loss(model: nn.Module, examples: tuple[Example, ...], batch_size:
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             batch = collate(list(examples[start : start + batch_size]), pad_id)
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False)
             logits = logits.logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
             labels = batch["labels"][:, 1:].to(device)  # (B, T-1)
             total += float(nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="sum"))
@@ -112,7 +113,7 @@ def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: Step
     while step < total and not control.stop_requested:
         start = time.perf_counter()
         batch = next(batches)
-        loss = model(**batch).loss
+        loss = model(**batch, use_cache=False).loss  # a KV cache only costs time in training
         accelerator.backward(loss)
         if settings.max_grad_norm:
             accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
