@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--calibration-text", type=Path, help="a UTF-8 text file instead of the built-in calibration split")
     p.add_argument("--eval-text", type=Path, help="a UTF-8 text file instead of the built-in evaluation split")
+    p.add_argument("--eval-seq-len", type=int, default=256, help="tokens per perplexity block (default 256)")
+    p.add_argument("--eval-blocks", type=int, default=32, help="perplexity over at most this many blocks (default 32)")
+    p.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per prompt (default 40)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity, generations, latency and memory")
     p.add_argument("--out", type=Path, help="write the compressed checkpoint to this folder")
     p.add_argument("--dtype", default="float32", help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
@@ -52,9 +55,11 @@ def run(args) -> dict:
     if args.calibration_text is not None:
         text = _read_text(args.calibration_text, "calibration text")
         calibration = CalibrationSettings(args.samples, args.seq_len, text, str(args.calibration_text))
-    evaluation = EvalSettings()
+    sizes = dict(seq_len=args.eval_seq_len, max_blocks=args.eval_blocks, max_new_tokens=args.max_new_tokens)
+    evaluation = EvalSettings(**sizes)
     if args.eval_text is not None:
-        evaluation = EvalSettings(text=_read_text(args.eval_text, "evaluation text"), source=str(args.eval_text))
+        text = _read_text(args.eval_text, "evaluation text")
+        evaluation = EvalSettings(text=text, source=str(args.eval_text), **sizes)
     with progress_bar("loading") as progress:
         loaded = load_model(ModelSpec(args.model), progress=progress)
     if args.plan is not None:
