@@ -10,6 +10,7 @@ command line, the tests and other programs use it directly::
     summary = summarize_plan(spectra, plan_keep_params(spectra, 0.5), loaded.n_params)
 """
 
+from lowrank_lab.compress import CalibrationSettings, allocate, compress, whitened_spectra
 from lowrank_lab.errors import (
     CheckpointError,
     DataError,
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BUILTIN_MODELS",
+    "CalibrationSettings",
     "DEFAULT_MODEL",
     "CheckpointError",
     "DataError",
@@ -53,6 +55,8 @@ __all__ = [
     "SettingsError",
     "SpectrumCache",
     "WeightMatrix",
+    "allocate",
+    "compress",
     "compute_spectra",
     "load_compressed",
     "load_model",
@@ -63,4 +67,5 @@ __all__ = [
     "singular_values",
     "summarize_plan",
     "weight_matrices",
+    "whitened_spectra",
 ]

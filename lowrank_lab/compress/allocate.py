@@ -1,0 +1,86 @@
+"""allocate(): a rank plan under one budget, the fraction of linear-layer parameters kept."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from lowrank_lab.artifacts import Method
+from lowrank_lab.compress.apply import check_method
+from lowrank_lab.compress.calibration import CalibrationSettings
+from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.errors import SettingsError
+from lowrank_lab.models import LoadedModel
+from lowrank_lab.plan import RankPlan, plan_keep_params
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.spectra.engine import LayerSpectrum, spectrum_of
+
+Strategy = Literal["uniform", "auto"]
+STRATEGIES: tuple[Strategy, ...] = ("uniform", "auto")
+
+
+def check_keep(keep: float) -> None:
+    """Raises SettingsError unless ``keep`` is a number in (0, 1]."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.floating)) or not 0 < keep <= 1:
+        raise SettingsError(
+            f"the budget keep={keep!r} must be the fraction of linear-layer parameters to keep, in (0, 1]; "
+            "e.g. 0.8 removes 20%"
+        )
+
+
+def allocate(
+    loaded: LoadedModel,
+    keep: float,
+    strategy: Strategy = "uniform",
+    method: Method = "whitened",
+    calibration: CalibrationSettings | None = None,
+    spectra: list[LayerSpectrum] | None = None,
+    progress: ProgressFn | None = None,
+) -> RankPlan:
+    """Ranks for every linear matrix so that about ``keep`` of their parameters remain.
+
+    Args:
+        loaded: the model (not changed).
+        keep: fraction of the linear layers' parameters to keep, in (0, 1].
+        strategy: ``uniform`` (every matrix keeps the same fraction) or ``auto`` (ranks placed
+            where the calibration loss is least hurt; see :mod:`lowrank_lab.compress.auto`).
+        method: the compression method the plan is meant for.
+        calibration: calibration text and sizes for ``auto`` (default: built-in split, 32×256).
+        spectra: unused by ``uniform``; accepted so callers may pass what they have.
+        progress: called as ``progress(done, total, message)``.
+
+    Returns:
+        The plan; matrices it leaves out stay dense (all of them at ``keep=1``).
+
+    Raises:
+        SettingsError: ``keep`` outside (0, 1], unknown strategy or method.
+        DataError: ``auto`` on a model with no tokenizer, or too little calibration text.
+    """
+    check_keep(keep)
+    check_method(method)
+    if strategy not in STRATEGIES:
+        raise SettingsError(f"unknown allocation strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    matrices = linear_matrices(loaded)
+    if keep == 1:
+        return RankPlan()  # everything kept: every matrix stays dense
+    if strategy == "uniform":
+        return plan_keep_params(matrices, float(keep))
+    from lowrank_lab.compress.auto import auto_plan
+
+    return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress)
+
+
+def whitened_spectra(
+    loaded: LoadedModel, calibration: CalibrationSettings | None = None, progress: ProgressFn | None = None
+) -> list[LayerSpectrum]:
+    """Singular values of W·S for every linear matrix (S Sᵀ = XᵀX of its calibration inputs).
+
+    σᵢ² is what dropping that direction costs in squared output error summed over the
+    calibration tokens, the data-aware counterpart of ``compute_spectra``.
+
+    Raises:
+        DataError: no tokenizer, or calibration text too short.
+    """
+    decs = whitened_decompositions(loaded, calibration or CalibrationSettings(), progress)
+    return [spectrum_of(m, decs[m.name].s.double().numpy().copy()) for m in linear_matrices(loaded)]

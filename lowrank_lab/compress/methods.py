@@ -1,0 +1,70 @@
+"""Decompositions of every linear matrix of a model, per method, cached per calibration.
+
+Whitened decompositions cost one calibration pass and one SVD per matrix, so they are kept
+(float32) for the last few (model, calibration) pairs: ``whitened_spectra``, ``allocate`` and
+``compress`` on the same settings compute them once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings, InputStats, layer_input_stats
+from lowrank_lab.compress.factorize import Decomposition, svd_decomposition, whitened_decomposition
+from lowrank_lab.matrices import WeightMatrix, weight_matrices
+from lowrank_lab.models import LoadedModel
+from lowrank_lab.progress import ProgressFn, report
+
+
+def linear_matrices(loaded: LoadedModel) -> list[WeightMatrix]:
+    """The model's Linear and Conv1D matrices (no embeddings, no head tied to them)."""
+    return weight_matrices(loaded.model, include_embeddings=False)
+
+
+def input_stats(
+    loaded: LoadedModel, settings: CalibrationSettings, progress: ProgressFn | None = None
+) -> dict[str, InputStats]:
+    """Input statistics of every linear matrix (cached per model and settings)."""
+    names = [m.name for m in linear_matrices(loaded)]
+    return layer_input_stats(loaded, names, settings, progress)
+
+
+def whitened_decompositions(
+    loaded: LoadedModel, settings: CalibrationSettings, progress: ProgressFn | None = None
+) -> dict[str, Decomposition]:
+    """Whitened decomposition of every linear matrix, name → :class:`Decomposition` (float32).
+
+    Raises:
+        DataError: no tokenizer, or calibration text too short.
+    """
+
+    def make():
+        stats = input_stats(loaded, settings, _stage(progress, 0, 2))
+        matrices = linear_matrices(loaded)
+        out = {}
+        with torch.no_grad():
+            for i, m in enumerate(matrices):
+                d = whitened_decomposition(m.matrix(), stats[m.name].xtx)
+                out[m.name] = Decomposition(d.u.float(), d.s, d.a.float())
+                report(progress, len(matrices) + i + 1, 2 * len(matrices), f"whitened SVD {m.name}")
+        return out
+
+    return STATS_CACHE.get_or_make(loaded.model, ("whitened", settings.key()), make)
+
+
+def svd_decompositions(loaded: LoadedModel, names: list[str]) -> dict[str, Decomposition]:
+    """Plain SVD of the named matrices (not cached: needs no data and is cheap to redo)."""
+    by_name = {m.name: m for m in linear_matrices(loaded)}
+    with torch.no_grad():
+        return {n: svd_decomposition(by_name[n].matrix()) for n in names}
+
+
+def _stage(progress: ProgressFn | None, stage: int, stages: int) -> ProgressFn | None:
+    """A progress callback for one of ``stages`` equal parts of a longer job."""
+    if progress is None:
+        return None
+
+    def fn(done: int, total: int, message: str) -> None:
+        progress(stage * total + done, stages * total, message)
+
+    return fn
