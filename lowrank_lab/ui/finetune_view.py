@@ -32,9 +32,16 @@ def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings:
     st.session_state[JOB] = TrainingJob(base, data, settings).start()
 
 
+_WAITING = {
+    "starting": "Starting…",
+    "samples before": "Generating the samples before training…",
+    "training": "Putting the adapter on a copy of the model and measuring the validation loss before…",
+}
+
+
 def _progress_text(job: TrainingJob) -> tuple[float, str]:
     if not job.steps:
-        return 0.0, {"training": "Preparing the adapter…"}.get(job.phase, f"Generating the {job.phase}…")
+        return 0.0, _WAITING.get(job.phase, "Finishing…")
     last = job.steps[-1]
     text = (
         f"Step {last.step}/{last.total_steps} · loss {last.loss:.3f} · {last.tokens_per_s:,.0f} tokens/s · "
