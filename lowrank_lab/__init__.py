@@ -20,7 +20,8 @@ from lowrank_lab.errors import (
     NoWeightMatricesError,
     SettingsError,
 )
-from lowrank_lab.export import load_compressed, save_compressed
+from lowrank_lab.export import load_compressed, save_adapter, save_compressed
+from lowrank_lab.finetune import LoraSettings, TrainControl, TrainReport, finetune
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, ModelSpec, load_model
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidRankPlan",
     "LayerSpectrum",
     "LoadedModel",
+    "LoraSettings",
     "LowRankLinear",
     "LowrankLabError",
     "ModelLoadError",
@@ -54,15 +56,19 @@ __all__ = [
     "RankPlan",
     "SettingsError",
     "SpectrumCache",
+    "TrainControl",
+    "TrainReport",
     "WeightMatrix",
     "allocate",
     "compress",
     "compute_spectra",
+    "finetune",
     "load_compressed",
     "load_model",
     "plan_fixed_rank",
     "plan_keep_energy",
     "plan_keep_params",
+    "save_adapter",
     "save_compressed",
     "singular_values",
     "summarize_plan",

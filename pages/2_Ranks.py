@@ -4,7 +4,7 @@ import streamlit as st
 
 from lowrank_lab.plan_views import error_curve, kind_totals, plan_point
 from lowrank_lab.rank_controls import linear_kinds
-from lowrank_lab.ui import rank_display, rank_widgets, state
+from lowrank_lab.ui import compress_panel, rank_display, rank_widgets, state
 from lowrank_lab.ui.cache import model_tradeoff, param_count, plan_calculator, spectra_with_progress
 from lowrank_lab.ui.rank_charts import error_rank_figure, tradeoff_figure
 from lowrank_lab.ui.sidebar import require_model
@@ -17,7 +17,7 @@ st.caption(
     r"(Eckart–Young: $\|W-W_r\|_F^2=\sum_{i>r}\sigma_i^2$), so every move updates at once, with no new SVD."
 )
 
-require_model()
+loaded = require_model()
 spec = state.current_spec()
 spectra = spectra_with_progress(spec)
 curves = model_tradeoff(spec)
@@ -45,3 +45,11 @@ st.subheader("Every matrix")
 rank_display.matrix_table(summary)
 st.subheader("Plan file")
 rank_widgets.plan_file(plan, spectra)
+
+st.subheader("Compress and evaluate this plan")
+st.caption(
+    "Factorize a copy of the model (the shared one is untouched) with this plan or an allocator's, "
+    "then measure it against the dense model: perplexity, the same prompts generated, speed and memory."
+)
+compress_panel.form(loaded, plan)
+compress_panel.results(spec.source)

@@ -110,3 +110,28 @@ def plan_calculator(spec: ModelSpec) -> PlanCalculator:
 def model_tradeoff(spec: ModelSpec) -> list[TradeoffCurve]:
     """Whole-model trade-off curves of the presets for ``spec`` (once per model, not per rerun)."""
     return tradeoff_curves(model_spectra(spec))
+
+
+@st.cache_resource(show_spinner=False)
+def _whitened_memo() -> _Memo:
+    return _Memo(max_entries=4)
+
+
+def whitened_with_progress(spec: ModelSpec, calibration) -> list[LayerSpectrum]:
+    """Whitened spectra (W·S) of the shared model for ``spec`` on ``calibration``, once per process.
+
+    Raises:
+        LowrankLabError: calibration is impossible (no tokenizer, text too short); the page shows it.
+    """
+    from lowrank_lab.compress import whitened_spectra
+
+    bar = st.empty()
+
+    def progress(done: int, total: int, message: str) -> None:
+        bar.progress(done / max(total, 1), text=f"Calibrating and whitening: {done}/{total} {message}")
+
+    try:
+        compute = lambda: _read_only(whitened_spectra(loaded_model(spec), calibration, progress=progress))  # noqa: E731
+        return _whitened_memo().get((spec, calibration), compute)
+    finally:
+        bar.empty()

@@ -109,3 +109,33 @@ def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
                       hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False,
                       title={"text": metric.label, "font": {"size": 13}})  # fmt: skip
     return fig
+
+
+def whitened_figure(plain: LayerSpectrum, whitened: LayerSpectrum) -> go.Figure:
+    """One matrix's spectrum beside its whitened one (W·S, S from calibration inputs), both / σ₁.
+
+    Whitening weighs each input direction by how much the calibration text uses it, so a
+    whitened spectrum that falls faster than the plain one means the output error of a
+    truncation is smaller than the weight error suggests.
+    """
+    titles = ("σᵢ / σ₁ (log)", "Cumulative energy Σ<sub>j≤i</sub> σ<sub>j</sub>² / Σ σ<sub>j</sub>²")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.09, subplot_titles=titles)
+    x = np.arange(1, plain.full_rank + 1)
+    for sp, label, color in (
+        (plain, "W (plain)", qualitative.Plotly[0]),
+        (whitened, "W·S (whitened)", qualitative.Plotly[1]),
+    ):
+        values = sp.s / sp.s[0] if sp.s[0] > 0 else sp.s
+        hover = f"{label}<br>i=%{{x}}<br>%{{y:.4g}}<extra></extra>"
+        line = {"color": color, "width": 2}
+        fig.add_trace(
+            go.Scatter(x=x, y=values, name=label, line=line, hovertemplate=hover, legendgroup=label), row=1, col=1
+        )
+        fig.add_trace(go.Scatter(x=x, y=sp.cumulative_energy(), showlegend=False, line=line, hovertemplate=hover,
+                                 legendgroup=label), row=1, col=2)  # fmt: skip
+    fig.update_xaxes(title_text="index i (rank)")
+    fig.update_yaxes(type="log", exponentformat="power", title_text="σᵢ / σ₁ (log)", row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], title_text="fraction of energy kept by rank i", row=1, col=2)
+    fig.update_layout(height=380, margin={"t": 40, "b": 40, "l": 60, "r": 10}, hovermode="closest",
+                      title={"text": plain.name, "font": {"size": 13}})  # fmt: skip
+    return fig

@@ -15,6 +15,7 @@ MODEL_SOURCE = "model_source"  # str: what the home page's picker chose
 PLAN = "rank_plan"  # RankPlan: the plan the Ranks page built, for the model in MODEL_SOURCE
 COMPRESSED = "compressed"  # the compressed model + report from "Compress and evaluate"
 ADAPTER = "adapter"  # the LoRA fine-tune's result, for the Export page
+CALIBRATION = "calibration"  # (model source, CalibrationSettings): the last calibration this session ran
 SELECTED_MATRIX = "selected_matrix"  # str: the matrix the Spectra and Ranks pages focus on
 
 

@@ -1,0 +1,218 @@
+"""Training data before tokenization: built-in sets and uploaded files, as records.
+
+A record is plain text (the loss covers every token) or a prompt with its response (the loss
+covers the response only). Uploads are read as text and parsed here: ``.txt`` (plain text),
+``.jsonl`` and ``.csv`` (a ``text`` column, or ``prompt`` and ``response`` columns). Never a
+pickle. Every problem is a :class:`DataError` that names the file, the line or row, and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lowrank_lab.data.instructions import INSTRUCTION_TASK, instruction_pairs
+from lowrank_lab.data.text import builtin_topics, decode_text_upload
+from lowrank_lab.errors import DataError
+
+Kind = Literal["text", "pairs"]
+UPLOAD_SUFFIXES = (".txt", ".jsonl", ".csv")
+MAX_TRAINING_UPLOAD_BYTES = 10 * 2**20  # 10 MiB of text is hours of CPU training already
+MAX_ROW_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training example: plain ``text``, or ``prompt`` → ``text`` (the response).
+
+    Attributes:
+        text: the text (or the response, when there is a prompt).
+        prompt: the prompt, or None for plain text.
+        where: where it came from, for messages (e.g. ``"line 7"``).
+    """
+
+    text: str
+    prompt: str | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingSource:
+    """A named set of records, and the held-out records to validate on when it ships its own.
+
+    Attributes:
+        name: a short name (a built-in name or the file name).
+        kind: ``text`` (language modelling) or ``pairs`` (prompt → response).
+        records: the training records (all of them, for an upload that gets split later).
+        validation: held-out records; empty means "split ``records``".
+        description: one line for people.
+    """
+
+    name: str
+    kind: Kind
+    records: tuple[Record, ...]
+    validation: tuple[Record, ...] = ()
+    description: str = ""
+
+    def preview(self, rows: int = 5, chars: int = 200) -> list[dict[str, str]]:
+        """The first ``rows`` records as table rows, each value cut to ``chars`` characters."""
+
+        def cut(s: str) -> str:
+            return s if len(s) <= chars else s[: chars - 1] + "…"
+
+        if self.kind == "pairs":
+            return [{"prompt": cut(r.prompt or ""), "response": cut(r.text)} for r in self.records[:rows]]
+        return [{"text": cut(r.text)} for r in self.records[:rows]]
+
+    def demo_prompts(self, count: int = 3, words: int = 12) -> list[str]:
+        """Prompts to generate from before and after training: held-out prompts, or openings of held-out text."""
+        pool = self.validation or self.records[::-1]
+        if self.kind == "pairs":
+            return [r.prompt or "" for r in pool[:count]]
+        return [" ".join(r.text.split()[:words]) for r in pool[:count] if r.text.split()]
+
+
+BUILTIN_DATASETS: dict[str, str] = {
+    "domain-text": "Python documentation prose (built-in calibration split); validated on the evaluation split",
+    "number-words": f"400 instructions “{INSTRUCTION_TASK}” with their answers; 40 held out",
+}
+
+
+def builtin_source(name: str) -> TrainingSource:
+    """A built-in training set by name (see :data:`BUILTIN_DATASETS`).
+
+    Raises:
+        DataError: an unknown name.
+    """
+    if name == "domain-text":
+        train = tuple(Record(t, where=f"topic {k}") for k, t in builtin_topics("calibration").items())
+        held = tuple(Record(t, where=f"topic {k}") for k, t in builtin_topics("evaluation").items())
+        return TrainingSource(name, "text", train, held, BUILTIN_DATASETS[name])
+    if name == "number-words":
+        pairs = [Record(r, p, f"example {i + 1}") for i, (p, r) in enumerate(instruction_pairs(440, seed=0))]
+        return TrainingSource(name, "pairs", tuple(pairs[:400]), tuple(pairs[400:]), BUILTIN_DATASETS[name])
+    raise DataError(f"no built-in dataset named {name!r}; use one of {', '.join(BUILTIN_DATASETS)} or a file")
+
+
+def read_upload(data: bytes, filename: str) -> TrainingSource:
+    """Parse an uploaded training file (``.txt``, ``.jsonl`` or ``.csv``).
+
+    Args:
+        data: the file's bytes (UTF-8 text).
+        filename: its name; the suffix chooses the format.
+
+    Raises:
+        DataError: an unknown suffix, a file over the size limit, not UTF-8, empty, a malformed
+            JSON line, missing columns, an empty value or a row over the length limit.
+    """
+    suffix = Path(filename).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise DataError(
+            f"{filename}: cannot read {suffix or 'a file without a suffix'}; upload "
+            ".txt (plain text), .jsonl or .csv (a 'text' column, or 'prompt' and 'response' columns)"
+        )
+    if len(data) > MAX_TRAINING_UPLOAD_BYTES:
+        raise DataError(
+            f"{filename} is {len(data) / 2**20:.1f} MiB; training data is limited to "
+            f"{MAX_TRAINING_UPLOAD_BYTES // 2**20} MiB. Upload a smaller sample."
+        )
+    text = decode_text_upload(data, filename)
+    if suffix == ".txt":
+        return TrainingSource(filename, "text", (Record(text, where="the file"),), description="plain text")
+    rows = _jsonl_rows(text, filename) if suffix == ".jsonl" else _csv_rows(text, filename)
+    return _source_from_rows(rows, filename)
+
+
+def _jsonl_rows(text: str, filename: str) -> list[tuple[str, dict]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{filename}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                'each line must be one JSON object such as {"text": "..."}'
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(
+                f"{filename}, line {number}: a JSON {type(row).__name__}, not an object; "
+                'write each line as {"text": "..."} or {"prompt": "...", "response": "..."}'
+            )
+        rows.append((f"line {number}", row))
+    return rows
+
+
+def _csv_rows(text: str, filename: str) -> list[tuple[str, dict]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:
+            if any(v.strip() for v in row.values() if isinstance(v, str)):
+                rows.append((f"row {reader.line_num - 1}", row))
+    except csv.Error as err:
+        raise DataError(
+            f"{filename}, row {reader.line_num - 1}: {err}; check the quoting, and keep cells under "
+            f"{MAX_ROW_CHARS:,} characters"
+        ) from None
+    return rows
+
+
+def _source_from_rows(rows: list[tuple[str, dict]], filename: str) -> TrainingSource:
+    if not rows:
+        raise DataError(f"{filename} holds no rows; add at least a few examples")
+    columns = set(rows[0][1])
+    if "prompt" in columns and "response" in columns:
+        kind: Kind = "pairs"
+        keys = ("prompt", "response")
+    elif "text" in columns:
+        kind, keys = "text", ("text",)
+    else:
+        found = ", ".join(sorted(str(c) for c in columns)) or "none"
+        raise DataError(
+            f"{filename}: no 'text' column and no 'prompt' and 'response' columns (found: {found}); "
+            "rename the columns, e.g. to 'text'"
+        )
+    records = []
+    for where, row in rows:
+        values = [row.get(k) for k in keys]
+        for key, value in zip(keys, values):
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{filename}, {where}: {key!r} is missing or empty; give every row a {key!r} string")
+            if len(value) > MAX_ROW_CHARS:
+                raise DataError(
+                    f"{filename}, {where}: {key!r} has {len(value):,} characters, over the limit of "
+                    f"{MAX_ROW_CHARS:,}; split the row or shorten it"
+                )
+        if kind == "pairs":
+            records.append(Record(values[1], values[0], where))
+        else:
+            records.append(Record(values[0], where=where))
+    return TrainingSource(filename, kind, tuple(records), description=f"{len(records)} rows ({', '.join(keys)})")
+
+
+def source_from_name_or_file(name_or_path: str) -> TrainingSource:
+    """A built-in dataset by name, or a ``.txt``/``.jsonl``/``.csv`` file read from disk.
+
+    Raises:
+        DataError: neither a built-in name nor a readable file.
+    """
+    if name_or_path in BUILTIN_DATASETS:
+        return builtin_source(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"no built-in dataset and no file named {name_or_path!r}; use one of "
+            f"{', '.join(BUILTIN_DATASETS)} or a path to a .txt, .jsonl or .csv file"
+        )
+    if path.stat().st_size > MAX_TRAINING_UPLOAD_BYTES:
+        raise DataError(
+            f"{path} is {path.stat().st_size / 2**20:.1f} MiB; training data is limited to "
+            f"{MAX_TRAINING_UPLOAD_BYTES // 2**20} MiB. Use a smaller sample."
+        )
+    return read_upload(path.read_bytes(), path.name)

@@ -1,0 +1,30 @@
+"""LoRA fine-tuning (Hugging Face PEFT + Accelerate) of the original or a compressed model."""
+
+from lowrank_lab.finetune.generate import generate
+from lowrank_lab.finetune.settings import (
+    ALL_LINEAR,
+    INITS,
+    SCHEDULES,
+    LoraSettings,
+    StepInfo,
+    TrainControl,
+    TrainReport,
+)
+from lowrank_lab.finetune.targets import target_kinds, target_modules
+from lowrank_lab.finetune.train import finetune, lora_config, validation_loss
+
+__all__ = [
+    "ALL_LINEAR",
+    "INITS",
+    "SCHEDULES",
+    "LoraSettings",
+    "StepInfo",
+    "TrainControl",
+    "TrainReport",
+    "finetune",
+    "generate",
+    "lora_config",
+    "target_kinds",
+    "target_modules",
+    "validation_loss",
+]

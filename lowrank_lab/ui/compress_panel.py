@@ -1,0 +1,174 @@
+"""The Ranks page's "Compress and evaluate": settings in a form, the run with progress, the results.
+
+The compressed model is a copy (the shared model is untouched) and goes to
+``st.session_state[state.COMPRESSED]`` for the LoRA and Export pages. A failed run shows its
+message and keeps whatever an earlier run finished.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from lowrank_lab.artifacts import METHODS
+from lowrank_lab.comparison import ComparisonReport, EvalSettings, compare
+from lowrank_lab.data.text import decode_text_upload
+from lowrank_lab.errors import LowrankLabError
+from lowrank_lab.models import LoadedModel
+from lowrank_lab.plan import RankPlan
+from lowrank_lab.ui import state
+from lowrank_lab.ui.formatting import params
+
+REPORT = "compress_report"  # (CompressedModel, ComparisonReport | None): the last finished run
+FORM = "compress_form"
+
+METHOD_HELP = {
+    "svd": "plain truncated SVD of each weight",
+    "whitened": "SVD of W·S, S from the layer's input statistics on calibration text (SVD-LLM)",
+    "pca": "project each layer's output on its principal components on calibration text",
+}
+RANKS_FROM = {
+    "plan": "this page's plan (the sliders)",
+    "uniform": "uniform: every matrix keeps the budget",
+    "auto": "auto: spend the budget where it hurts least",
+}
+
+
+def _progress_fn(bar, what: str):
+    def update(done: int, total: int, message: str) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{what}: {message}" if message else what)
+
+    return update
+
+
+def _calibration(samples: int, seq_len: int, upload):
+    from lowrank_lab.compress import CalibrationSettings
+
+    if upload is None:
+        return CalibrationSettings(samples=int(samples), seq_len=int(seq_len))
+    text = decode_text_upload(upload.getvalue(), upload.name)
+    return CalibrationSettings(int(samples), int(seq_len), text, f"uploaded {upload.name}")
+
+
+def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
+    from lowrank_lab.compress import allocate, compress
+
+    bar = st.progress(0.0, text="starting")
+    calibration = _calibration(settings["samples"], settings["seq_len"], settings["upload"])
+    if settings["ranks"] != "plan":
+        plan = allocate(
+            loaded,
+            settings["keep"],
+            settings["ranks"],
+            settings["method"],
+            calibration,
+            progress=_progress_fn(bar, f"allocating ({settings['ranks']})"),
+        )
+    compressed = compress(
+        loaded, plan, settings["method"], calibration, progress=_progress_fn(bar, f"compressing ({settings['method']})")
+    )
+    report = None
+    if settings["evaluate"]:
+        report = compare(loaded, compressed, EvalSettings(), progress=_progress_fn(bar, "evaluating"))
+    bar.empty()
+    st.session_state[state.COMPRESSED] = compressed
+    st.session_state[REPORT] = (compressed, report, settings["ranks"])
+    if settings["method"] != "svd":
+        st.session_state[state.CALIBRATION] = (loaded.spec.source, calibration)
+
+
+def form(loaded: LoadedModel, plan: RankPlan) -> None:
+    """The settings form; on submit, compress (and measure) and keep the result in the session."""
+    with st.form(FORM):
+        c1, c2, c3 = st.columns(3)
+        method = c1.selectbox(
+            "Method", METHODS, index=METHODS.index("whitened"), format_func=lambda m: f"{m} — {METHOD_HELP[m]}"
+        )
+        ranks = c2.radio("Ranks", list(RANKS_FROM), format_func=RANKS_FROM.get, key="compress_ranks")
+        keep = c3.slider(
+            "Budget: % of linear-layer parameters kept (uniform, auto)", 5, 100, 80, step=5, key="compress_keep"
+        )
+        c1, c2, c3 = st.columns(3)
+        samples = c1.number_input("Calibration samples", 1, 512, 32, key="compress_samples")
+        seq_len = c2.number_input("Tokens per sample", 8, 2048, 256, step=8, key="compress_seq_len")
+        evaluate = c3.checkbox("Measure: perplexity, generations, latency, memory", True, key="compress_evaluate")
+        upload = st.file_uploader(
+            "Calibration text (.txt, UTF-8; default: the built-in calibration split)",
+            type=["txt"],
+            key="compress_upload",
+        )
+        submitted = st.form_submit_button("Compress and evaluate", type="primary")
+    if submitted:
+        settings = dict(
+            method=method,
+            ranks=ranks,
+            keep=keep / 100,
+            samples=samples,
+            seq_len=seq_len,
+            upload=upload,
+            evaluate=evaluate,
+        )
+        try:
+            _run(loaded, plan, settings)
+        except LowrankLabError as err:
+            st.error(f"Compression stopped: {err}")
+
+
+def _figures_table(report: ComparisonReport) -> pd.DataFrame:
+    d, c = report.dense, report.compressed
+    mib = 2**20
+    rows = [
+        ("parameters", d.params, c.params),
+        ("weights (MiB, as loaded)", d.bytes / mib, c.bytes / mib),
+        (f"perplexity ({report.eval_source}, {report.eval_tokens:,} tokens)", d.perplexity, c.perplexity),
+        (f"forward latency (ms, 1×{report.latency_tokens} tokens, median)", d.latency_ms, c.latency_ms),
+        ("peak memory of that forward (MiB)", d.peak_memory_bytes / mib, c.peak_memory_bytes / mib),
+    ]
+    frame = pd.DataFrame(rows, columns=["figure", "dense", "compressed"]).dropna()
+    frame["compressed / dense"] = frame["compressed"] / frame["dense"]
+    return frame
+
+
+def _load_plan_into_sliders(plan: RankPlan) -> None:
+    st.session_state[state.PLAN] = plan  # the Ranks controls adopt an outside plan on the next run
+
+
+def results(source: str) -> None:
+    """The last run's figures, generations side by side, and its plan offered to the sliders."""
+    saved = st.session_state.get(REPORT)
+    if saved is None:
+        return
+    compressed, report, ranks = saved
+    if compressed.source.source != source:
+        st.info(f"The last compressed model was made from {compressed.source.source}; it stays on the Export page.")
+        return
+    st.success(
+        f"Compressed {len(compressed.plan)} layers with {compressed.method} "
+        f"({params(compressed.figures.get('params_compressed', 0))} parameters). "
+        "It is ready for the LoRA and Export pages."
+    )
+    if report is not None:
+        st.dataframe(
+            _figures_table(report),
+            hide_index=True,
+            column_config={
+                "dense": st.column_config.NumberColumn(format="%.4g"),
+                "compressed": st.column_config.NumberColumn(format="%.4g"),
+                "compressed / dense": st.column_config.NumberColumn(format="%.3f×"),
+            },
+            key="compress_figures",
+        )
+        for g in report.generations:
+            st.markdown(f"**{g.prompt}**")
+            left, right = st.columns(2)
+            left.caption("dense")
+            left.text(g.dense)
+            right.caption("compressed")
+            right.text(g.compressed)
+    if ranks != "plan":
+        st.button(
+            f"Load this {ranks} plan into the sliders",
+            key="compress_load_plan",
+            on_click=_load_plan_into_sliders,
+            args=(compressed.plan,),
+        )

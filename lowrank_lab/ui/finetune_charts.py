@@ -1,0 +1,43 @@
+"""The LoRA page's loss chart: training loss per step and validation loss when measured."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#d62728"
+
+
+def loss_spec(losses: list[tuple[int, float]], val_losses: list[tuple[int, float]], total_steps: int) -> dict:
+    """Training and validation loss against step, as a plotly figure dict."""
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": [s for s, _ in losses],
+                "y": [v for _, v in losses],
+                "name": "training loss",
+                "line": {"color": TRAIN_COLOR},
+            },
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": [s for s, _ in val_losses],
+                "y": [v for _, v in val_losses],
+                "name": "validation loss",
+                "line": {"color": VAL_COLOR},
+            },
+        ],
+        "layout": {
+            "title": {"text": "Loss (mean next-token cross-entropy)", "font": {"size": 13}},
+            "xaxis": {"title": {"text": "step"}, "range": [0, max(total_steps, 1)]},
+            "yaxis": {"title": {"text": "loss"}},
+            "height": 320,
+            "margin": {"t": 40, "b": 40, "l": 60, "r": 10},
+            "legend": {"x": 1.02, "y": 1, "xanchor": "left"},
+        },
+    }
+
+
+def loss_figure(losses, val_losses, total_steps: int) -> go.Figure:
+    return go.Figure(loss_spec(losses, val_losses, total_steps))

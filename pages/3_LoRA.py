@@ -1,0 +1,28 @@
+"""LoRA: a quick fine-tune of the original model, or healing of the compressed one, on built-in or uploaded data."""
+
+import streamlit as st
+
+from lowrank_lab.ui import finetune_inputs, finetune_view
+from lowrank_lab.ui.sidebar import require_model
+
+st.set_page_config(page_title="LoRA · lowrank_lab", layout="wide")
+st.title("LoRA fine-tune")
+st.caption(
+    "Train a small low-rank adapter (PEFT LoRA) on a copy of the model: the original, or the compressed "
+    "model from the Ranks page, to win back what compression lost. The shared model is never changed."
+)
+
+loaded = require_model()
+job = finetune_view.current_job()
+if job is not None and not job.done:
+    finetune_view.live(job)
+    st.stop()
+
+base = finetune_inputs.choose_base(loaded)
+source = finetune_inputs.choose_data()
+settings = finetune_inputs.choose_settings(base)
+if st.button("Train", key="lora_train", type="primary"):
+    finetune_view.start(base, source, settings)
+    st.rerun()
+if job is not None:
+    finetune_view.results(job)

@@ -1,0 +1,96 @@
+"""AppTest of "Compress and evaluate" on the Ranks page and the whitened spectrum on the Spectra page (tiny-llama)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from lowrank_lab.artifacts import CompressedModel
+from lowrank_lab.lowrank import LowRankLinear
+
+ROOT = Path(__file__).resolve().parents[2]
+RANKS = str(ROOT / "pages" / "2_Ranks.py")
+SPECTRA = str(ROOT / "pages" / "1_Spectra.py")
+SUBMIT = "Compress and evaluate"
+
+
+def page(path: str) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=240)
+    at.session_state["model_source"] = "tiny-llama"
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def submit(at: AppTest, ranks: str, samples: int = 4, seq_len: int = 32, keep: int = 60) -> AppTest:
+    at.radio(key="compress_ranks").set_value(ranks)
+    at.slider(key="compress_keep").set_value(keep)
+    at.number_input(key="compress_samples").set_value(samples)
+    at.number_input(key="compress_seq_len").set_value(seq_len)
+    next(b for b in at.button if b.label == SUBMIT).click()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def figures_row(at: AppTest, starts: str):
+    table = next(d.value for d in at.dataframe if "figure" in d.value.columns)
+    return table[table["figure"].str.startswith(starts)].iloc[0]
+
+
+def test_compress_the_sliders_plan_and_measure_it(tiny_llama):
+    at = page(RANKS)
+    plan = at.session_state["rank_plan"]
+    at = submit(at, "plan")
+    compressed = at.session_state["compressed"]
+    assert isinstance(compressed, CompressedModel) and compressed.method == "whitened"
+    assert compressed.plan == factorized_part(plan, compressed)
+    assert not any(isinstance(m, LowRankLinear) for m in tiny_llama.model.modules())  # the shared model is untouched
+    params = figures_row(at, "parameters")
+    assert params["compressed"] < params["dense"] and params["compressed / dense"] == pytest.approx(
+        params["compressed"] / params["dense"]
+    )
+    ppl = figures_row(at, "perplexity")
+    assert ppl["dense"] > 1 and ppl["compressed"] > 1
+    assert any("It is ready for the LoRA and Export pages" in s.value for s in at.success)
+    assert not [b for b in at.button if b.key == "compress_load_plan"]  # the sliders' own plan: nothing to load
+
+
+def factorized_part(plan, compressed):
+    # The factorized ranks: the slider plan's ranks for every module that was factorized.
+    return type(plan)({name: plan.get(name) for name in compressed.plan.as_dict()})
+
+
+def test_an_allocated_plan_loads_into_the_sliders():
+    at = submit(page(RANKS), "uniform", keep=40)
+    compressed = at.session_state["compressed"]
+    linear = compressed.figures["linear_params_compressed"] / compressed.figures["linear_params_dense"]
+    assert linear <= 0.42
+    at.button(key="compress_load_plan").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["rank_plan"].as_dict() == compressed.plan.as_dict()
+
+
+def test_too_little_calibration_text_keeps_the_earlier_result():
+    at = submit(page(RANKS), "uniform")
+    first = at.session_state["compressed"]
+    at = submit(at, "uniform", samples=512, seq_len=2048)
+    assert any("Compression stopped" in e.value and "tokens" in e.value for e in at.error)
+    assert at.session_state["compressed"] is first
+
+
+def test_whitened_spectrum_after_calibration(tiny_llama):
+    at = page(SPECTRA)
+    assert not [c for c in at.get("plotly_chart") if "spectra_whitened" in c.proto.id]
+    at.button(key="spectra_calibrate").click()
+    at.run()
+    assert not at.exception, at.exception
+    charts = [c for c in at.get("plotly_chart") if "spectra_whitened" in c.proto.id]
+    assert len(charts) == 1
+    assert at.session_state["calibration"][0] == "tiny-llama"
+    w = tiny_llama.model.model.layers[0].mlp.up_proj.weight
+    assert torch.equal(w, tiny_llama.model.model.layers[0].mlp.up_proj.weight)

@@ -1,0 +1,86 @@
+"""Dense against compressed: perplexity, generations, parameters, latency and peak memory, on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lowrank_lab.comparison import EvalSettings, compare
+from lowrank_lab.errors import DataError, SettingsError
+from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
+from tests.unit.export_support import compressed_model
+
+FAST = EvalSettings(
+    seq_len=32, max_blocks=4, max_new_tokens=6, latency_tokens=16, latency_repeats=2, prompts=("def f(",)
+)
+
+
+class _EmbedThenLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 1000)
+        self.linear = nn.Linear(1000, 1000)
+
+    def forward(self, input_ids):
+        return self.linear(self.embed(input_ids))  # (1, 10, 1000) twice: 40,000 bytes each in fp32
+
+
+def test_peak_memory_counts_weights_and_live_activations():
+    net = _EmbedThenLinear()
+    ids = torch.arange(10).unsqueeze(0)  # (1, 10)
+    extra = peak_forward_memory(net, ids) - model_bytes(net)
+    assert model_bytes(net) == (50 * 1000 + 1000 * 1000 + 1000) * 4
+    assert 80_000 <= extra <= 200_000  # embedding output and linear output are alive together
+    longer = peak_forward_memory(net, torch.arange(40).unsqueeze(0) % 50) - model_bytes(net)
+    assert longer >= 4 * 80_000  # activations grow with the sequence
+
+
+def test_paired_latency_times_both_models():
+    net = _EmbedThenLinear()
+    latency = paired_latency(net, net, torch.arange(10).unsqueeze(0), repeats=3)
+    assert latency.first_ms > 0 and latency.second_ms > 0 and latency.repeats == 3
+    assert latency.ratio == pytest.approx(latency.second_ms / latency.first_ms)
+
+
+def test_compare_half_rank_model(tiny_llama):
+    compressed = compressed_model(tiny_llama, keep=0.5)
+    before = {k: v.clone() for k, v in tiny_llama.model.state_dict().items()}
+    result = compare(tiny_llama, compressed, FAST)
+    assert result.compressed.params < result.dense.params
+    assert result.compressed.bytes < result.dense.bytes
+    assert result.dense.perplexity > 1 and result.compressed.perplexity > 1
+    assert result.compressed.perplexity != result.dense.perplexity
+    assert result.compressed.peak_memory_bytes > result.compressed.bytes
+    assert result.compressed.peak_memory_bytes < result.dense.peak_memory_bytes  # smaller weights, same activations
+    assert [g.prompt for g in result.generations] == ["def f("]
+    assert result.eval_tokens == 4 * 32
+    figures = compressed.figures
+    assert figures["perplexity_dense"] == result.dense.perplexity
+    assert figures["params_compressed"] == result.compressed.params
+    assert all(torch.equal(before[k], v) for k, v in tiny_llama.model.state_dict().items())
+
+
+def test_full_rank_model_generates_what_the_dense_one_does(tiny_llama):
+    compressed = compressed_model(tiny_llama, keep=10.0)  # ranks past break-even: every layer at full rank
+    result = compare(tiny_llama, compressed, FAST)
+    assert result.compressed.perplexity == pytest.approx(result.dense.perplexity, rel=1e-4)
+    assert result.generations[0].dense == result.generations[0].compressed
+
+
+def test_encoder_has_no_perplexity_but_the_rest(tiny_bert):
+    compressed = compressed_model(tiny_bert, keep=0.5)
+    result = compare(tiny_bert, compressed, FAST)
+    assert result.dense.perplexity is None and result.generations == ()
+    assert "perplexity_dense" not in result.figures()
+    assert result.compressed.params < result.dense.params
+
+
+def test_bad_settings_and_text(tiny_llama):
+    with pytest.raises(SettingsError, match="seq_len=1"):
+        EvalSettings(seq_len=1)
+    with pytest.raises(SettingsError, match="at least 1"):
+        EvalSettings(latency_repeats=0)
+    compressed = compressed_model(tiny_llama, keep=0.5)
+    with pytest.raises(DataError, match="tokens"):
+        compare(tiny_llama, compressed, EvalSettings(text="too short", seq_len=32, max_blocks=2))
