@@ -40,3 +40,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -r bench/requirements.txt -c constraints.txt
 	$(BIN)/python bench/spectra.py
+	$(BIN)/python bench/slider.py
+	$(BIN)/python bench/export.py
+	$(BIN)/python bench/compression.py
+	$(BIN)/python bench/finetune.py
