@@ -64,7 +64,7 @@ def test_training_a_few_steps_shows_the_figures_and_keeps_the_adapter():
 
 def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
     at = _page()
-    _fast(at, steps=2000)
+    _fast(at, steps=50_000)
     at.button(key="lora_train").click().run()
     job = at.session_state[JOB]
     deadline = time.monotonic() + 60
@@ -79,8 +79,8 @@ def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
     at.run()
     assert not at.exception and not at.error
     report = at.session_state[state.ADAPTER].report
-    assert report.stopped and 2 <= report.steps_done < 2000
-    assert at.metric[2].value == f"{report.steps_done}/2000"
+    assert report.stopped and 2 <= report.steps_done < 50_000
+    assert at.metric[2].value == f"{report.steps_done}/50000"
 
 
 def test_healing_the_compressed_model_from_the_ranks_page(tiny_llama):
