@@ -57,7 +57,7 @@ def _live_chart(job: TrainingJob) -> None:
     losses = [(s.step, s.loss) for s in steps]
     vals = [(s.step, s.val_loss) for s in steps if s.val_loss is not None]
     total = steps[-1].total_steps if steps else job.settings.total_steps(len(job.data.train))
-    st.plotly_chart(loss_figure(losses, vals, total), key="lora_live_loss")
+    st.plotly_chart(loss_figure(losses, vals, max(total, 1)), key="lora_live_loss")
 
 
 @st.fragment(run_every=POLL_SECONDS)
@@ -92,7 +92,12 @@ def _metrics(job: TrainingJob) -> None:
         f"{report.perplexity_after - report.perplexity_before:+.2f} from {report.perplexity_before:.2f}",
         delta_color="inverse",
     )
-    c3.metric("Steps", f"{report.steps_done}/{report.steps_planned}", "stopped early" if report.stopped else None)
+    c3.metric(
+        "Steps",
+        f"{report.steps_done}/{report.steps_planned}",
+        "stopped early" if report.stopped else None,
+        delta_color="off",
+    )
     c4.metric("Tokens/s", f"{report.tokens_per_s:,.0f}", f"{report.tokens:,} tokens", delta_color="off")
 
 
@@ -111,8 +116,8 @@ def results(job: TrainingJob) -> None:
         f"{report.train_seconds:.1f} s of training). It is kept for the **Export** page."
     )
     _metrics(job)
-    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_planned), key="lora_loss")
+    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")
     if job.prompts:
         st.subheader("The same prompts, before and after")
-        rows = {"prompt": job.prompts, "before": job.before, "after": job.after}
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="lora_samples")
+        samples = pd.DataFrame({"before": job.before, "after": job.after}, index=pd.Index(job.prompts, name="prompt"))
+        st.table(samples)  # a table wraps long generations; a dataframe would cut them
