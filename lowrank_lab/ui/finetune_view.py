@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from lowrank_lab.artifacts import CompressedModel
@@ -101,6 +100,17 @@ def _metrics(job: TrainingJob) -> None:
     c4.metric("Tokens/s", f"{report.tokens_per_s:,.0f}", f"{report.tokens:,} tokens", delta_color="off")
 
 
+def samples(prompts: list[str], before: list[str], after: list[str]) -> None:
+    """Each prompt, then its greedy continuation before and after training side by side (text, wrapped)."""
+    for prompt, old, new in zip(prompts, before, after):
+        st.code(prompt, language=None, wrap_lines=True)
+        left, right = st.columns(2)
+        left.caption("Before")
+        left.code(old or "(nothing)", language=None, wrap_lines=True)
+        right.caption("After")
+        right.code(new or "(nothing)", language=None, wrap_lines=True)
+
+
 def results(job: TrainingJob) -> None:
     """Before/after figures, the loss chart and the samples; keeps the adapter for the Export page."""
     if job.error:
@@ -119,5 +129,4 @@ def results(job: TrainingJob) -> None:
     st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")
     if job.prompts:
         st.subheader("The same prompts, before and after")
-        samples = pd.DataFrame({"before": job.before, "after": job.after}, index=pd.Index(job.prompts, name="prompt"))
-        st.table(samples)  # a table wraps long generations; a dataframe would cut them
+        samples(job.prompts, job.before, job.after)

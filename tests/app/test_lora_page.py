@@ -58,9 +58,13 @@ def test_training_a_few_steps_shows_the_figures_and_keeps_the_adapter():
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [t["name"] for t in chart["data"]] == ["training loss", "validation loss"]
     assert chart["data"][1]["x"] == [0, 2, 4, 6]
-    samples = at.table[0].value
-    assert list(samples.columns) == ["before", "after"] and len(samples) == 3
-    assert list(samples.index) == list(at.session_state[JOB].prompts)
+    job = at.session_state[JOB]
+    shown = [c.value for c in at.code]
+    assert len(job.prompts) == 3 and len(shown) == 9  # each prompt, then before and after
+    assert shown[0::3] == job.prompts
+    assert shown[1::3] == [t or "(nothing)" for t in job.before] and shown[2::3] == [
+        t or "(nothing)" for t in job.after
+    ]
 
 
 def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
