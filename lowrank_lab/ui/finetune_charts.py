@@ -8,7 +8,13 @@ TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#d62728"
 
 
 def loss_spec(losses: list[tuple[int, float]], val_losses: list[tuple[int, float]], total_steps: int) -> dict:
-    """Training and validation loss against step, as a plotly figure dict."""
+    """Training and validation loss against step, as a plotly figure dict.
+
+    Args:
+        losses: ``(step, loss)`` per training step.
+        val_losses: ``(step, loss)`` where validation was measured (step 0: before training).
+        total_steps: the x axis runs to this step.
+    """
     return {
         "data": [
             {

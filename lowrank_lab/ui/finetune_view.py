@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from lowrank_lab.artifacts import CompressedModel
@@ -57,7 +56,7 @@ def _live_chart(job: TrainingJob) -> None:
     losses = [(s.step, s.loss) for s in steps]
     vals = [(s.step, s.val_loss) for s in steps if s.val_loss is not None]
     total = steps[-1].total_steps if steps else job.settings.total_steps(len(job.data.train))
-    st.plotly_chart(loss_figure(losses, vals, total), key="lora_live_loss")
+    st.plotly_chart(loss_figure(losses, vals, max(total, 1)), key="lora_live_loss")
 
 
 @st.fragment(run_every=POLL_SECONDS)
@@ -92,8 +91,24 @@ def _metrics(job: TrainingJob) -> None:
         f"{report.perplexity_after - report.perplexity_before:+.2f} from {report.perplexity_before:.2f}",
         delta_color="inverse",
     )
-    c3.metric("Steps", f"{report.steps_done}/{report.steps_planned}", "stopped early" if report.stopped else None)
+    c3.metric(
+        "Steps",
+        f"{report.steps_done}/{report.steps_planned}",
+        "stopped early" if report.stopped else None,
+        delta_color="off",
+    )
     c4.metric("Tokens/s", f"{report.tokens_per_s:,.0f}", f"{report.tokens:,} tokens", delta_color="off")
+
+
+def samples(prompts: list[str], before: list[str], after: list[str]) -> None:
+    """Each prompt, then its greedy continuation before and after training side by side (text, wrapped)."""
+    for prompt, old, new in zip(prompts, before, after):
+        st.code(prompt, language=None, wrap_lines=True)
+        left, right = st.columns(2)
+        left.caption("Before")
+        left.code(old or "(nothing)", language=None, wrap_lines=True)
+        right.caption("After")
+        right.code(new or "(nothing)", language=None, wrap_lines=True)
 
 
 def results(job: TrainingJob) -> None:
@@ -111,8 +126,7 @@ def results(job: TrainingJob) -> None:
         f"{report.train_seconds:.1f} s of training). It is kept for the **Export** page."
     )
     _metrics(job)
-    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_planned), key="lora_loss")
+    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")
     if job.prompts:
         st.subheader("The same prompts, before and after")
-        rows = {"prompt": job.prompts, "before": job.before, "after": job.after}
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="lora_samples")
+        samples(job.prompts, job.before, job.after)

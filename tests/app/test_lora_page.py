@@ -58,13 +58,18 @@ def test_training_a_few_steps_shows_the_figures_and_keeps_the_adapter():
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert [t["name"] for t in chart["data"]] == ["training loss", "validation loss"]
     assert chart["data"][1]["x"] == [0, 2, 4, 6]
-    samples = at.dataframe[-1].value
-    assert list(samples.columns) == ["prompt", "before", "after"] and len(samples) == 3
+    job = at.session_state[JOB]
+    shown = [c.value for c in at.code]
+    assert len(job.prompts) == 3 and len(shown) == 9  # each prompt, then before and after
+    assert shown[0::3] == job.prompts
+    assert shown[1::3] == [t or "(nothing)" for t in job.before] and shown[2::3] == [
+        t or "(nothing)" for t in job.after
+    ]
 
 
 def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
     at = _page()
-    _fast(at, steps=2000)
+    _fast(at, steps=50_000)
     at.button(key="lora_train").click().run()
     job = at.session_state[JOB]
     deadline = time.monotonic() + 60
@@ -79,8 +84,8 @@ def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
     at.run()
     assert not at.exception and not at.error
     report = at.session_state[state.ADAPTER].report
-    assert report.stopped and 2 <= report.steps_done < 2000
-    assert at.metric[2].value == f"{report.steps_done}/2000"
+    assert report.stopped and 2 <= report.steps_done < 50_000
+    assert at.metric[2].value == f"{report.steps_done}/50000"
 
 
 def test_healing_the_compressed_model_from_the_ranks_page(tiny_llama):
