@@ -15,7 +15,8 @@ from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.data.text import builtin_text, token_blocks
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.evaluate import perplexity
-from lowrank_lab.measure import generate, model_bytes, paired_latency, peak_forward_memory
+from lowrank_lab.generate import generate
+from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
 from lowrank_lab.models.load import LoadedModel
 from lowrank_lab.progress import ProgressFn, report
 
@@ -180,9 +181,11 @@ def compare(
     tick("peak memory")
 
     generations = []
-    for prompt in prompts:
-        dense_text = generate(dense_model, loaded.tokenizer, prompt, settings.max_new_tokens)
-        small_text = generate(small_model, loaded.tokenizer, prompt, settings.max_new_tokens)
+    for prompt in prompts:  # as a user turn of the chat template when the tokenizer has one
+        dense_text, small_text = (
+            generate(model, loaded.tokenizer, [prompt], chat=True, max_new_tokens=settings.max_new_tokens)[0]
+            for model in (dense_model, small_model)
+        )
         generations.append(Generation(prompt, dense_text, small_text))
         tick(f"generating: {prompt[:30]}")
 

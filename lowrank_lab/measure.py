@@ -1,4 +1,4 @@
-"""Measurements of one model's forward pass: latency and peak tensor memory, and greedy generation.
+"""Measurements of one model's forward pass: latency and peak tensor memory.
 
 Latency is timed in pairs (``paired_latency``): the two models run alternately on the same
 input, so a busy machine slows both alike and the ratio of medians stays meaningful.
@@ -111,29 +111,3 @@ def paired_latency(first: nn.Module, second: nn.Module, input_ids: torch.Tensor,
                 if i:  # the first round warms up
                     times[which].append((time.perf_counter() - start) * 1000)
     return Latency(statistics.median(times[0]), statistics.median(times[1]), repeats)
-
-
-def prompt_ids(tokenizer, prompt: str) -> torch.Tensor:
-    """Token ids (1, T) for a prompt: through the chat template when the tokenizer has one."""
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
-        )["input_ids"]
-    else:
-        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return torch.tensor([ids], dtype=torch.long)
-
-
-def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 40) -> str:
-    """Greedy continuation of ``prompt`` (deterministic, so two models can be compared word for word)."""
-    ids = prompt_ids(tokenizer, prompt).to(next(model.parameters()).device)  # (1, T)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-        )
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()

@@ -1,6 +1,5 @@
 """LoRA fine-tuning (Hugging Face PEFT + Accelerate) of the original or a compressed model."""
 
-from lowrank_lab.finetune.generate import generate
 from lowrank_lab.finetune.settings import (
     ALL_LINEAR,
     INITS,
@@ -12,6 +11,7 @@ from lowrank_lab.finetune.settings import (
 )
 from lowrank_lab.finetune.targets import target_kinds, target_modules
 from lowrank_lab.finetune.train import finetune, lora_config, validation_loss
+from lowrank_lab.generate import generate
 
 __all__ = [
     "ALL_LINEAR",

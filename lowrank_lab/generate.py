@@ -1,4 +1,4 @@
-"""Greedy generations for a few prompts, to show what a fine-tune changed."""
+"""Greedy generations for a few prompts, to show side by side what a fine-tune or a compression changed."""
 
 from __future__ import annotations
 
