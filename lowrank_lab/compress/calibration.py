@@ -76,7 +76,7 @@ def calibration_blocks(loaded: LoadedModel, settings: CalibrationSettings) -> to
             "use method 'svd' (needs no data) or load a model that ships a tokenizer"
         )
     text = settings.text if settings.text is not None else builtin_text("calibration")
-    return token_blocks(loaded.tokenizer, text, settings.samples, settings.seq_len)
+    return token_blocks(loaded.tokenizer, text, settings.samples, settings.seq_len, spread=True)
 
 
 class InputStats:

@@ -81,11 +81,15 @@ def decode_text_upload(data: bytes, filename: str = "upload") -> str:
     return text
 
 
-def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int, allow_fewer: bool = False) -> torch.Tensor:
-    """Tokenize ``text`` and cut it into ``n_samples`` consecutive blocks of ``seq_len`` tokens.
+def token_blocks(
+    tokenizer, text: str, n_samples: int, seq_len: int, allow_fewer: bool = False, spread: bool = False
+) -> torch.Tensor:
+    """Tokenize ``text`` and cut it into ``n_samples`` blocks of ``seq_len`` tokens.
 
-    Blocks are taken from the start of the text without overlap, so the same text, tokenizer
-    and sizes always give the same blocks.
+    Blocks never overlap and the same text, tokenizer and sizes always give the same blocks.
+    By default they are consecutive from the start of the text (perplexity scores the same
+    tokens whatever the sample count); with ``spread`` they start at evenly spaced places over
+    the whole text, so a few samples of a long text still see all of it (calibration).
 
     Args:
         tokenizer: a Hugging Face tokenizer.
@@ -114,4 +118,7 @@ def token_blocks(tokenizer, text: str, n_samples: int, seq_len: int, allow_fewer
             f"the text has {len(ids)} tokens but {n_samples} samples × {seq_len} tokens need {need}; "
             "give more text, or fewer or shorter samples."
         )
-    return torch.tensor(ids[:need], dtype=torch.long).view(n_samples, seq_len)
+    if not spread or n_samples == 1:
+        return torch.tensor(ids[:need], dtype=torch.long).view(n_samples, seq_len)
+    step = (len(ids) - seq_len) // (n_samples - 1)  # ≥ seq_len, since len(ids) ≥ n_samples·seq_len
+    return torch.tensor([ids[i * step : i * step + seq_len] for i in range(n_samples)], dtype=torch.long)

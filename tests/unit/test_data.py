@@ -31,6 +31,17 @@ def test_token_blocks(tiny_llama):
     assert blocks.flatten().tolist() == ids[:256]  # consecutive, from the start
 
 
+def test_spread_token_blocks_cover_the_whole_text(tiny_llama):
+    text = builtin_text("evaluation")
+    ids = tiny_llama.tokenizer(text, add_special_tokens=False)["input_ids"]
+    blocks = token_blocks(tiny_llama.tokenizer, text, 4, 64, spread=True)  # (4, 64)
+    starts = [next(i for i in range(len(ids)) if ids[i : i + 64] == row) for row in blocks.tolist()]
+    assert starts[0] == 0 and len(ids) - 64 - starts[-1] < 4  # first and last 64 tokens of the text
+    assert all(b - a >= 64 for a, b in zip(starts, starts[1:]))  # no overlap
+    exact = token_blocks(tiny_llama.tokenizer, text, len(ids) // 64, 64, spread=True)
+    assert exact.flatten().tolist() == ids[: exact.numel()]  # a text just long enough: consecutive
+
+
 def test_token_blocks_errors(tiny_llama):
     with pytest.raises(DataError, match="need 6400"):
         token_blocks(tiny_llama.tokenizer, "too short", 100, 64)
@@ -40,6 +51,8 @@ def test_token_blocks_errors(tiny_llama):
         token_blocks(tiny_llama.tokenizer, "text", 0, 8)
     few = token_blocks(tiny_llama.tokenizer, builtin_text("evaluation")[:2000], 1000, 64, allow_fewer=True)
     assert 1 <= few.shape[0] < 1000
+    with pytest.raises(DataError, match="need 6400"):
+        token_blocks(tiny_llama.tokenizer, "too short", 100, 64, spread=True)
 
 
 def test_decode_text_upload():
