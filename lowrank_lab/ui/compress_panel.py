@@ -152,8 +152,8 @@ def results(source: str) -> None:
             _figures_table(report),
             hide_index=True,
             column_config={
-                "dense": st.column_config.NumberColumn(format="%.4g"),
-                "compressed": st.column_config.NumberColumn(format="%.4g"),
+                "dense": st.column_config.NumberColumn(format="localized"),
+                "compressed": st.column_config.NumberColumn(format="localized"),
                 "compressed / dense": st.column_config.NumberColumn(format="%.3f×"),
             },
             key="compress_figures",
@@ -161,10 +161,9 @@ def results(source: str) -> None:
         for g in report.generations:
             st.markdown(f"**{g.prompt}**")
             left, right = st.columns(2)
-            left.caption("dense")
-            left.text(g.dense)
-            right.caption("compressed")
-            right.text(g.compressed)
+            for column, label, text in ((left, "dense", g.dense), (right, "compressed", g.compressed)):
+                column.caption(label)
+                column.text(text or "(no text: only special tokens were generated)")
     if ranks != "plan":
         st.button(
             f"Load this {ranks} plan into the sliders",
