@@ -50,6 +50,12 @@ def _calibration(samples: int, seq_len: int, upload):
     return CalibrationSettings(int(samples), int(seq_len), text, f"uploaded {upload.name}")
 
 
+def _evaluation(upload) -> EvalSettings:
+    if upload is None:
+        return EvalSettings()
+    return EvalSettings(text=decode_text_upload(upload.getvalue(), upload.name), source=f"uploaded {upload.name}")
+
+
 def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
     from lowrank_lab.compress import allocate, compress
 
@@ -69,7 +75,9 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
     )
     report = None
     if settings["evaluate"]:
-        report = compare(loaded, compressed, EvalSettings(), progress=_progress_fn(bar, "evaluating"))
+        report = compare(
+            loaded, compressed, _evaluation(settings["eval_upload"]), progress=_progress_fn(bar, "evaluating")
+        )
     bar.empty()
     st.session_state[state.COMPRESSED] = compressed
     st.session_state[REPORT] = (compressed, report, settings["ranks"])
@@ -92,10 +100,16 @@ def form(loaded: LoadedModel, plan: RankPlan) -> None:
         samples = c1.number_input("Calibration samples", 1, 512, 32, key="compress_samples")
         seq_len = c2.number_input("Tokens per sample", 8, 2048, 256, step=8, key="compress_seq_len")
         evaluate = c3.checkbox("Measure: perplexity, generations, latency, memory", True, key="compress_evaluate")
-        upload = st.file_uploader(
+        c1, c2 = st.columns(2)
+        upload = c1.file_uploader(
             "Calibration text (.txt, UTF-8; default: the built-in calibration split)",
             type=["txt"],
             key="compress_upload",
+        )
+        eval_upload = c2.file_uploader(
+            "Evaluation text (.txt, UTF-8; default: the built-in evaluation split)",
+            type=["txt"],
+            key="compress_eval_upload",
         )
         submitted = st.form_submit_button("Compress and evaluate", type="primary")
     if submitted:
@@ -106,6 +120,7 @@ def form(loaded: LoadedModel, plan: RankPlan) -> None:
             samples=samples,
             seq_len=seq_len,
             upload=upload,
+            eval_upload=eval_upload,
             evaluate=evaluate,
         )
         try:

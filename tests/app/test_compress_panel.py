@@ -94,3 +94,23 @@ def test_whitened_spectrum_after_calibration(tiny_llama):
     assert at.session_state["calibration"][0] == "tiny-llama"
     w = tiny_llama.model.model.layers[0].mlp.up_proj.weight
     assert torch.equal(w, tiny_llama.model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_uploaded_calibration_and_evaluation_text():
+    from lowrank_lab.data import builtin_text
+
+    at = page(RANKS)
+    at.file_uploader(key="compress_upload").upload("notes.txt", builtin_text("evaluation")[:40_000].encode())
+    at.file_uploader(key="compress_eval_upload").upload("eval.txt", builtin_text("evaluation")[40_000:].encode())
+    at = submit(at, "uniform")
+    compressed = at.session_state["compressed"]
+    assert compressed.calibration["text"] == "uploaded notes.txt"
+    assert figures_row(at, "perplexity (uploaded eval.txt")["compressed"] > 1
+
+
+def test_a_bad_uploaded_text_says_why():
+    at = page(RANKS)
+    at.file_uploader(key="compress_upload").upload("latin.txt", "café crème".encode("latin-1"))
+    at = submit(at, "uniform")
+    assert any("latin.txt is not UTF-8" in e.value for e in at.error)
+    assert "compressed" not in at.session_state
