@@ -54,7 +54,7 @@ def allocate(
         The plan; matrices it leaves out stay dense (all of them at ``keep=1``).
 
     Raises:
-        SettingsError: ``keep`` outside (0, 1], unknown strategy or method.
+        SettingsError: ``keep`` outside (0, 1], unknown strategy or method, ``auto`` on an encoder.
         DataError: ``auto`` on a model with no tokenizer, or too little calibration text.
     """
     check_keep(keep)
@@ -66,6 +66,11 @@ def allocate(
         return RankPlan()  # everything kept: every matrix stays dense
     if strategy == "uniform":
         return plan_keep_params(matrices, float(keep))
+    if loaded.task != "causal-lm":
+        raise SettingsError(
+            f"auto allocation measures how each matrix hurts the language-model loss, and {loaded.title} "
+            f"({loaded.architecture}) is an encoder with no such loss; use strategy 'uniform'"
+        )
     from lowrank_lab.compress.auto import auto_plan
 
     return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress)

@@ -78,3 +78,10 @@ def test_budget_outside_unit_interval(tiny_llama, keep, strategy):
 def test_unknown_strategy(tiny_llama):
     with pytest.raises(SettingsError, match="unknown allocation strategy 'greedy'"):
         allocate(tiny_llama, 0.5, "greedy")
+
+
+def test_auto_on_an_encoder_says_use_uniform(tiny_bert):
+    with pytest.raises(SettingsError, match="encoder with no such loss; use strategy 'uniform'"):
+        allocate(tiny_bert, 0.5, "auto", calibration=CalibrationSettings(4, 32))
+    plan = allocate(tiny_bert, 0.5, "uniform")  # uniform works, and so does data-aware compression
+    assert len(compress(tiny_bert, plan, "whitened", CalibrationSettings(4, 32)).plan) > 0
