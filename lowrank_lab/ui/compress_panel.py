@@ -60,25 +60,31 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
     from lowrank_lab.compress import allocate, compress
 
     bar = st.progress(0.0, text="starting")
-    calibration = _calibration(settings["samples"], settings["seq_len"], settings["upload"])
-    if settings["ranks"] != "plan":
-        plan = allocate(
+    try:
+        calibration = _calibration(settings["samples"], settings["seq_len"], settings["upload"])
+        if settings["ranks"] != "plan":
+            plan = allocate(
+                loaded,
+                settings["keep"],
+                settings["ranks"],
+                settings["method"],
+                calibration,
+                progress=_progress_fn(bar, f"allocating ({settings['ranks']})"),
+            )
+        compressed = compress(
             loaded,
-            settings["keep"],
-            settings["ranks"],
+            plan,
             settings["method"],
             calibration,
-            progress=_progress_fn(bar, f"allocating ({settings['ranks']})"),
+            progress=_progress_fn(bar, f"compressing ({settings['method']})"),
         )
-    compressed = compress(
-        loaded, plan, settings["method"], calibration, progress=_progress_fn(bar, f"compressing ({settings['method']})")
-    )
-    report = None
-    if settings["evaluate"]:
-        report = compare(
-            loaded, compressed, _evaluation(settings["eval_upload"]), progress=_progress_fn(bar, "evaluating")
-        )
-    bar.empty()
+        report = None
+        if settings["evaluate"]:
+            report = compare(
+                loaded, compressed, _evaluation(settings["eval_upload"]), progress=_progress_fn(bar, "evaluating")
+            )
+    finally:
+        bar.empty()  # a failed step leaves no stale bar behind
     st.session_state[state.COMPRESSED] = compressed
     st.session_state[REPORT] = (compressed, report, settings["ranks"])
     if settings["method"] != "svd":
