@@ -17,7 +17,7 @@ def require_model() -> LoadedModel:
         loaded = loaded_model(spec)  # shows a spinner while a first load runs
     except LowrankLabError as err:
         st.error(str(err))
-        st.page_link("app.py", label="Choose another model on the home page")
+        st.info("Choose another model on the Home page (first in the sidebar).")
         st.stop()
     with st.sidebar:
         st.caption(f"Model: **{loaded.title}** · {param_count(spec) / 1e6:.1f}M parameters")
