@@ -12,15 +12,13 @@ from dataclasses import dataclass
 import torch
 
 from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.data.text import builtin_text, token_blocks
+from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text, token_blocks
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.evaluate import perplexity
 from lowrank_lab.generate import generate
 from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
 from lowrank_lab.models.load import LoadedModel
 from lowrank_lab.progress import ProgressFn, report
-
-BUILTIN_EVAL_SOURCE = "built-in evaluation split (pydoc_data.topics, 19 topics)"
 
 DEFAULT_PROMPTS = (
     "What is a Python list comprehension?",

@@ -6,12 +6,11 @@ import time
 
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.data import builtin_text, token_blocks
+from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.evaluate import perplexity
 from lowrank_lab.export.format import factorized_modules
 from lowrank_lab.models import ModelSpec, load_model
-
-EVAL_TEXT = "built-in evaluation split (pydoc_data.topics, 19 topics)"
 
 
 def register(sub) -> None:
@@ -46,14 +45,16 @@ def run(args) -> dict:
     if not args.json:
         kind = f"{factorized} factorized layers" if factorized else "dense"
         print(f"{loaded.title} ({kind}, {loaded.n_params / 1e6:.2f}M parameters)")
-        print(f"perplexity {ppl:.3f} on the {EVAL_TEXT}, {n_blocks} blocks of {args.seq_len} tokens, {seconds:.1f} s")
+        print(
+            f"perplexity {ppl:.3f} on the {BUILTIN_EVAL_SOURCE}, {n_blocks} blocks of {args.seq_len} tokens, {seconds:.1f} s"
+        )
     return {
         "model": args.model,
         "title": loaded.title,
         "params": loaded.n_params,
         "factorized_layers": factorized,
         "perplexity": ppl,
-        "eval_text": EVAL_TEXT,
+        "eval_text": BUILTIN_EVAL_SOURCE,
         "eval_tokens": n_blocks * args.seq_len,
         "seq_len": args.seq_len,
         "blocks": n_blocks,

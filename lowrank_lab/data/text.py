@@ -23,6 +23,10 @@ BUILTIN_SPLITS: tuple[Split, ...] = ("calibration", "evaluation")
 _EVAL_MODULUS = 4
 
 
+# How reports and model cards name the built-in evaluation text.
+BUILTIN_EVAL_SOURCE = "built-in evaluation split (pydoc_data.topics, 19 topics)"
+
+
 def _is_evaluation_topic(name: str) -> bool:
     return hashlib.sha256(name.encode()).digest()[0] % _EVAL_MODULUS == 0
 
