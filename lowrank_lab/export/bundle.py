@@ -15,13 +15,14 @@ from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
 from lowrank_lab.errors import CheckpointError
 from lowrank_lab.export.adapter import (
     RANK_PATTERN_FILE,
+    check_adapter,
     peft_model_of,
     save_rank_pattern,
     write_adapter,
     write_merged,
 )
-from lowrank_lab.export.archive import safe_folder_name, staged_folder, zip_bytes
-from lowrank_lab.export.checkpoint import write_compressed
+from lowrank_lab.export.archive import check_export_target, safe_folder_name, staged_folder, zip_bytes
+from lowrank_lab.export.checkpoint import check_compressed, write_compressed
 from lowrank_lab.export.dense import write_dense
 from lowrank_lab.export.format import (
     PLAN_FILE,
@@ -127,9 +128,13 @@ def estimate_size(
 
 
 def _check_request(kind: str, compressed, adapter) -> None:
-    if kind not in EXPORT_KINDS:
+    if not isinstance(kind, str) or kind not in EXPORT_KINDS:
         raise CheckpointError(f"unknown export format {kind!r}; use one of {', '.join(EXPORT_KINDS)}")
     needs_adapter = kind in ("adapter", "merged")
+    if compressed is not None:
+        check_compressed(compressed)
+    if adapter is not None:
+        check_adapter(adapter)
     if needs_adapter and adapter is None:
         raise CheckpointError(f"the {kind!r} export needs a LoRA adapter; fine-tune one on the LoRA page first")
     if not needs_adapter and compressed is None:
@@ -168,14 +173,20 @@ def export(
     """Write an export of ``kind`` to ``folder`` atomically; returns the folder.
 
     Raises:
-        CheckpointError: an unknown kind or dtype, a missing artifact, or an occupied folder.
+        CheckpointError: an unknown kind or dtype, or a missing artifact.
+        OutputError: the folder is taken, or is inside the source model (checked before writing).
     """
     _check_request(kind, compressed, adapter)
-    folder = Path(folder).expanduser()
+    protect = _sources(compressed, adapter)
+    folder = check_export_target(folder, overwrite, False, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer=f"export {kind}") as tmp:
         write_export(kind, tmp, dtype, compressed, adapter)
     return folder
+
+
+def _sources(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> tuple[str, ...]:
+    return tuple(a.source.source for a in (compressed, adapter) if a is not None and a.source is not None)
 
 
 def export_zip(

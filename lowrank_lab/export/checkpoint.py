@@ -15,8 +15,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.archive import staged_folder, zip_folder
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
 from lowrank_lab.export.card import model_card
 from lowrank_lab.export.format import (
     CARD_FILE,
@@ -44,6 +44,17 @@ def task_of(model: nn.Module) -> str:
     """``causal-lm`` for a model with a language-model head, else ``encoder``."""
     archs = getattr(model.config, "architectures", None) or [type(model).__name__]
     return "causal-lm" if archs[0].endswith(("ForCausalLM", "LMHeadModel")) else "encoder"
+
+
+def check_compressed(compressed: object) -> CompressedModel:
+    """``compressed`` itself, or a clear error when it is not a :class:`CompressedModel`."""
+    if not isinstance(compressed, CompressedModel):
+        raise ArgumentTypeError(
+            f"expected a CompressedModel (what lowrank_lab.compress returns), got {type(compressed).__name__}; "
+            "compress a model first, or load a checkpoint with load_compressed"
+        )
+    check_exportable(compressed.model, "the compressed model")
+    return compressed
 
 
 def check_exportable(model: nn.Module, what: str) -> None:
@@ -178,22 +189,26 @@ def save_compressed(
         folder: the checkpoint folder to create.
         dtype: ``float32``, ``float16`` or ``bfloat16`` (``fp32``/``fp16``/``bf16`` too).
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing checkpoint folder (never a folder of other files).
+        overwrite: replace a checkpoint folder (and zip) lowrank_lab wrote; never a folder
+            holding other files (see :mod:`lowrank_lab.outputs`).
         progress: called as ``progress(done, total, message)``.
 
     Returns:
         The checkpoint folder, or the zip when ``zip`` is true.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a transformers model, or a
-            folder that exists and is not empty.
+        ArgumentTypeError: ``compressed`` is not a CompressedModel.
+        CheckpointError: an unknown dtype or a model that is not a transformers model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    check_compressed(compressed)
+    protect = compressed.source.source
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="save_compressed") as tmp:
         write_compressed(compressed, tmp, dtype, progress)
     if zip:
-        return zip_folder(folder)
+        return zip_folder(folder, overwrite=overwrite, protect=protect)
     return folder
 
 
