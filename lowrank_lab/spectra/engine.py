@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lowrank_lab import outputs, strict_json
+from lowrank_lab.errors import OutputError, SettingsError
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
@@ -141,23 +142,42 @@ def spectra_records(spectra: list[LayerSpectrum]) -> list[dict]:
     return [sp.as_record() for sp in spectra]
 
 
-def write_spectra(spectra: list[LayerSpectrum], path: str | Path) -> Path:
-    """Write the spectra to ``.json`` (metrics and singular values) or ``.csv`` (metrics only).
+SPECTRA_SUFFIXES = (".json", ".csv")
+
+
+def check_spectra_path(path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """Check, before any work, that spectra may be written to ``path`` (see :mod:`lowrank_lab.outputs`).
 
     Raises:
-        ValueError: the suffix is neither ``.json`` nor ``.csv``.
+        OutputError: a suffix other than ``.json``/``.csv``, or a path that is taken or unsafe.
     """
-    path = Path(path)
-    if path.suffix == ".json":
+    path = outputs.as_path(path, "the spectra file")
+    if path.suffix.lower() not in SPECTRA_SUFFIXES:
+        raise OutputError(f"cannot write spectra to {path.name}: use a file name ending in .json or .csv")
+    return outputs.check_output_file(path, overwrite, protect)
+
+
+def write_spectra(spectra: list[LayerSpectrum], path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """Write the spectra to ``.json`` (metrics and singular values) or ``.csv`` (metrics only).
+
+    The file is written to a temporary sibling and renamed into place; an existing file is
+    replaced only with ``overwrite``, and a symbolic link is never written through.
+
+    Raises:
+        OutputError: the suffix is neither ``.json`` nor ``.csv``, or the path is taken or unsafe.
+        SettingsError: no spectra to write.
+    """
+    path = check_spectra_path(path, overwrite, protect)
+    if not spectra:
+        raise SettingsError("there are no spectra to write; compute them first with compute_spectra")
+    if path.suffix.lower() == ".json":
         rows = [{**sp.as_record(), "singular_values": sp.s.tolist()} for sp in spectra]
-        path.write_text(json.dumps({"matrices": rows}, indent=1))
-    elif path.suffix == ".csv":
+        text = strict_json.dumps({"matrices": rows}, indent=1)
+    else:
         records = spectra_records(spectra)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-        path.write_text(buf.getvalue())
-    else:
-        raise ValueError(f"cannot write spectra to {path.name}: use a .json or .csv file name")
-    return path
+        text = buf.getvalue()
+    return outputs.write_file(path, text, overwrite, protect)
