@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from lowrank_lab.data.text import token_blocks
-from lowrank_lab.errors import SettingsError
+from lowrank_lab.errors import ArgumentTypeError, NonFiniteError, SettingsError
+from lowrank_lab.models.limits import check_seq_len
 from lowrank_lab.progress import ProgressFn, report
 
 
@@ -42,14 +43,22 @@ def perplexity(
         exp(mean negative log-likelihood of every predicted token).
 
     Raises:
+        ArgumentTypeError: ``model`` is not a torch module (pass ``loaded.model``).
         SettingsError: the model has no language-model head.
         DataError: no tokenizer, or the text is shorter than one block.
+        NonFiniteError: the model's loss is NaN or infinite (damaged weights, or an overflow
+            in float16), so it has no perplexity.
     """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(
+            f"perplexity takes a torch model, got {type(model).__name__}; pass loaded.model (or compressed.model)"
+        )
     if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
         raise SettingsError(
             f"{type(model).__name__} has no language-model head, so it has no perplexity; "
             "use a causal language model (e.g. smollm2-135m)"
         )
+    check_seq_len(model, seq_len, "the perplexity block length seq_len")
     blocks = token_blocks(tokenizer, text, max_blocks or 10**9, seq_len, allow_fewer=True)  # (n_blocks, seq_len)
     n_blocks = blocks.shape[0]
     device = next(model.parameters()).device
@@ -69,4 +78,28 @@ def perplexity(
                 report(progress, min(start + batch_size, n_blocks), n_blocks, "")
     finally:
         model.train(was_training)
-    return math.exp(total_nll / total_count)
+    mean = total_nll / total_count
+    if not math.isfinite(mean):
+        raise NonFiniteError(
+            f"the model's loss on the text is {mean}, so it has no perplexity: {non_finite_cause(model)}"
+        )
+    return math.exp(mean) if mean < 700 else math.inf
+
+
+def non_finite_cause(model: nn.Module) -> str:
+    """Why a model's outputs are not finite, in words: damaged weights (named) or an overflow."""
+    with torch.no_grad():
+        bad = [(name, int((~torch.isfinite(p)).sum())) for name, p in model.named_parameters() if p.is_floating_point()]
+    bad = [(name, n) for name, n in bad if n]
+    if bad:
+        name, n = bad[0]
+        return (
+            f"{len(bad)} of its weight tensors hold NaN or infinity (first {name}, {n:,} values); the checkpoint "
+            "is damaged or came from a diverged run: load a good copy"
+        )
+    dtype = next(model.parameters()).dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        return (
+            f"its weights are finite but its activations overflow in {str(dtype).removeprefix('torch.')}; use float32"
+        )
+    return "its weights are finite but its activations overflow; check the weights' scale"

@@ -9,7 +9,7 @@ from lowrank_lab.artifacts import METHODS, CompressedModel, Method
 from lowrank_lab.compress.calibration import CalibrationSettings
 from lowrank_lab.compress.factorize import lapack_thread, pca_factors
 from lowrank_lab.compress.methods import input_stats, linear_matrices, svd_decompositions, whitened_decompositions
-from lowrank_lab.errors import InvalidRankPlan, SettingsError
+from lowrank_lab.errors import ArgumentTypeError, InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import LoadedModel
@@ -18,7 +18,7 @@ from lowrank_lab.progress import ProgressFn, report
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise SettingsError(f"unknown compression method {method!r}; use one of {', '.join(METHODS)}")
 
 
@@ -32,8 +32,10 @@ def check_plan(loaded: LoadedModel, plan: RankPlan) -> list[WeightMatrix]:
         raise InvalidRankPlan(
             f"compress needs a RankPlan, got {type(plan).__name__}; build one with RankPlan({{name: rank}})"
         )
+    if not isinstance(loaded, LoadedModel):
+        raise ArgumentTypeError(f"compress takes a LoadedModel (from load_model), got {type(loaded).__name__}")
     everything = weight_matrices(loaded.model)
-    plan.validate(everything)
+    plan.validate(everything, model=loaded.model)
     embeddings = [m.name for m in everything if m.is_embedding and plan.get(m.name) is not None]
     if embeddings:
         raise InvalidRankPlan(

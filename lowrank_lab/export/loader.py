@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from lowrank_lab.errors import CheckpointError, ModelLoadError
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError, ModelLoadError
 from lowrank_lab.export.archive import extract_zip
 from lowrank_lab.export.format import (
     CONFIG_FILE,
@@ -53,8 +53,18 @@ def load_compressed(path: str | Path, dtype: str | None = None) -> nn.Module:
             or corrupt safetensors file, missing or unexpected tensors, or a rank that does
             not match its factor's shape.
     """
+    import os
+
+    from lowrank_lab.export.format import normalize_dtype
+
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"load_compressed takes a path (str or pathlib.Path), got {type(path).__name__}")
+    if dtype is not None:
+        dtype = normalize_dtype(dtype, "the loaded model")
     path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".zip":
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; pass a compressed checkpoint folder or its .zip")
+    if path.is_file() and path.suffix.lower() == ".zip":
         with tempfile.TemporaryDirectory(prefix="lowrank-") as tmp:
             return load_compressed(extract_zip(path, Path(tmp)), dtype)
     if path.is_file():

@@ -17,15 +17,15 @@ def load_compressed_folder(spec: ModelSpec, path: Path):
         CheckpointError: the checkpoint is incomplete, corrupt or contradicts its config.
     """
     from lowrank_lab.export.loader import load_checkpoint
-    from lowrank_lab.models.load import LoadedModel, _load_tokenizer
+    from lowrank_lab.models.load import LoadedModel, tokenizer_and_note
 
     model, section = load_checkpoint(Path(path))
-    tokenizer = _load_tokenizer(str(path), True, False)
+    tokenizer, note = tokenizer_and_note(str(path), True, False)
     notes = [
         f"A lowrank_lab compressed checkpoint: {len(section.ranks)} layers stored as rank-r factors "
         f"({section.method}, saved in {section.dtype}) from {section.source}."
     ]
-    if tokenizer is None:
-        notes.append("No tokenizer was found, so text-based evaluation is off.")
+    if note:
+        notes.append(note)
     task = "causal-lm" if section.task == "causal-lm" else "encoder"
     return LoadedModel(spec, model, tokenizer, task, f"{Path(path).name} (compressed)", tuple(notes))

@@ -12,6 +12,8 @@ import json
 import os
 import re
 import socket
+import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lowrank_lab.errors import ModelLoadError
+from lowrank_lab.errors import ArgumentTypeError, ModelLoadError
 from lowrank_lab.models import builtin
 from lowrank_lab.models.spec import BUILTIN_MODELS, TINY_MODELS, ModelSpec
 from lowrank_lab.progress import ProgressFn, report
@@ -88,11 +90,20 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
         The loaded model, in eval mode with gradients off.
 
     Raises:
+        ArgumentTypeError: ``spec`` is neither a ModelSpec nor a str/path, or ``progress`` is
+            not callable.
         ModelLoadError: unknown name, missing path, a folder with no config or no weights,
             a corrupt file, a pickle file, or a hub id that cannot be reached.
+        CheckpointError: a compressed checkpoint (folder or .zip) that is damaged.
     """
-    if isinstance(spec, str):
-        spec = ModelSpec(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        spec = ModelSpec(os.fspath(spec))
+    if not isinstance(spec, ModelSpec):
+        raise ArgumentTypeError(
+            f"load_model takes a ModelSpec or a model name or path (str), got {type(spec).__name__} {spec!r}"
+        )
+    if progress is not None and not callable(progress):
+        raise ArgumentTypeError(f"progress must be a function (done, total, message), got {type(progress).__name__}")
     start = time.perf_counter()
     if spec.is_tiny:
         loaded = _load_tiny(spec)
@@ -164,15 +175,25 @@ def _load_builtin(spec: ModelSpec, progress: ProgressFn | None) -> LoadedModel:
 
 
 def _load_local(spec: ModelSpec, path: Path) -> LoadedModel:
+    mode = path.stat().st_mode
+    if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        raise ModelLoadError(
+            f"{path} is not a regular file or folder (a FIFO, device or socket), so it is not read; "
+            "pass a Hugging Face model folder, a .safetensors file or a compressed checkpoint .zip"
+        )
     if path.is_file():
         if path.suffix == ".safetensors":
             return _from_safetensors_file(spec, path)
+        if path.suffix.lower() == ".zip":
+            return _from_zip(spec, path)
         if path.suffix in _PICKLE_SUFFIXES:
             raise ModelLoadError(
                 f"{path} is a pickle file, which can run code when read, so it is not loaded. "
                 "Load the Hugging Face folder it came from, or convert it to .safetensors."
             )
-        raise ModelLoadError(f"{path} is not a model: pass a Hugging Face folder or a .safetensors file")
+        raise ModelLoadError(
+            f"{path} is not a model: pass a Hugging Face folder, a .safetensors file or a compressed checkpoint .zip"
+        )
     if not (path / "config.json").exists():
         raise ModelLoadError(
             f"the folder {path} has no config.json, so it is not a Hugging Face model folder; "
@@ -183,13 +204,37 @@ def _load_local(spec: ModelSpec, path: Path) -> LoadedModel:
         from lowrank_lab.models.compressed_hook import load_compressed_folder
 
         return load_compressed_folder(spec, path)
-    weights = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights = sorted(p.name for p in path.iterdir() if p.suffix == ".safetensors")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if not weights and pickles:
+        raise ModelLoadError(
+            f"the folder {path} holds its weights only as {pickles[0]}, a pickle file, which can run code when "
+            "read, so lowrank_lab does not load it. Get the model's .safetensors files (most hub models ship "
+            "them), or convert it on a machine you trust: load it there with transformers and save it with "
+            "model.save_pretrained(folder, safe_serialization=True)"
+        )
     if not weights:
-        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors or pytorch_model.bin)")
+        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors files)")
     for name in weights:
-        if name.endswith(".safetensors"):
-            check_safetensors(path / name)
+        check_safetensors(path / name)
     return _from_folder(spec, path, trust_remote_code=spec.trust_remote_code)
+
+
+def _from_zip(spec: ModelSpec, path: Path) -> LoadedModel:
+    """A compressed checkpoint downloaded as a .zip: extracted (with size caps) into a temporary folder and loaded."""
+    from lowrank_lab.export.archive import extract_zip
+    from lowrank_lab.models.compressed_hook import load_compressed_folder
+
+    with tempfile.TemporaryDirectory(prefix="lowrank-zip-") as tmp:
+        folder = extract_zip(path, Path(tmp))
+        if "lowrank" not in _read_json(folder / "config.json"):
+            raise ModelLoadError(
+                f"{path} holds a model folder that is not a lowrank_lab compressed checkpoint; extract it and "
+                "load the folder"
+            )
+        loaded = load_compressed_folder(spec, folder)
+    title = f"{path.name} (compressed)"
+    return LoadedModel(spec, loaded.model, loaded.tokenizer, loaded.task, title, loaded.notes)
 
 
 def _load_hub(spec: ModelSpec) -> LoadedModel:
@@ -259,16 +304,36 @@ _TOKENIZER_FILES = (
 )
 
 
-def _load_tokenizer(source, local_only: bool, trust_remote_code: bool):
+NO_TOKENIZER = "No tokenizer was found, so text-based evaluation is off."
+
+
+def tokenizer_and_note(source, local_only: bool, trust_remote_code: bool) -> tuple[object | None, str]:
+    """The tokenizer of ``source``, or None and a note saying why there is none."""
     from transformers import AutoTokenizer
 
     folder = Path(str(source))
     if folder.is_dir() and not any((folder / f).exists() for f in _TOKENIZER_FILES):
-        return None  # transformers would otherwise build an empty tokenizer from defaults
+        return None, NO_TOKENIZER  # transformers would otherwise build an empty tokenizer from defaults
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust_remote_code)
-    except Exception:  # many model folders ship no tokenizer: say so rather than fail
-        return None
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
+        return tokenizer, ""
+    except Exception as err:  # many model folders ship no tokenizer: say so rather than fail
+        if "trust_remote_code" in str(err) or "custom code" in str(err):
+            return None, (
+                f"The tokenizer of {source} needs its own Python code (an auto_map in tokenizer_config.json), "
+                "which lowrank_lab does not run by default, so there is no tokenizer and text-based evaluation "
+                "is off. Read that code, then load with ModelSpec(..., trust_remote_code=True)."
+            )
+        return (
+            None,
+            f"The tokenizer files of {source} could not be read ({type(err).__name__}), so text-based evaluation is off.",
+        )
+
+
+def _load_tokenizer(source, local_only: bool, trust_remote_code: bool):
+    return tokenizer_and_note(source, local_only, trust_remote_code)[0]
 
 
 def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: bool = False) -> LoadedModel:
@@ -290,7 +355,7 @@ def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: b
             local_files_only=local_only or is_local,
             trust_remote_code=trust_remote_code,
             dtype=getattr(torch, spec.dtype),
-            weights_only=True,  # a .bin is read with torch.load(weights_only=True): no code runs
+            use_safetensors=True,  # never a pickle (pytorch_model.bin), even one beside the safetensors
         )
     except ModelLoadError:
         raise
@@ -301,8 +366,8 @@ def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: b
                 "Read that code, then pass ModelSpec(..., trust_remote_code=True)."
             ) from None
         raise ModelLoadError(f"could not load the model at {source}: {type(err).__name__}: {err}") from None
-    tokenizer = _load_tokenizer(str(source), local_only or is_local, trust_remote_code)
-    notes = () if tokenizer is not None else ("No tokenizer was found, so text-based evaluation is off.",)
+    tokenizer, note = tokenizer_and_note(str(source), local_only or is_local, trust_remote_code)
+    notes = (note,) if note else ()
     title = Path(str(source)).name if is_local else str(source)
     return LoadedModel(spec, model, tokenizer, task, title, notes)
 

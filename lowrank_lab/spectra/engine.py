@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lowrank_lab import outputs, strict_json
-from lowrank_lab.errors import OutputError, SettingsError
+from lowrank_lab.errors import NonFiniteError, OutputError, SettingsError
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
@@ -67,6 +67,22 @@ class LayerSpectrum:
             "full_rank": self.full_rank,
             **self.metrics.as_dict(),
         }
+
+
+def check_finite(matrix: WeightMatrix) -> None:
+    """Refuse a matrix holding NaN or infinity: it has no spectrum, and LAPACK would fail on it.
+
+    Raises:
+        NonFiniteError: naming the matrix and how many of its values are bad.
+    """
+    w = matrix.weight.detach()
+    finite = torch.isfinite(w)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteError(
+            f"{matrix.name} holds {bad:,} NaN or infinite value(s) of {w.numel():,}, so it has no spectrum; "
+            "the model's weights are damaged (a diverged training run or a bad conversion): load a good copy"
+        )
 
 
 def spectrum_of(matrix: WeightMatrix, s: np.ndarray, digest: str = "") -> LayerSpectrum:
@@ -125,6 +141,8 @@ def compute_spectra(
                 if s is not None and s.shape == (matrix.full_rank,):
                     found[i] = s
         missing = [i for i in range(total) if i not in found]
+        for i in missing:
+            check_finite(matrices[i])
         done = len(found)
         report(progress, done, total, "from cache" if done else "")
         results = singular_values_many((matrices[i].matrix() for i in missing), device=device)
