@@ -8,7 +8,7 @@ import streamlit as st
 
 from lowrank_lab.ui import home, state
 from lowrank_lab.ui.cache import param_count
-from lowrank_lab.ui.sidebar import require_model
+from lowrank_lab.ui.current_model import require_model
 
 
 def home_page() -> None:

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text, token_blocks
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.evaluate import perplexity
 from lowrank_lab.generate import generate
 from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
-from lowrank_lab.models.load import LoadedModel
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.tasks import has_lm_head
 
 DEFAULT_PROMPTS = (
     "What is a Python list comprehension?",
@@ -125,10 +125,6 @@ class ComparisonReport:
         return out
 
 
-def _has_lm_head(model) -> bool:
-    return hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
-
-
 def compare(
     loaded: LoadedModel,
     compressed: CompressedModel,
@@ -150,7 +146,7 @@ def compare(
     """
     settings = settings or EvalSettings()
     dense_model, small_model = loaded.model, compressed.model
-    causal = _has_lm_head(dense_model) and loaded.tokenizer is not None
+    causal = has_lm_head(dense_model) and loaded.tokenizer is not None
     prompts = settings.prompts if causal else ()
     total = 2 + 2 * causal + len(prompts)
     step = 0

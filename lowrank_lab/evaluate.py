@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from lowrank_lab.data.text import token_blocks
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.loss import block_batches, mean_next_token_loss
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.tasks import has_lm_head
 
 
 def perplexity(
@@ -45,28 +46,10 @@ def perplexity(
         SettingsError: the model has no language-model head.
         DataError: no tokenizer, or the text is shorter than one block.
     """
-    if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
+    if not has_lm_head(model):
         raise SettingsError(
             f"{type(model).__name__} has no language-model head, so it has no perplexity; "
             "use a causal language model (e.g. smollm2-135m)"
         )
     blocks = token_blocks(tokenizer, text, max_blocks or 10**9, seq_len, allow_fewer=True)  # (n_blocks, seq_len)
-    n_blocks = blocks.shape[0]
-    device = next(model.parameters()).device
-    total_nll, total_count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n_blocks, batch_size):
-                ids = blocks[start : start + batch_size].to(device)  # (B, T)
-                logits = model(input_ids=ids).logits.float()  # (B, T, V)
-                nll = nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
-                )
-                total_nll += float(nll)
-                total_count += ids[:, 1:].numel()
-                report(progress, min(start + batch_size, n_blocks), n_blocks, "")
-    finally:
-        model.train(was_training)
-    return math.exp(total_nll / total_count)
+    return math.exp(mean_next_token_loss(model, block_batches(blocks, batch_size), progress))

@@ -6,12 +6,12 @@ from typing import Literal
 
 import numpy as np
 
-from lowrank_lab.artifacts import Method
 from lowrank_lab.compress.apply import check_method
+from lowrank_lab.compress.auto import auto_plan
 from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import LoadedModel, Method
 from lowrank_lab.plan import RankPlan, plan_keep_params
 from lowrank_lab.progress import ProgressFn
 from lowrank_lab.spectra.engine import LayerSpectrum, spectrum_of
@@ -71,8 +71,6 @@ def allocate(
             f"auto allocation measures how each matrix hurts the language-model loss, and {loaded.title} "
             f"({loaded.architecture}) is an encoder with no such loss; use strategy 'uniform'"
         )
-    from lowrank_lab.compress.auto import auto_plan
-
     return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress)
 
 

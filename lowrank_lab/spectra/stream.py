@@ -15,9 +15,9 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from lowrank_lab.checkpoint.safetensors_file import check_safetensors
 from lowrank_lab.errors import ModelLoadError, NoWeightMatricesError
 from lowrank_lab.matrices import WeightMatrix, split_name
-from lowrank_lab.models.load import check_safetensors
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
 from lowrank_lab.spectra.engine import LayerSpectrum, spectrum_of

@@ -12,11 +12,11 @@ import copy
 import torch
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
 from lowrank_lab.data import builtin_text, token_blocks
+from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import weight_matrices
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.plan import RankPlan
 
 
