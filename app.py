@@ -25,10 +25,4 @@ def home_page() -> None:
 
 
 HOME = st.Page(home_page, title="Home", default=True)
-st.navigation(
-    [HOME]
-    + [
-        st.Page(f"pages/{name}.py", title=name.split("_", 1)[1])
-        for name in ("1_Spectra", "2_Ranks", "3_LoRA", "4_Export")
-    ]
-).run()
+st.navigation([HOME] + [st.Page(page.path, title=page.title) for page in home.PAGES]).run()

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lowrank_lab import load_model  # noqa: E402
 from lowrank_lab.data import builtin_text, token_blocks  # noqa: E402
+from lowrank_lab.dtypes import DTYPES  # noqa: E402
 from lowrank_lab.evaluate import perplexity  # noqa: E402
 from lowrank_lab.export import save_compressed  # noqa: E402
 from lowrank_lab.export.bundle import tokenizer_bytes  # noqa: E402
@@ -42,8 +43,6 @@ from lowrank_lab.models import (
     load_compressed,  # noqa: E402
 )
 from lowrank_lab.plan import RankPlan  # noqa: E402
-
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

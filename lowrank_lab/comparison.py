@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text, token_blocks
+from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.evaluate import perplexity
+from lowrank_lab.evaluate import block_perplexity, eval_blocks
 from lowrank_lab.generate import generate
 from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
 from lowrank_lab.models import CompressedModel, LoadedModel
@@ -158,13 +158,11 @@ def compare(
 
     ppl, eval_tokens = (None, None), 0
     if causal:
-        text = settings.eval_text()
-        kwargs = dict(seq_len=settings.seq_len, max_blocks=settings.max_blocks)
-        blocks = token_blocks(loaded.tokenizer, text, settings.max_blocks, settings.seq_len, allow_fewer=True)
+        blocks = eval_blocks(loaded.tokenizer, settings.eval_text(), settings.seq_len, settings.max_blocks)
         eval_tokens = blocks.numel()
-        dense_ppl = perplexity(dense_model, loaded.tokenizer, text, **kwargs)
+        dense_ppl = block_perplexity(dense_model, blocks)
         tick("perplexity, dense")
-        ppl = (dense_ppl, perplexity(small_model, loaded.tokenizer, text, **kwargs))
+        ppl = (dense_ppl, block_perplexity(small_model, blocks))
         tick("perplexity, compressed")
 
     vocab = getattr(loaded.config, "vocab_size", 2)

@@ -30,7 +30,7 @@ from lowrank_lab.plan.presets import (
     plan_keep_params,
 )
 from lowrank_lab.plan.rank_plan import PLAN_FORMAT, RankPlan, break_even_rank, factorizes
-from lowrank_lab.plan.summary import MatrixCost, PlanCalculator, PlanSummary, rank_errors, summarize_plan
+from lowrank_lab.plan.summary import MatrixCost, PlanCalculator, PlanSummary, energy_table, rank_errors, summarize_plan
 
 __all__ = [
     "PLAN_FORMAT",
@@ -47,6 +47,7 @@ __all__ = [
     "TradeoffCurve",
     "break_even_rank",
     "controls_from_plan",
+    "energy_table",
     "error_curve",
     "factorizes",
     "kind_totals",

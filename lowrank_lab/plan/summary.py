@@ -40,6 +40,17 @@ class MatrixCost:
     spectral_error: float
 
 
+def energy_table(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sums every Eckart–Young error reads, for singular values ``s`` (k,), descending.
+
+    Returns:
+        (energy, s_next), each (k + 1,): energy[r] = Σ_{i≤r} σᵢ² with energy[0] = 0, so
+        ‖W − W_r‖_F² = energy[k] − energy[r]; s_next[r] = σ_{r+1} (0 past the end), so
+        ‖W − W_r‖₂ = s_next[r].
+    """
+    return np.concatenate([[0.0], np.cumsum(np.square(s))]), np.concatenate([s, [0.0]])
+
+
 def rank_errors(sp: LayerSpectrum, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Relative Frobenius and spectral error of the best rank-r approximations (Eckart–Young).
 
@@ -51,14 +62,13 @@ def rank_errors(sp: LayerSpectrum, ranks: np.ndarray) -> tuple[np.ndarray, np.nd
         (relative Frobenius error, σ_{r+1}/σ₁), each the shape of ``ranks``.
     """
     ranks = np.asarray(ranks)
-    energy = np.concatenate([[0.0], np.cumsum(np.square(sp.s))])
+    energy, s_next = energy_table(sp.s)
     total = energy[-1]
     if total == 0:
         zero = np.zeros(ranks.shape)
         return zero, zero
     fro = np.sqrt(np.clip(total - energy[ranks], 0.0, None) / total)
-    s_next = np.concatenate([sp.s, [0.0]])[ranks]
-    return fro, s_next / sp.s[0]
+    return fro, s_next[ranks] / sp.s[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,16 +134,14 @@ class PlanCalculator:
 
     def __init__(self, spectra: list[LayerSpectrum]):
         self.spectra = spectra
-        # energy[k] = Σ_{i≤k} σᵢ², with energy[0] = 0; s_next[r] = σ_{r+1} (0 past the end).
-        self._energy = [np.concatenate([[0.0], np.cumsum(np.square(sp.s))]) for sp in spectra]
-        self._s_next = [np.concatenate([sp.s, [0.0]]) for sp in spectra]
+        self._tables = [energy_table(sp.s) for sp in spectra]
 
     def summarize(self, plan: RankPlan, model_params: int | None = None) -> PlanSummary:
         """The plan's cost and savings; see :func:`summarize_plan`."""
         ranks = plan.as_dict()
         rows = []
         lost = total = 0.0
-        for sp, energy, s_next in zip(self.spectra, self._energy, self._s_next):
+        for sp, (energy, s_next) in zip(self.spectra, self._tables):
             r = ranks.get(sp.name)
             m, n = sp.shape
             if r is not None and factorizes(r, sp.shape):
