@@ -12,7 +12,9 @@ every later thread on one core. So:
   other thread sees a change.
 - :func:`shared_blas_limit` limits NumPy's and SciPy's OpenBLAS, which has one process-wide
   setting, for as long as any caller needs it: the first to enter sets it, the last to leave
-  restores it, so overlapping callers cannot leave it changed.
+  restores it, so overlapping callers cannot leave it changed. Both happen on one long-lived
+  thread of ours: threadpoolctl lets only the thread that last set OpenBLAS change it while
+  that thread lives, so a restore from another session's thread would be ignored.
 
 Why one LAPACK thread at all: on a shared two-core machine torch's two-thread pool makes
 float64 SVD, Cholesky and eigh wait on each other while another process holds a core
@@ -24,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -83,6 +86,7 @@ def one_lapack_thread() -> Iterator[None]:
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter = None
+_blas_control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lowrank-blas-control")
 
 
 @contextmanager
@@ -97,7 +101,7 @@ def shared_blas_limit(limit: int = 1) -> Iterator[None]:
 
     with _blas_lock:
         if _blas_users == 0:
-            _blas_limiter = threadpool_limits(limits=limit, user_api="blas")
+            _blas_limiter = _blas_control.submit(threadpool_limits, limits=limit, user_api="blas").result()
         _blas_users += 1
     try:
         yield
@@ -105,5 +109,5 @@ def shared_blas_limit(limit: int = 1) -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0:
-                _blas_limiter.restore_original_limits()
+                _blas_control.submit(_blas_limiter.restore_original_limits).result()
                 _blas_limiter = None

@@ -7,6 +7,8 @@ from pathlib import Path
 from lowrank_lab.cli import compress_checks
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.comparison import EvalSettings, compare
+from lowrank_lab.compress import CalibrationSettings, allocate, compress
+from lowrank_lab.export import save_compressed
 from lowrank_lab.models import ModelSpec, load_model
 
 
@@ -36,8 +38,6 @@ def register(sub) -> None:
 
 
 def run(args) -> dict:
-    from lowrank_lab.compress import CalibrationSettings, allocate, compress
-
     inputs = compress_checks.check(args)  # every argument and file, before the model is loaded
     calibration = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
     if inputs.calibration_text is not None:
@@ -73,8 +73,6 @@ def run(args) -> dict:
         result["generations"] = [g.__dict__ for g in report.generations]
     result["figures"] = dict(compressed.figures)
     if args.out is not None:
-        from lowrank_lab.export import save_compressed
-
         with progress_bar("saving") as progress:
             written = save_compressed(
                 compressed, args.out, dtype=args.dtype, zip=args.zip, overwrite=args.overwrite, progress=progress

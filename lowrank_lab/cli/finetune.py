@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.cli import checks
 from lowrank_lab.cli.common import add_json_argument, progress_bar
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import NonFiniteError, SettingsError
+from lowrank_lab.export import save_adapter
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, StepInfo, finetune
-from lowrank_lab.models import LoadedModel, ModelSpec, load_model
+from lowrank_lab.models import CompressedModel, LoadedModel, ModelSpec, load_compressed, load_model
 from lowrank_lab.models.spec import BUILTIN_MODELS, DEFAULT_MODEL, TINY_MODELS
 from lowrank_lab.outputs import check_output_folder
 
@@ -148,17 +148,11 @@ def check(args) -> tuple[LoraSettings, object]:
 
 
 def compressed_base(path: str, source: ModelSpec) -> CompressedModel:
-    """A compressed checkpoint (folder or .zip) as the :class:`CompressedModel` to heal."""
-    from lowrank_lab.export.checkpoint import ranks_of
-    from lowrank_lab.export.format import LowrankSection
-
-    loaded = load_model(ModelSpec(str(Path(path).expanduser())))
-    if not ranks_of(loaded.model):
+    """A compressed checkpoint (folder or .zip) as the :class:`CompressedModel` to heal, made from ``source``."""
+    compressed = load_compressed(path)
+    if not compressed.plan:
         raise SettingsError(f"--compressed {path}: no factorized layer in it; pass a lowrank_lab compressed checkpoint")
-    section = LowrankSection.from_config(checks.compressed_source(path), Path(path))
-    return CompressedModel(
-        loaded.model, loaded.tokenizer, source, ranks_of(loaded.model), section.method, dict(section.calibration)
-    )
+    return dataclasses.replace(compressed, source=source)
 
 
 def check_loaded(args, base, settings: LoraSettings) -> None:
@@ -199,8 +193,6 @@ def run(args) -> dict:
         adapter = finetune(base, data, settings, on_step=_bar_step(progress))
     out = None
     if args.out:
-        from lowrank_lab.export import save_adapter
-
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
     if not args.json:

@@ -20,9 +20,8 @@ import torch
 
 from lowrank_lab.data.sources import Record, TrainingSource
 from lowrank_lab.errors import ArgumentTypeError, DataError
+from lowrank_lab.loss import IGNORE
 from lowrank_lab.progress import ProgressFn, report
-
-IGNORE = -100  # the label the loss skips (Hugging Face's and PyTorch's convention)
 
 
 @dataclass(frozen=True)

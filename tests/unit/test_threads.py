@@ -69,8 +69,10 @@ def test_interleaved_sessions_leave_every_thread_as_it_was():
 
 
 def test_the_shared_blas_limit_is_restored_only_when_the_last_user_leaves():
+    """A enters, B enters, A leaves, B leaves while A's thread still lives (threadpoolctl then
+    ignores a restore from B's thread unless one thread of ours makes every change)."""
     before = _blas_threads()
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    a_in, b_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event(), threading.Event()
     seen = {}
 
     def session_a():
@@ -78,6 +80,7 @@ def test_the_shared_blas_limit_is_restored_only_when_the_last_user_leaves():
             a_in.set()
             b_in.wait(10)
         a_out.set()
+        b_out.wait(10)  # alive until B has left
 
     def session_b():
         a_in.wait(10)
@@ -86,6 +89,8 @@ def test_the_shared_blas_limit_is_restored_only_when_the_last_user_leaves():
             a_out.wait(10)
             seen["b inside, a gone"] = _blas_threads()
             seen["svd"] = np.linalg.svd(np.eye(3))[1].tolist()
+        seen["b after"] = _blas_threads()
+        b_out.set()
 
     threads = [threading.Thread(target=session_a), threading.Thread(target=session_b)]
     for t in threads:
@@ -94,4 +99,5 @@ def test_the_shared_blas_limit_is_restored_only_when_the_last_user_leaves():
         t.join()
     assert set(seen["b inside, a gone"]) == {1}  # A leaving did not lift B's limit
     assert seen["svd"] == [1.0, 1.0, 1.0]
-    assert _blas_threads() == before  # and B leaving restored the original counts
+    assert seen["b after"] == before  # B leaving restored the original counts, A's thread alive
+    assert _blas_threads() == before
