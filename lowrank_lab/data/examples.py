@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.data.sources import Record, TrainingSource
+from lowrank_lab.data.sources import Record, RecordStyle, TrainingSource
 from lowrank_lab.errors import ArgumentTypeError, DataError
 from lowrank_lab.loss import IGNORE
 from lowrank_lab.progress import ProgressFn, report
@@ -42,7 +42,7 @@ class PreparedData:
 
     Attributes:
         name: the source's name.
-        kind: ``text`` or ``pairs``.
+        style: ``text`` or ``pairs``.
         train, validation: the examples.
         pad_id: the token id used to pad a batch.
         max_seq_len: the longest an example may be.
@@ -50,7 +50,7 @@ class PreparedData:
     """
 
     name: str
-    kind: str
+    style: RecordStyle
     train: tuple[Example, ...]
     validation: tuple[Example, ...]
     pad_id: int
@@ -209,17 +209,17 @@ def _text_examples(tokenizer, records: tuple[Record, ...], max_seq_len: int, tic
     return [Example(tuple(b), tuple(b)) for b in blocks if len(b) >= 2]
 
 
-def _n_calls(records: tuple[Record, ...], kind: str) -> int:
-    if kind == "pairs":
+def _n_calls(records: tuple[Record, ...], style: RecordStyle) -> int:
+    if style == "pairs":
         return 2 * len(records)
     return sum(len(_pieces(r.text)) for r in records)
 
 
 def _examples(
-    tokenizer, records: tuple[Record, ...], kind: str, max_seq_len: int, name: str, ticker=None
+    tokenizer, records: tuple[Record, ...], style: RecordStyle, max_seq_len: int, name: str, ticker=None
 ) -> list[Example]:
-    ticker = ticker or _Ticker(None, _n_calls(records, kind))
-    if kind == "pairs":
+    ticker = ticker or _Ticker(None, _n_calls(records, style))
+    if style == "pairs":
         return _pair_examples(tokenizer, records, max_seq_len, name, ticker)
     return _text_examples(tokenizer, records, max_seq_len, ticker)
 
@@ -253,13 +253,13 @@ def prepare(
     _check_prepare_args(source, max_seq_len, val_fraction, seed)
     if tokenizer is None:
         raise DataError("this model has no tokenizer, so it cannot read training text; load a model that ships one")
-    ticker = _Ticker(progress, _n_calls(source.records, source.kind) + _n_calls(source.validation, source.kind))
-    train = _examples(tokenizer, source.records, source.kind, max_seq_len, source.name, ticker)
+    ticker = _Ticker(progress, _n_calls(source.records, source.style) + _n_calls(source.validation, source.style))
+    train = _examples(tokenizer, source.records, source.style, max_seq_len, source.name, ticker)
     if source.validation:
-        validation = _examples(tokenizer, source.validation, source.kind, max_seq_len, source.name, ticker)
+        validation = _examples(tokenizer, source.validation, source.style, max_seq_len, source.name, ticker)
     else:
         if len(train) < 2:
-            unit = "rows" if source.kind == "pairs" else f"blocks of {max_seq_len} tokens"
+            unit = "rows" if source.style == "pairs" else f"blocks of {max_seq_len} tokens"
             raise DataError(
                 f"{source.name} gives {len(train)} of the {unit} it needs (at least 2: one to train on, one to "
                 "validate on); add more data, or lower the maximum sequence length (--max-seq-len)"
@@ -272,7 +272,7 @@ def prepare(
         train = [e for i, e in enumerate(train) if i not in held]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     return PreparedData(
-        source.name, source.kind, tuple(train), tuple(validation), pad, max_seq_len, tuple(source.demo_prompts())
+        source.name, source.style, tuple(train), tuple(validation), pad, max_seq_len, tuple(source.demo_prompts())
     )
 
 
