@@ -198,8 +198,11 @@ def check_output_file(path: PathLike, overwrite: bool = False, protect: Iterable
         OutputError: ``path`` is a link, a folder, a device or FIFO, an existing file without
             ``overwrite``, inside a protected path, or under a file or an unwritable folder.
     """
+    given = path
     path = as_path(path)
     _check_overwrite_flag(overwrite)
+    if os.fspath(given).endswith(("/", os.sep)):
+        raise OutputError(f"{os.fspath(given)} ends with a slash, so it names a folder; give a file name")
     _check_name(path)
     _check_protected(path, protect)
     if path.is_symlink():

@@ -60,6 +60,7 @@ def number(
     if too_low or too_high:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
+        right = ")" if high is None else right
         span = f"{left}{'-∞' if low is None else f'{low:g}'}, {'∞' if high is None else f'{high:g}'}{right}"
         raise SettingsError(f"{option} {value:g} is outside {span}{hint}")
     return value
@@ -94,29 +95,14 @@ def dtype(value: str, option: str = "--dtype") -> str:
 
 def device(value: str | None, option: str = "--device") -> str | None:
     """``value`` when that device exists here (``cpu``, ``cuda``, ``cuda:N``, ``mps``), else a clear error."""
+    from lowrank_lab.checks import check_device
+
     if value is None:
         return None
-    import torch
-
-    name = value.strip().lower()
-    if name == "cpu":
-        return "cpu"
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise SettingsError(
-                f"{option} {value}: this machine has no CUDA GPU (or torch was built without CUDA); use --device cpu"
-            )
-        index = name.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise SettingsError(
-                f"{option} {value}: there are {torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
-            )
-        return name
-    if name == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise SettingsError(f"{option} {value}: Apple's MPS is not available here; use --device cpu")
-        return name
-    raise SettingsError(f"{option} {value!r}: use cpu or cuda (cuda:N for one GPU of several)")
+    try:
+        return str(check_device(value.strip().lower()))
+    except SettingsError as err:
+        raise SettingsError(str(err).replace(f"device {value.strip().lower()!r}", f"{option} {value}")) from None
 
 
 # -- the model's config, before and after loading --------------------------------------------------
@@ -204,9 +190,15 @@ def plan_file(path: str | Path, option: str = "--plan"):
     except DataError as err:
         raise InvalidRankPlan(str(err)) from None
     try:
-        return RankPlan.from_json(data)
+        plan = RankPlan.from_json(data)
     except InvalidRankPlan as err:
         raise InvalidRankPlan(f"{option} {path}: {err}") from None
+    if not len(plan):
+        raise InvalidRankPlan(
+            f"{option} {path} names no module, so nothing would be compressed; give module name → rank entries "
+            'such as {"model.layers.0.mlp.up_proj": 64}, or use --keep'
+        )
+    return plan
 
 
 def require_tokenizer(loaded, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lowrank_lab.checks import require
 from lowrank_lab.compress.calibration import CalibrationSettings
 from lowrank_lab.compress.decompositions import (
     input_stats,
@@ -86,6 +87,7 @@ def compress(
     """
     check_method(method)
     planned = check_plan(loaded, plan)
+    require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
     if method == "whitened" and todo:

@@ -164,8 +164,11 @@ def _jsonl_rows(text: str, filename: str) -> list[tuple[str, dict]]:
                 f"{filename}, line {number}: the JSON is nested too deeply to read; "
                 'write each line as a flat object such as {"text": "..."}'
             ) from None
-        except ValueError as err:  # e.g. an integer with thousands of digits
-            raise DataError(f'{filename}, line {number}: {err}; write each line as {{"text": "..."}}') from None
+        except ValueError:  # an integer with thousands of digits: Python refuses to convert it
+            raise DataError(
+                f"{filename}, line {number}: a number with thousands of digits; write each line as "
+                '{"text": "..."} with the text in quotes'
+            ) from None
         if not isinstance(row, dict):
             raise DataError(
                 f"{filename}, line {number}: a JSON {_json_kind(row)}, not an object; "
@@ -284,9 +287,10 @@ def source_from_name_or_file(name_or_path: str) -> TrainingSource:
             f"no built-in dataset and no file named {str(name_or_path)!r}; use one of "
             f"{', '.join(BUILTIN_DATASETS)} or a path to a {_FORMATS} file"
         )
+    fix = f"give a {_FORMATS} file"
     if path.suffix.lower() not in UPLOAD_SUFFIXES:
-        raise DataError(
-            f"training data {path}: cannot read {path.suffix or 'a file without a suffix'}; give {_FORMATS}"
-        )
-    data = read_user_file(path, "training data", MAX_TRAINING_UPLOAD_BYTES, f"give a {_FORMATS} file")
+        if not path.is_file():  # a folder, a FIFO, a device: say what it is rather than what suffix it lacks
+            read_user_file(path, "training data", 0, fix)
+        raise DataError(f"training data {path}: cannot read {path.suffix or 'a file without a suffix'}; {fix}")
+    data = read_user_file(path, "training data", MAX_TRAINING_UPLOAD_BYTES, fix)
     return read_upload(data, path.name)

@@ -16,7 +16,7 @@ from peft import get_peft_model_state_dict
 from lowrank_lab.checkpoint.format import PLAN_FILE, count_elements, unique_state_dict
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
-from lowrank_lab.errors import CheckpointError
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
 from lowrank_lab.export.adapter import (
     RANK_PATTERN_FILE,
     check_adapter,
@@ -205,6 +205,8 @@ def export_zip(
     Raises:
         CheckpointError: an unknown format or dtype, a missing artifact, or an unusable name.
     """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"the export's name must be a str, got {type(name).__name__}")
     root = safe_folder_name(name)
     with tempfile.TemporaryDirectory(prefix="lowrank-export-") as tmp:
         folder = export(fmt, Path(tmp) / root, dtype, compressed, adapter, comparison=comparison)

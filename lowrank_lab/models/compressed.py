@@ -144,8 +144,11 @@ def load_compressed(path: str | Path, dtype: str | None = None) -> CompressedMod
     """
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise ArgumentTypeError(f"load_compressed takes a path (str or pathlib.Path), got {type(path).__name__}")
-    if dtype is not None:
-        dtype = normalize_dtype(dtype, "the loaded model")  # refused before anything is read
+    if dtype is not None:  # refused before anything is read
+        try:
+            dtype = normalize_dtype(dtype)
+        except CheckpointError:
+            raise CheckpointError(f"cannot load in dtype {dtype!r}; use float32, float16 or bfloat16") from None
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(

@@ -29,6 +29,9 @@ def check_seq_len(model, seq_len: int, what: str = "seq_len") -> None:
     Raises:
         SettingsError: naming the length, the model's limit and the setting to change.
     """
+    from lowrank_lab.checks import require
+
+    require(seq_len, int, what)
     limit = max_positions(getattr(model, "config", None))
     if limit is not None and seq_len > limit:
         name = type(model).__name__

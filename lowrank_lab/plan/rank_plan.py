@@ -142,8 +142,10 @@ class RankPlan:
             raise InvalidRankPlan(
                 'the rank plan nests too deeply to read; a plan is one flat object {"module name": rank}'
             ) from None
-        except ValueError as err:  # e.g. an integer with thousands of digits
-            raise InvalidRankPlan(f"the rank plan cannot be read ({err}); ranks are small positive integers") from None
+        except ValueError:  # an integer with thousands of digits: Python refuses to convert it
+            raise InvalidRankPlan(
+                "the rank plan holds a number with thousands of digits; ranks are small positive integers such as 64"
+            ) from None
         if isinstance(data, dict) and "ranks" in data:
             if data.get("format", PLAN_FORMAT) != PLAN_FORMAT:
                 raise InvalidRankPlan(f"the file's format is {data.get('format')!r}, not a lowrank_lab rank plan")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lowrank_lab import outputs, strict_json
+from lowrank_lab.checks import check_device, require
 from lowrank_lab.errors import NonFiniteError, OutputError, SettingsError
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.progress import ProgressFn, report
@@ -126,9 +127,9 @@ def compute_spectra(
     Raises:
         NoWeightMatricesError: the model has no 2-D weight.
     """
+    require(model, (nn.Module, list), "compute_spectra's model", "pass loaded.model (not the LoadedModel or a name)")
     matrices = model if isinstance(model, list) else weight_matrices(model, include_embeddings)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
     store = SpectrumCache() if cache is True else (cache or None)
     total = len(matrices)
     found: dict[int, np.ndarray] = {}
@@ -169,9 +170,9 @@ def check_spectra_path(path: str | Path, overwrite: bool = False, protect=()) ->
     Raises:
         OutputError: a suffix other than ``.json``/``.csv``, or a path that is taken or unsafe.
     """
-    path = outputs.as_path(path, "the spectra file")
-    if path.suffix.lower() not in SPECTRA_SUFFIXES:
-        raise OutputError(f"cannot write spectra to {path.name}: use a file name ending in .json or .csv")
+    where = outputs.as_path(path, "the spectra file")
+    if where.suffix.lower() not in SPECTRA_SUFFIXES:
+        raise OutputError(f"cannot write spectra to {where.name}: use a file name ending in .json or .csv")
     return outputs.check_output_file(path, overwrite, protect)
 
 
