@@ -18,6 +18,7 @@ from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import METHODS, LoadedModel
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.ui import state
+from lowrank_lab.ui.cache import calibration_cache
 from lowrank_lab.ui.formatting import params
 
 FORM = "compress_form"
@@ -66,6 +67,7 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
                 settings["method"],
                 calibration,
                 progress=_progress_fn(bar, f"allocating ({settings['ranks']})"),
+                cache=calibration_cache(),
             )
         compressed = compress(
             loaded,
@@ -73,6 +75,7 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
             settings["method"],
             calibration,
             progress=_progress_fn(bar, f"compressing ({settings['method']})"),
+            cache=calibration_cache(),
         )
         comparison = None
         if settings["evaluate"]:
