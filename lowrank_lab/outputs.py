@@ -201,9 +201,9 @@ def check_output_file(path: PathLike, overwrite: bool = False, protect: Iterable
     given = path
     path = as_path(path)
     _check_overwrite_flag(overwrite)
+    _check_name(path)
     if os.fspath(given).endswith(("/", os.sep)):
         raise OutputError(f"{os.fspath(given)} ends with a slash, so it names a folder; give a file name")
-    _check_name(path)
     _check_protected(path, protect)
     if path.is_symlink():
         raise OutputError(

@@ -13,7 +13,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -52,6 +51,8 @@ def adapter_sources(adapter: TrainedAdapter) -> tuple[str, ...]:
 
 def peft_model_of(adapter: TrainedAdapter):
     """The adapter's PEFT model, or a clear error when it is something else."""
+    from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
+
     check_adapter(adapter)
     if not isinstance(adapter.model, PeftModel):
         raise CheckpointError(

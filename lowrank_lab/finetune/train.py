@@ -32,7 +32,7 @@ StepFn = Callable[[StepInfo], None]
 
 def lora_config(model: nn.Module, settings: LoraSettings):
     """PEFT's ``LoraConfig`` for ``settings`` on ``model`` (targets resolved to full module names)."""
-    from peft import LoraConfig
+    from peft import LoraConfig  # heavy (seconds): imported on first use, not with lowrank_lab
 
     return LoraConfig(
         r=settings.r,
@@ -72,7 +72,7 @@ def _forever(loader) -> Iterator[dict]:
 
 
 def _optimizer_and_schedule(model: nn.Module, settings: LoraSettings, total: int):
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # heavy (seconds): imported on first use, not with lowrank_lab
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -101,7 +101,7 @@ def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: Step
     with the adapter as it was after the last good step (an update that made a weight
     non-finite is undone).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # heavy (seconds): imported on first use, not with lowrank_lab
 
     total = settings.total_steps(len(data.train))
     val = data.validation[: settings.eval_examples]
@@ -167,7 +167,7 @@ def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: Step
 
 def _pissa_as_lora(peft_model, fresh_base: nn.Module, initial_dir: Path):
     """The trained PiSSA adapter rewritten by PEFT as a plain LoRA adapter (rank 2r) on the untouched base."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
 
     out = initial_dir.parent / "converted"
     peft_model.save_pretrained(str(out), path_initial_model_for_weight_conversion=str(initial_dir))
@@ -265,7 +265,7 @@ def finetune(
             with another tokenizer.
         NonFiniteError: the base model's validation loss is already NaN or infinite.
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import set_seed  # heavy (seconds): imported on first use, not with lowrank_lab
     from peft import get_peft_model
 
     check_finetune_args(base, data, settings, on_step, control)
