@@ -132,7 +132,13 @@ def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: Step
             reason = _not_finite(step + 1, total, "gradient")
             break
         if settings.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            # The norm squares every gradient: it can overflow while each gradient is finite, and
+            # clipping by an infinite norm zeroes the step without a word.
+            norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            if norm is not None and not math.isfinite(float(norm)):
+                optimizer.zero_grad()
+                reason = _not_finite(step + 1, total, "gradient norm", float(norm))
+                break
         last_good = [p.detach().clone() for p in trainable]  # LoRA weights are small: a copy per step is cheap
         optimizer.step()
         if not _all_finite(trainable):
