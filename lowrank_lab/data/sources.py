@@ -195,7 +195,11 @@ def _csv_rows(text: str, filename: str) -> list[tuple[str, dict]]:
     try:
         for number, cells in enumerate(reader, start=1):
             start, line = line + 1, reader.line_num
-            where = f"row {number}" + (f" (lines {start}–{line})" if line != start else "")
+            where = f"row {number}"  # as a spreadsheet numbers it; the file's lines too when they differ
+            if line != start:
+                where += f" (lines {start}–{line})"
+            elif start != number:
+                where += f" (line {start})"
             if header is None:
                 header = _csv_header(cells, filename)
                 continue
