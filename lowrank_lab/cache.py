@@ -79,11 +79,21 @@ def model_digest(model: nn.Module) -> str:
     h.update(type(model).__qualname__.encode())
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
-        h.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+        h.update(json.dumps(_architecture_fields(config.to_dict()), sort_keys=True, default=str).encode())
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         h.update(name.encode())
         update_digest(h, tensor)
     return h.hexdigest()
+
+
+# Config fields that say how a model was stored or last saved, not what it computes: transformers
+# rewrites ``dtype`` on save_pretrained and sets private fields on first use, so an untouched
+# model would change its digest. The tensors' own dtypes are hashed with their bytes.
+_VOLATILE_CONFIG = frozenset({"dtype", "torch_dtype", "transformers_version", "_name_or_path"})
+
+
+def _architecture_fields(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _VOLATILE_CONFIG and not k.startswith("_")}
 
 
 class _KeyLock:
