@@ -14,6 +14,7 @@ interrupted. No traceback is printed.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from lowrank_lab import strict_json
@@ -50,6 +51,25 @@ def _fail(message: str, command: str | None, as_json: bool, status: int, done: d
     return status
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "free some disk space, or write somewhere else",
+    errno.EDQUOT: "free some of your disk quota, or write somewhere else",
+    errno.EACCES: "choose a place you may write to",
+    errno.EPERM: "choose a place you may write to",
+    errno.EROFS: "the file system is read-only; write somewhere else",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def _os_message(err: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file (shortened), and the fix."""
+    name = str(err.filename or "")
+    if len(name) > 120:
+        name = f"{name[:60]}…{name[-50:]}"
+    where = f" ({name})" if name else ""
+    return f"{err.strerror or type(err).__name__}{where}; {_OS_FIXES.get(err.errno, 'check that path and try again')}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 a bug, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -72,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "out of memory; use a smaller model, fewer samples or shorter sequences", args.command, args.json, 2
         )
     except OSError as err:  # the disk, not the input: full, read-only, gone
-        where = f" ({err.filename})" if err.filename else ""
-        return _fail(f"{err.strerror or err}{where}; free space or choose another place", args.command, args.json, 2)
+        return _fail(_os_message(err), args.command, args.json, 2)
     except Exception as err:  # noqa: BLE001 - the last guard: a bug is reported in one line, not a traceback
         return _fail(
             f"internal error ({type(err).__name__}: {err}); this is a bug in lowrank_lab, please report it "

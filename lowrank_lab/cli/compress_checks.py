@@ -79,7 +79,11 @@ def check_loaded(args, inputs: CompressInputs, loaded) -> None:
     """What only the loaded model can tell, before calibration: positions, tokenizer, plan, text lengths."""
     from lowrank_lab.compress.apply import check_plan
     from lowrank_lab.data.text import builtin_text
+    from lowrank_lab.matrices import weight_matrices
+    from lowrank_lab.spectra.engine import check_finite
 
+    for matrix in weight_matrices(loaded.model):
+        check_finite(matrix)  # a damaged model is refused before calibration, whatever the method
     config = loaded.config.to_dict()
     uses_calibration = args.method != "svd" or (inputs.plan is None and args.allocate == "auto")
     if inputs.plan is not None:

@@ -21,6 +21,7 @@ from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method, ParamCounts
 from lowrank_lab.plan import RankPlan, factorizes
 from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.spectra.engine import check_finite
 
 
 def check_method(method: str) -> None:
@@ -33,6 +34,7 @@ def check_plan(loaded: LoadedModel, plan: RankPlan) -> list[WeightMatrix]:
 
     Raises:
         InvalidRankPlan: unknown module names, ranks above full rank, or embeddings in the plan.
+        NonFiniteError: a planned matrix holds NaN or infinity.
     """
     if not isinstance(plan, RankPlan):
         raise InvalidRankPlan(
@@ -48,7 +50,10 @@ def check_plan(loaded: LoadedModel, plan: RankPlan) -> list[WeightMatrix]:
             f"{', '.join(embeddings)} is an embedding; only Linear and Conv1D layers can be factorized. "
             "Remove it from the plan"
         )
-    return [m for m in linear_matrices(loaded) if plan.get(m.name) is not None]
+    planned = [m for m in linear_matrices(loaded) if plan.get(m.name) is not None]
+    for m in planned:
+        check_finite(m)  # a NaN weight has no decomposition: say which, before any work
+    return planned
 
 
 def compress(

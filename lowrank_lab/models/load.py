@@ -115,7 +115,14 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
         loaded = _load_builtin(spec, progress)
     else:
         path = Path(spec.source).expanduser()
-        if path.exists():
+        try:
+            exists = path.exists()
+        except OSError as err:  # e.g. a name longer than the file system allows
+            shown = spec.source if len(spec.source) <= 80 else spec.source[:40] + "…" + spec.source[-30:]
+            raise ModelLoadError(
+                f"{shown!r} cannot be a path here ({err.strerror}); give a shorter path or a model name"
+            ) from None
+        if exists:
             loaded = _load_local(spec, path)
         elif _HUB_ID.match(spec.source) and not spec.source.startswith((".", "/", "~")):
             loaded = _load_hub(spec)

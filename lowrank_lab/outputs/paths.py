@@ -81,9 +81,18 @@ def _check_protected(out: Path, protect: Iterable[PathLike] | PathLike | None) -
             )
 
 
+def _short(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}…{text[-50:]}"
+
+
 def _check_name(path: Path) -> None:
     if path == path.parent or not path.name or path.name in (".", ".."):
         raise OutputError(f"{path} is not a file or folder name; give a path such as out/result")
+    too_long = [part for part in path.parts if len(part.encode("utf-8", "surrogateescape")) > 255]
+    if too_long or len(str(path).encode("utf-8", "surrogateescape")) > 4000:
+        what = f"a part of it has {len(too_long[0])} characters" if too_long else f"it has {len(str(path))} characters"
+        raise OutputError(f"the path {_short(path)} is too long for the file system ({what}); use a shorter one")
     if len(path.name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
         raise OutputError(f"the name {path.name[:40]}… is too long ({len(path.name)} characters); use a shorter name")
 

@@ -81,7 +81,7 @@ def check_finite(matrix: WeightMatrix) -> None:
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise NonFiniteError(
-            f"{matrix.name} holds {bad:,} NaN or infinite value(s) of {w.numel():,}, so it has no spectrum; "
+            f"{matrix.name} holds {bad:,} NaN or infinite value(s) of {w.numel():,}, so it cannot be analysed or compressed; "
             "the model's weights are damaged (a diverged training run or a bad conversion): load a good copy"
         )
 

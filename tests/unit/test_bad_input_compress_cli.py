@@ -250,3 +250,26 @@ def test_a_checkpoint_compressed_from_a_copy_loads_back(capsys, tmp_path, model_
         "--out", model_folder.parent / "ck",
     )  # fmt: skip
     assert code == 0 and result["ok"]
+
+
+def test_a_model_with_nan_weights_is_refused_before_any_method_runs(capsys, tmp_path, tiny_llama):
+    import torch
+
+    broken = tiny_llama.copy()
+    with torch.no_grad():
+        broken.model.layers[1].self_attn.v_proj.weight[2, 2] = float("nan")
+    broken.save_pretrained(tmp_path / "nan-model")
+    tiny_llama.tokenizer.save_pretrained(tmp_path / "nan-model")
+    for method in ("svd", "whitened", "pca"):
+        code, line, _ = run_cli(
+            capsys, "compress", "--model", tmp_path / "nan-model", *FAST, "--method", method,
+            "--allocate", "uniform", "--no-eval",
+        )  # fmt: skip
+        assert code == 2 and "model.layers.1.self_attn.v_proj holds 1 NaN or infinite value" in line, (method, line)
+
+
+def test_a_path_longer_than_the_file_system_allows_is_named_shortly(capsys, tmp_path):
+    code, line, _ = run_cli(capsys, "compress", "--model", "x" * 5000, *FAST)
+    assert code == 2 and "cannot be a path here" in line and len(line) < 300
+    code, line, _ = run_cli(capsys, "compress", "--model", "tiny-llama", *FAST, "--out", tmp_path / ("a" * 300) / "b")
+    assert code == 2 and "too long for the file system" in line and len(line) < 300
