@@ -17,17 +17,6 @@ from pathlib import Path
 from lowrank_lab.errors import CheckpointError, DataError, InvalidRankPlan, SettingsError
 from lowrank_lab.models.limits import max_positions
 
-# Names the command line accepts for a dtype, and what they mean.
-DTYPE_NAMES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
 MAX_PLAN_BYTES = 16 * 2**20
 
 
@@ -87,10 +76,12 @@ def exclusive(args, first: str, *others: str) -> None:
 
 def dtype(value: str, option: str = "--dtype") -> str:
     """The canonical dtype name (``float32``, ``float16``, ``bfloat16``) for ``value``."""
+    from lowrank_lab.dtypes import ALIASES
+
     name = str(value).strip().lower().removeprefix("torch.")
-    if name not in DTYPE_NAMES:
+    if name not in ALIASES:
         raise SettingsError(f"{option} {value!r}: use float32, float16 or bfloat16 (or fp32, fp16, bf16)")
-    return DTYPE_NAMES[name]
+    return ALIASES[name]
 
 
 def device(value: str | None, option: str = "--device") -> str | None:

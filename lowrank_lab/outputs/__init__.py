@@ -17,7 +17,8 @@ Every output is refused when it is, contains or lies inside a protected path (th
 model's folder), and every check runs before any work: :func:`check_output_folder` and
 :func:`check_output_file` are what the command line and the API call first.
 
-This package sits on the bottom floor: it imports only :mod:`lowrank_lab.errors`. Modules:
+This package sits on the bottom floor: it imports only :mod:`lowrank_lab.errors` (and the version
+string for the manifest). Modules:
 ``paths`` (absolute paths, the protected source, writable folders), ``files`` (single files),
 ``manifest`` (what a folder holds) and ``folders`` (staged folders and their replacement).
 """

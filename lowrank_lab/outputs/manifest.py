@@ -142,9 +142,6 @@ def write_manifest(folder: PathLike, writer: str) -> Manifest:
 
 
 def _library_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from lowrank_lab.version import __version__
 
-    try:
-        return f"lowrank_lab {version('lowrank-lab')}"
-    except PackageNotFoundError:  # pragma: no cover - run from a source tree without install
-        return "lowrank_lab"
+    return f"lowrank_lab {__version__}"
