@@ -34,3 +34,8 @@ class SettingsError(LowrankLabError):
 
 class CheckpointError(LowrankLabError):
     """A saved checkpoint is incomplete, corrupt or contradicts its config."""
+
+
+class ComparisonError(LowrankLabError):
+    """Two models cannot be compared: different architectures, vocabularies or shapes, the same
+    weights twice, or a non-finite weight."""

@@ -1,0 +1,234 @@
+"""One model's weights by name, read one tensor at a time: from a module in memory or from safetensors.
+
+Comparing two models walks their matrices pair by pair, so neither side hands out more than
+the tensor asked for. A :class:`ModuleSource` reads a model already in memory (a factorized
+layer's matrix is its product B·A, so a compressed checkpoint compares with its dense
+original); a :class:`SafetensorsSource` reads a folder's shards lazily, so two models on disk
+are compared with one pair of matrices in memory at a time.
+
+Every source lists its matrices (name, kind, layer, shape out×in, module type) as
+:class:`~lowrank_lab.matrices.WeightMatrix` entries without their tensors, its other
+parameters (norms, biases: ``"module.param"`` → shape), and the facts that must agree for a
+comparison (architecture, model type, vocabulary size).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from lowrank_lab.errors import ModelLoadError
+from lowrank_lab.lowrank import LowRankLinear
+from lowrank_lab.matrices import WeightMatrix, split_name, weight_matrices
+from lowrank_lab.models.load import check_safetensors
+
+_EMBEDDING_MARKS = ("embed", "wte", "wpe")
+_CONV1D_MODEL_TYPES = ("gpt2",)
+_CONV1D_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "attn.q_attn")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What must agree between two models before their weights can be compared.
+
+    Attributes:
+        architecture: the config's first ``architectures`` entry (or the module's class name).
+        model_type: the config's ``model_type`` ("" when unknown).
+        vocab_size: the config's ``vocab_size`` (None when it has none).
+    """
+
+    architecture: str
+    model_type: str
+    vocab_size: int | None
+
+
+def _facts_of_config(config: dict, fallback: str) -> ModelFacts:
+    archs = config.get("architectures") or [fallback]
+    vocab = config.get("vocab_size")
+    return ModelFacts(str(archs[0]), str(config.get("model_type") or ""), int(vocab) if vocab is not None else None)
+
+
+class WeightSource:
+    """The interface both sources share (see the module docstring)."""
+
+    label: str
+    facts: ModelFacts
+
+    def matrices(self) -> list[WeightMatrix]:
+        """Every matrix, in model order, without its tensor (``weight`` is None)."""
+        raise NotImplementedError
+
+    def matrix(self, name: str) -> torch.Tensor:
+        """The matrix ``name`` as an out×in tensor (read now; a view where possible)."""
+        raise NotImplementedError
+
+    def vectors(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter that is not a matrix (``"module.param"`` → shape), in model order."""
+        raise NotImplementedError
+
+    def vector(self, name: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def vocabulary(self) -> dict[str, int] | None:
+        """The tokenizer's vocabulary (token → id), or None when the source has no tokenizer."""
+        raise NotImplementedError
+
+
+class ModuleSource(WeightSource):
+    """The weights of a model in memory; nothing is copied until a tensor is asked for.
+
+    Args:
+        model: the model (not changed).
+        tokenizer: its tokenizer, or None.
+        label: how messages name it (e.g. the model's source).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer=None, label: str = "model"):
+        self.model, self.tokenizer, self.label = model, tokenizer, label
+        config = getattr(model, "config", None)
+        self.facts = _facts_of_config(config.to_dict() if config is not None else {}, type(model).__name__)
+        self._entries, self._tensors, self._vectors = self._walk(model)
+
+    @staticmethod
+    def _walk(model: nn.Module):
+        lowrank = {name: m for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+        inner = {f"{name}.{part}" for name in lowrank for part in ("A", "B")}
+        entries, tensors = [], {}
+        for wm in weight_matrices(model):
+            owner = wm.name.rpartition(".")[0]
+            if wm.name in inner:
+                if wm.name.endswith(".A"):  # the factorized layer stands where its A is listed
+                    layer, kind = split_name(owner)
+                    module = lowrank[owner]
+                    shape = (module.out_features, module.in_features)
+                    entries.append(WeightMatrix(owner, kind, layer, shape, "Linear", False))
+                    tensors[owner] = module
+                continue
+            entries.append(replace(wm, weight=None))
+            tensors[wm.name] = wm
+        taken = {id(p) for m in lowrank.values() for p in (m.A.weight, m.B.weight)}
+        taken |= {id(wm.weight) for wm in tensors.values() if isinstance(wm, WeightMatrix)}
+        vectors = {}
+        for name, p in model.named_parameters():
+            if id(p) in taken:
+                continue
+            owner, _, param = name.rpartition(".")
+            if owner.endswith(".B") and owner[:-2] in lowrank:
+                name = f"{owner[:-2]}.{param}"  # a factorized layer's bias lives on its B
+            vectors[name] = p
+        return entries, tensors, vectors
+
+    def matrices(self) -> list[WeightMatrix]:
+        return list(self._entries)
+
+    def matrix(self, name: str) -> torch.Tensor:
+        held = self._tensors[name]
+        with torch.no_grad():
+            return held.dense_weight() if isinstance(held, LowRankLinear) else held.matrix()
+
+    def vectors(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(p.shape) for name, p in self._vectors.items()}
+
+    def vector(self, name: str) -> torch.Tensor:
+        return self._vectors[name].detach()
+
+    def vocabulary(self) -> dict[str, int] | None:
+        return _vocab_of(self.tokenizer)
+
+
+def _vocab_of(tokenizer) -> dict[str, int] | None:
+    if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
+        return None
+    return dict(tokenizer.get_vocab())
+
+
+class SafetensorsSource(WeightSource):
+    """The weights in a folder's safetensors shards (or one file), read one tensor at a time.
+
+    What a tensor is comes from its name and the ``config.json`` beside it, as in
+    :mod:`lowrank_lab.spectra.stream`: 2-D ``*.weight`` tensors are matrices, names with
+    ``embed``/``wte``/``wpe`` are embeddings, GPT-2's ``Conv1D`` weights (in×out) are read out×in.
+
+    Raises:
+        ModelLoadError: no readable safetensors file, or a lowrank_lab compressed checkpoint
+            (load that with :class:`ModuleSource`, which multiplies its factors).
+    """
+
+    def __init__(self, path: str | Path, label: str | None = None):
+        path = Path(path).expanduser()
+        folder = path if path.is_dir() else path.parent
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() and f.suffix == ".safetensors" for f in files):
+            raise ModelLoadError(f"{path} holds no .safetensors file to read; pass a model folder or a .safetensors file")
+        config = _read_config(folder)
+        if "lowrank" in config:
+            raise ModelLoadError(f"{folder} is a compressed checkpoint; load it (load_model) to compare its B·A products")
+        for f in files:
+            check_safetensors(f)
+        self.folder, self.label = folder, label or str(path)
+        self.facts = _facts_of_config(config, "unknown")
+        conv1d = self.facts.model_type in _CONV1D_MODEL_TYPES
+        self._where: dict[str, tuple[Path, str, bool]] = {}  # name → (file, key, stored in×out)
+        self._entries, self._vectors = [], {}
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    shape = tuple(f.get_slice(key).get_shape())
+                    self._add(file, key, shape, conv1d)
+
+    def _add(self, file: Path, key: str, shape: tuple[int, ...], conv1d: bool) -> None:
+        if not (key.endswith(".weight") and len(shape) == 2):
+            self._vectors[key] = shape
+            self._where[key] = (file, key, False)
+            return
+        name = key.removesuffix(".weight")
+        layer, kind = split_name(name)
+        is_embedding = any(mark in name.rsplit(".", 1)[-1] for mark in _EMBEDDING_MARKS)
+        module_type, transposed = ("Embedding" if is_embedding else "Linear"), False
+        if conv1d and kind in _CONV1D_KINDS:
+            module_type, shape, transposed = "Conv1D", shape[::-1], True
+        self._entries.append(WeightMatrix(name, kind, layer, shape, module_type, is_embedding))
+        self._where[name] = (file, key, transposed)
+
+    def _read(self, name: str) -> torch.Tensor:
+        file, key, transposed = self._where[name]
+        with safe_open(str(file), framework="pt") as f:
+            t = f.get_tensor(key)
+        return t.t() if transposed else t
+
+    def matrices(self) -> list[WeightMatrix]:
+        return list(self._entries)
+
+    def matrix(self, name: str) -> torch.Tensor:
+        return self._read(name)
+
+    def vectors(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._vectors)
+
+    def vector(self, name: str) -> torch.Tensor:
+        return self._read(name)
+
+    def vocabulary(self) -> dict[str, int] | None:
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True, trust_remote_code=False)
+        except Exception:  # a folder without a tokenizer: nothing to compare
+            return None
+        return _vocab_of(tokenizer)
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path} is not valid JSON ({err}); restore it from the original model") from None
+    return data if isinstance(data, dict) else {}
