@@ -21,8 +21,8 @@ import torch
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.export.archive import staged_folder
 from lowrank_lab.extraction.adapter_files import AdapterTensors, write_adapter_files
-from lowrank_lab.extraction.ranks import ExtractionEstimate, ExtractionSettings, estimate_plan, extraction_plan
 from lowrank_lab.extraction.factors import top_factors
+from lowrank_lab.extraction.ranks import ExtractionEstimate, ExtractionSettings, estimate_plan, extraction_plan
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.plan import RankPlan, rank_errors
 from lowrank_lab.progress import ProgressFn, report

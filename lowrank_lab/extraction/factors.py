@@ -47,6 +47,8 @@ def top_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Ten
     else:
         a = vectors.T * root[:, None]  # √σ·Vᵀ, (r, n)
         b = (d @ vectors) * inv_root  # U·√σ = ΔW·V·σ^(-1/2), (m, r)
-    return torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)), torch.from_numpy(
-        np.ascontiguousarray(a, dtype=np.float32)
-    ), sigma
+    return (
+        torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)),
+        sigma,
+    )

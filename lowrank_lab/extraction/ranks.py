@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.plan import PlanCalculator, RankPlan, PlanSummary, plan_fixed_rank, plan_keep_energy
+from lowrank_lab.plan import PlanCalculator, PlanSummary, RankPlan, plan_fixed_rank, plan_keep_energy
 from lowrank_lab.plan_views import plan_energy_per_param
 from lowrank_lab.spectra.engine import LayerSpectrum
 

@@ -242,7 +242,6 @@ def top_singular_value(a: torch.Tensor, iterations: int = 60) -> float:
     return math.sqrt(max(value, 0.0))
 
 
-
 def _delta_spectrum(
     entry: WeightMatrix, w1: torch.Tensor, w2: torch.Tensor, store: SpectrumCache | None, device
 ) -> tuple[LayerSpectrum, float, float, float]:

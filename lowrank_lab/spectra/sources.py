@@ -164,10 +164,14 @@ class SafetensorsSource(WeightSource):
         folder = path if path.is_dir() else path.parent
         files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
         if not files or not all(f.is_file() and f.suffix == ".safetensors" for f in files):
-            raise ModelLoadError(f"{path} holds no .safetensors file to read; pass a model folder or a .safetensors file")
+            raise ModelLoadError(
+                f"{path} holds no .safetensors file to read; pass a model folder or a .safetensors file"
+            )
         config = _read_config(folder)
         if "lowrank" in config:
-            raise ModelLoadError(f"{folder} is a compressed checkpoint; load it (load_model) to compare its B·A products")
+            raise ModelLoadError(
+                f"{folder} is a compressed checkpoint; load it (load_model) to compare its B·A products"
+            )
         for f in files:
             check_safetensors(f)
         self.folder, self.label = folder, label or str(path)
