@@ -220,26 +220,17 @@ def _finite(t: torch.Tensor, label: str, name: str) -> None:
 # --- the walk -------------------------------------------------------------------------------
 
 
-def top_singular_value(a: torch.Tensor, iterations: int = 60) -> float:
-    """σ₁ of a float64 matrix by power iteration on its smaller Gram side (no SVD).
-
-    The Rayleigh quotient converges like (σ₂/σ₁)^(2k), so 60 steps give σ₁ to many digits
-    unless σ₂ ≈ σ₁, where it is still within a fraction of a percent: enough for a rank
-    tolerance and a relative change, at the cost of a few matrix–vector products.
-    """
-    if a.numel() == 0:
+def _top_of(w: torch.Tensor, store: SpectrumCache | None, device) -> float:
+    """σ₁ of a weight, from the spectrum cache when its values are there (computed and stored if not)."""
+    if w.numel() == 0:
         return 0.0
-    m = a if a.shape[0] <= a.shape[1] else a.T  # (k, n), k ≤ n
-    v = torch.linspace(1.0, 2.0, m.shape[0], dtype=torch.float64)  # deterministic, not orthogonal to v₁ in practice
-    value = 0.0
-    for _ in range(iterations):
-        w = m @ (m.T @ v)  # (k,): the Gram M·Mᵀ times v
-        norm = float(torch.linalg.vector_norm(w))
-        if norm == 0.0:
-            return 0.0
-        value = float(v @ w) / float(v @ v)
-        v = w / norm
-    return math.sqrt(max(value, 0.0))
+    digest = weight_digest(w) if store is not None else ""
+    s = store.get(digest) if store is not None else None
+    if s is None or s.shape != (min(w.shape),):
+        s = singular_values(w, device)
+        if store is not None:
+            store.put(digest, s)
+    return float(s[0])
 
 
 def _delta_spectrum(
@@ -247,7 +238,7 @@ def _delta_spectrum(
 ) -> tuple[LayerSpectrum, float, float, float]:
     a, b = w1.detach().to("cpu", torch.float64), w2.detach().to("cpu", torch.float64)
     delta = b - a  # (m, n), exact: two float32 values differ by a float64-representable amount
-    base_s1 = top_singular_value(a)
+    base_s1 = _top_of(w1, store, device)  # the same digest the Spectra page caches this weight under
     base_f, tuned_f = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
     if torch.equal(a, b):
         s = np.zeros(entry.full_rank)

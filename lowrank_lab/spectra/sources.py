@@ -15,6 +15,7 @@ comparison (architecture, model type, vocabulary size).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -181,7 +182,7 @@ class SafetensorsSource(WeightSource):
         self._entries, self._vectors = [], {}
         for file in files:
             with safe_open(str(file), framework="pt") as f:
-                for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                for key in sorted(f.keys(), key=_natural):
                     shape = tuple(f.get_slice(key).get_shape())
                     self._add(file, key, shape, conv1d)
 
@@ -225,6 +226,11 @@ class SafetensorsSource(WeightSource):
         except Exception:  # a folder without a tokenizer: nothing to compare
             return None
         return _vocab_of(tokenizer)
+
+
+def _natural(key: str) -> list:
+    # Files list tensors alphabetically; layer 10 should still come after layer 2.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
 
 
 def _read_config(folder: Path) -> dict:
