@@ -144,6 +144,7 @@ def build_adapter(
         the changed linear matrices, the plan actually factorized).
     """
     entries = {m.name: m for m in base.matrices()}
+    tied_owner = {tied: m.name for m in entries.values() for tied in m.tied_to}
     whole, plan = _whole_modules(delta, plan, entries)
     ranks = plan.as_dict()
     tensors = AdapterTensors(conv1d=any(entries[n].module_type == "Conv1D" for n in ranks))
@@ -151,7 +152,11 @@ def build_adapter(
     work = [d for d in delta.changed] + [n for n in whole if n not in {d.name for d in delta.changed}]
     for i, item in enumerate(work):
         if isinstance(item, str):  # a module carried whole only for its vectors, or a tied head
-            tensors.whole[item] = _whole_tensors(tuned, item, entries.get(item))
+            owner = tied_owner.get(item)
+            if owner is not None:  # a head tied to a changed embedding stores that same new matrix
+                tensors.whole[item] = {"weight": tuned.matrix(owner).detach().clone()}
+            else:
+                tensors.whole[item] = _whole_tensors(tuned, item, entries.get(item))
             report(progress, i + 1, len(work), item)
             continue
         d, sp = item, item.spectrum
