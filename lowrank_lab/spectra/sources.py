@@ -242,3 +242,29 @@ def _read_config(folder: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"{path} is not valid JSON ({err}); restore it from the original model") from None
     return data if isinstance(data, dict) else {}
+
+
+def open_source(source: str, progress=None) -> WeightSource:
+    """The weights of a model named as ``load_model`` takes it, streamed from disk where they are there.
+
+    A built-in model or a Hugging Face folder of safetensors is read lazily, one tensor at a
+    time (:class:`SafetensorsSource`); a tiny test model, a hub id, a ``.bin`` folder or a
+    compressed checkpoint (whose matrices are products B·A) is loaded (:class:`ModuleSource`).
+
+    Raises:
+        ModelLoadError: the model cannot be found or read.
+    """
+    from lowrank_lab.models import builtin, load_model
+    from lowrank_lab.models.spec import BUILTIN_MODELS
+
+    if source == "smollm2-135m":
+        return SafetensorsSource(builtin.smollm2_folder(progress), label=source)
+    if source in BUILTIN_MODELS:
+        return SafetensorsSource(builtin.minilm_folder(), label=source)
+    path = Path(source).expanduser()
+    folder = path if path.is_dir() else path.parent
+    on_disk = (path.is_dir() and any(path.glob("*.safetensors"))) or path.suffix == ".safetensors"
+    if path.exists() and on_disk and "lowrank" not in _read_config(folder):
+        return SafetensorsSource(path, label=source)
+    loaded = load_model(source, progress=progress)
+    return ModuleSource(loaded.model, loaded.tokenizer, label=source)

@@ -91,7 +91,9 @@ def test_saved_tensor_names_are_the_ones_peft_writes(tiny_llama, pair, tmp_path)
 def test_gpt2_conv1d_layers(tiny_gpt2, tmp_path):
     tuned = lora_merged(tiny_gpt2.model, 3, ("c_attn", "c_fc", "c_proj"))
     base, t = ModuleSource(tiny_gpt2.model, None, "g"), ModuleSource(tuned, None, "t")
-    result = extract_lora(base, t, model_delta(base, t, cache=False), ExtractionSettings("rank", 3), folder=tmp_path / "a")
+    result = extract_lora(
+        base, t, model_delta(base, t, cache=False), ExtractionSettings("rank", 3), folder=tmp_path / "a"
+    )
     assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["fan_in_fan_out"] is True
     assert len(result.plan) == 8
     assert torch.allclose(logits(_load(tiny_gpt2, tmp_path / "a")), logits(tuned), atol=1e-5)
@@ -127,7 +129,10 @@ def test_budget_fits_and_spends_where_energy_is(pair):
     # Spending by energy per parameter beats the same rank everywhere with at least as many parameters.
     best = estimate_plan(spectra, plan_budget(spectra, 0.1))
     r = 1
-    while estimate_plan(spectra, extraction_plan(spectra, ExtractionSettings("rank", r))).adapter_params < best.adapter_params:
+    while (
+        estimate_plan(spectra, extraction_plan(spectra, ExtractionSettings("rank", r))).adapter_params
+        < best.adapter_params
+    ):
         r += 1
     uniform = estimate_plan(spectra, extraction_plan(spectra, ExtractionSettings("rank", r)))
     assert best.relative_error <= uniform.relative_error
@@ -181,7 +186,9 @@ def test_result_is_json_ready_and_unwritten_without_a_folder(pair):
     base, tuned_src, delta, _ = pair
     result = extract_lora(base, tuned_src, delta, ExtractionSettings("budget", 0.1))
     data = json.loads(json.dumps(result.as_dict()))
-    assert data["folder"] is None and data["mode"] == "budget" and data["adapter_params"] <= 0.1 * data["changed_params"]
+    assert (
+        data["folder"] is None and data["mode"] == "budget" and data["adapter_params"] <= 0.1 * data["changed_params"]
+    )
     assert len(result.matrix_records()) == 14
 
 
