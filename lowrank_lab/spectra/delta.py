@@ -40,7 +40,8 @@ class MatrixDelta:
     Attributes:
         spectrum: the spectrum of ΔW = W₂ − W₁ (same name, kind, layer and shape as W₁); its
             ``metrics.numerical_rank`` counts singular values above the subtraction's noise.
-        base_frobenius, base_spectral: ‖W₁‖_F and ‖W₁‖₂ (σ₁ of the base matrix).
+        base_frobenius, base_spectral: ‖W₁‖_F and ‖W₁‖₂ (σ₁ of the base matrix; NaN for an
+            unchanged matrix whose spectrum is not in the cache, as nothing needs it).
         tuned_frobenius: ‖W₂‖_F.
     """
 
@@ -69,7 +70,9 @@ class MatrixDelta:
 
     @property
     def relative_spectral_change(self) -> float:
-        """‖ΔW‖₂ / ‖W₁‖₂ (NaN when W₁ is zero)."""
+        """‖ΔW‖₂ / ‖W₁‖₂ (0 when unchanged, NaN when W₁ is zero)."""
+        if not self.changed:
+            return 0.0
         return self.spectrum.metrics.spectral / self.base_spectral if self.base_spectral > 0 else math.nan
 
     def as_record(self) -> dict:
@@ -220,13 +223,16 @@ def _finite(t: torch.Tensor, label: str, name: str) -> None:
 # --- the walk -------------------------------------------------------------------------------
 
 
-def _top_of(w: torch.Tensor, store: SpectrumCache | None, device) -> float:
-    """σ₁ of a weight, from the spectrum cache when its values are there (computed and stored if not)."""
+def _top_of(w: torch.Tensor, store: SpectrumCache | None, device, compute: bool = True) -> float:
+    """σ₁ of a weight, from the spectrum cache when its values are there (else computed and stored,
+    or NaN when ``compute`` is off)."""
     if w.numel() == 0:
         return 0.0
     digest = weight_digest(w) if store is not None else ""
     s = store.get(digest) if store is not None else None
     if s is None or s.shape != (min(w.shape),):
+        if not compute:
+            return math.nan
         s = singular_values(w, device)
         if store is not None:
             store.put(digest, s)
@@ -238,9 +244,11 @@ def _delta_spectrum(
 ) -> tuple[LayerSpectrum, float, float, float]:
     a, b = w1.detach().to("cpu", torch.float64), w2.detach().to("cpu", torch.float64)
     delta = b - a  # (m, n), exact: two float32 values differ by a float64-representable amount
-    base_s1 = _top_of(w1, store, device)  # the same digest the Spectra page caches this weight under
+    unchanged = torch.equal(a, b)
+    # σ₁(W₁) sets the rank tolerance of a change; under the digest the Spectra page caches W₁ by.
+    base_s1 = _top_of(w1, store, device, compute=not unchanged)
     base_f, tuned_f = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
-    if torch.equal(a, b):
+    if unchanged:
         s = np.zeros(entry.full_rank)
         digest = ""
     else:
@@ -254,7 +262,7 @@ def _delta_spectrum(
     # max(m, n)·ε·σ₁(W) is passed as an ε relative to σ₁(ΔW).
     eps = float(torch.finfo(w1.dtype).eps) if w1.is_floating_point() else float(np.finfo(np.float32).eps)
     top = float(s[0]) if s.size else 0.0
-    scale = max(base_s1, top) / top if top > 0 else 1.0
+    scale = max(base_s1, top) / top if top > 0 and math.isfinite(base_s1) else 1.0
     metrics = spectrum_metrics(s, entry.shape, eps=eps * scale)
     sp = LayerSpectrum(
         entry.name, entry.kind, entry.layer, entry.shape, entry.module_type, entry.is_embedding, s, metrics, digest

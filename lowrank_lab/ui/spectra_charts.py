@@ -71,7 +71,7 @@ def _cell_markers(grid: MetricGrid) -> go.Scatter:
     """A transparent marker on every cell, named by ``customdata``, for clicks and hover."""
     metric = GRID_METRICS[grid.metric]
     rows, cols = np.nonzero(grid.names != "")
-    fmt = ".3f" if metric.fraction else ".0f"
+    fmt = metric.number_format or (".3f" if metric.fraction else ".0f")
     return go.Scatter(
         x=[grid.kinds[j] for j in cols],
         y=[grid.layers[i] for i in rows],
@@ -91,9 +91,11 @@ def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
     transparent marker (with the module name as ``customdata``) that does.
     """
     metric = GRID_METRICS[grid.metric]
-    colorbar = {"title": {"text": "fraction<br>of full rank" if metric.fraction else "count"}, "thickness": 14}
+    unit = metric.unit or ("fraction<br>of full rank" if metric.fraction else "count")
+    colorbar = {"title": {"text": unit}, "thickness": 14}
+    low, high = metric.color_range or (None, None)
     heat = go.Heatmap(z=grid.values, x=grid.kinds, y=grid.layers, colorscale="Viridis", hoverinfo="skip",
-                      colorbar=colorbar)  # fmt: skip
+                      colorbar=colorbar, zmin=low, zmax=high)  # fmt: skip
     fig = go.Figure([heat, _cell_markers(grid)])
     where = np.argwhere(grid.names == selected)
     if len(where):

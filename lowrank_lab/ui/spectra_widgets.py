@@ -7,7 +7,7 @@ import streamlit as st
 
 from lowrank_lab.spectra.engine import LayerSpectrum, spectra_records
 from lowrank_lab.spectra.views import GRID_METRICS, OVERLAYS, metric_grid
-from lowrank_lab.ui import state
+from lowrank_lab.ui import heavy_tail_view, state
 from lowrank_lab.ui.spectra_charts import heatmap_figure
 
 HEATMAP = "spectra_heatmap"
@@ -44,6 +44,8 @@ def heatmap(spectra: list[LayerSpectrum]) -> None:
         selection_mode="points",
     )
     st.caption("Click a cell to open that matrix's spectrum below (or choose it in the list).")
+    if metric == "alpha":
+        heavy_tail_view.alpha_explanation(spectra)
 
 
 def view_options() -> tuple[str, bool, bool]:
