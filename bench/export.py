@@ -31,16 +31,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lowrank_lab import load_model  # noqa: E402
-from lowrank_lab.artifacts import CompressedModel  # noqa: E402
 from lowrank_lab.data import builtin_text, token_blocks  # noqa: E402
+from lowrank_lab.dtypes import DTYPES  # noqa: E402
 from lowrank_lab.evaluate import perplexity  # noqa: E402
-from lowrank_lab.export import load_compressed, save_compressed  # noqa: E402
+from lowrank_lab.export import save_compressed  # noqa: E402
 from lowrank_lab.export.bundle import tokenizer_bytes  # noqa: E402
 from lowrank_lab.lowrank import LowRankLinear, set_submodule  # noqa: E402
 from lowrank_lab.matrices import weight_matrices  # noqa: E402
+from lowrank_lab.models import (
+    CompressedModel,  # noqa: E402
+    load_compressed,  # noqa: E402
+)
 from lowrank_lab.plan import RankPlan  # noqa: E402
-
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -163,7 +165,8 @@ def measure(dtype: str, tmp: Path, loaded, compressed, ref: Reference, text: str
     kept = sum(p.numel() for p in compressed.model.parameters())
     folder, dense_dir = tmp / f"ckpt-{dtype}", tmp / f"dense-{dtype}"
     save_s, _ = timed(partial(save_compressed, compressed, folder, dtype=dtype, overwrite=True), args.repeats)
-    load_s, model = timed(partial(load_compressed, folder), args.repeats)
+    load_s, reloaded = timed(partial(load_compressed, folder), args.repeats)
+    model = reloaded.model
     dense_save_s = statistics.median(cast_and_save(loaded, target, dense_dir) for _ in range(args.repeats))
     dense_load_s, dense = timed(partial(AutoModelForCausalLM.from_pretrained, dense_dir, dtype=target), args.repeats)
     mine = compressed.model.state_dict()

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text, token_blocks
+from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.evaluate import perplexity
+from lowrank_lab.evaluate import block_perplexity, eval_blocks
 from lowrank_lab.generate import generate
 from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
-from lowrank_lab.models.load import LoadedModel
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.tasks import has_lm_head
 
 DEFAULT_PROMPTS = (
     "What is a Python list comprehension?",
@@ -125,10 +125,6 @@ class ComparisonReport:
         return out
 
 
-def _has_lm_head(model) -> bool:
-    return hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None
-
-
 def compare(
     loaded: LoadedModel,
     compressed: CompressedModel,
@@ -150,7 +146,7 @@ def compare(
     """
     settings = settings or EvalSettings()
     dense_model, small_model = loaded.model, compressed.model
-    causal = _has_lm_head(dense_model) and loaded.tokenizer is not None
+    causal = has_lm_head(dense_model) and loaded.tokenizer is not None
     prompts = settings.prompts if causal else ()
     total = 2 + 2 * causal + len(prompts)
     step = 0
@@ -162,13 +158,11 @@ def compare(
 
     ppl, eval_tokens = (None, None), 0
     if causal:
-        text = settings.eval_text()
-        kwargs = dict(seq_len=settings.seq_len, max_blocks=settings.max_blocks)
-        blocks = token_blocks(loaded.tokenizer, text, settings.max_blocks, settings.seq_len, allow_fewer=True)
+        blocks = eval_blocks(loaded.tokenizer, settings.eval_text(), settings.seq_len, settings.max_blocks)
         eval_tokens = blocks.numel()
-        dense_ppl = perplexity(dense_model, loaded.tokenizer, text, **kwargs)
+        dense_ppl = block_perplexity(dense_model, blocks)
         tick("perplexity, dense")
-        ppl = (dense_ppl, perplexity(small_model, loaded.tokenizer, text, **kwargs))
+        ppl = (dense_ppl, block_perplexity(small_model, blocks))
         tick("perplexity, compressed")
 
     vocab = getattr(loaded.config, "vocab_size", 2)

@@ -6,7 +6,10 @@ from pathlib import Path
 
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.comparison import EvalSettings, compare
+from lowrank_lab.compress import CalibrationSettings, allocate, compress
+from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import DataError
+from lowrank_lab.export import save_compressed
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.plan import RankPlan
 
@@ -35,8 +38,6 @@ def register(sub) -> None:
 
 
 def _read_text(path: Path, what: str) -> str:
-    from lowrank_lab.data.text import decode_text_upload
-
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist; give a UTF-8 text file")
     return decode_text_upload(path.read_bytes(), str(path))
@@ -49,8 +50,6 @@ def _read_plan(path: Path) -> RankPlan:
 
 
 def run(args) -> dict:
-    from lowrank_lab.compress import CalibrationSettings, allocate, compress
-
     calibration = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
     if args.calibration_text is not None:
         text = _read_text(args.calibration_text, "calibration text")
@@ -84,8 +83,6 @@ def run(args) -> dict:
         result["generations"] = [g.__dict__ for g in report.generations]
     result["figures"] = dict(compressed.figures)
     if args.out is not None:
-        from lowrank_lab.export import save_compressed
-
         with progress_bar("saving") as progress:
             written = save_compressed(
                 compressed, args.out, dtype=args.dtype, zip=args.zip, overwrite=args.overwrite, progress=progress

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.export import save_adapter
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, StepInfo, finetune
-from lowrank_lab.models import LoadedModel, ModelSpec, load_model
+from lowrank_lab.models import CompressedModel, LoadedModel, ModelSpec, load_compressed, load_model
 
 
 def register(sub) -> None:
@@ -63,20 +62,13 @@ def settings_from(args) -> LoraSettings:
 
 
 def compressed_base(folder: str, source: ModelSpec) -> CompressedModel:
-    """A compressed checkpoint folder as the :class:`CompressedModel` to heal."""
-    from lowrank_lab.export.checkpoint import ranks_of
-    from lowrank_lab.export.loader import load_checkpoint
-
-    path = Path(folder).expanduser()
-    loaded = load_model(ModelSpec(str(path)))
-    if not ranks_of(loaded.model):
+    """A compressed checkpoint folder as the :class:`CompressedModel` to heal, made from ``source``."""
+    compressed = load_compressed(folder)
+    if not compressed.plan:
         raise SettingsError(
             f"--compressed {folder}: no factorized layer in it; pass a lowrank_lab compressed checkpoint"
         )
-    _, section = load_checkpoint(path)
-    return CompressedModel(
-        loaded.model, loaded.tokenizer, source, ranks_of(loaded.model), section.method, dict(section.calibration)
-    )
+    return dataclasses.replace(compressed, source=source)
 
 
 def _bar_step(progress):
@@ -101,8 +93,6 @@ def run(args) -> dict:
         adapter = finetune(base, data, settings, on_step=_bar_step(progress))
     out = None
     if args.out:
-        from lowrank_lab.export import save_adapter
-
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
     if not args.json:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowrank_lab.artifacts import METHODS, CompressedModel, Method
 from lowrank_lab.compress.calibration import CalibrationSettings
+from lowrank_lab.compress.decompositions import (
+    input_stats,
+    linear_matrices,
+    svd_decompositions,
+    whitened_decompositions,
+)
 from lowrank_lab.compress.factorize import lapack_thread, pca_factors
-from lowrank_lab.compress.methods import input_stats, linear_matrices, svd_decompositions, whitened_decompositions
 from lowrank_lab.errors import InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method
 from lowrank_lab.plan import RankPlan, factorizes
 from lowrank_lab.progress import ProgressFn, report
 

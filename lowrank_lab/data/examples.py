@@ -15,8 +15,7 @@ import torch
 
 from lowrank_lab.data.sources import Record, TrainingSource
 from lowrank_lab.errors import DataError
-
-IGNORE = -100  # the label the loss skips (Hugging Face's and PyTorch's convention)
+from lowrank_lab.loss import IGNORE
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,18 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.checkpoint.format import factorized_modules
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
 from lowrank_lab.errors import CheckpointError
 from lowrank_lab.export.archive import staged_folder, zip_folder
-from lowrank_lab.export.checkpoint import param_counts, ranks_of, write_compressed
+from lowrank_lab.export.compressed import param_counts, write_compressed
 from lowrank_lab.export.dense import write_hf_folder
-from lowrank_lab.export.format import factorized_modules, normalize_dtype, torch_dtype
+from lowrank_lab.finetune.result import TrainedAdapter
+from lowrank_lab.models import CompressedModel, factorized_plan
 from lowrank_lab.plan import RankPlan
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -33,8 +36,6 @@ RANK_PATTERN_FILE = "rank_pattern.json"
 
 def peft_model_of(adapter: TrainedAdapter):
     """The adapter's PEFT model, or a clear error when it is something else."""
-    from peft import PeftModel
-
     if not isinstance(adapter.model, PeftModel):
         raise CheckpointError(
             f"the adapter's model is a {type(adapter.model).__name__}, not a PEFT model; "
@@ -59,7 +60,7 @@ def _compressed_like(adapter: TrainedAdapter, model: nn.Module, figures: dict) -
         model=model,
         tokenizer=adapter.tokenizer,
         source=adapter.source,
-        plan=ranks_of(model),
+        plan=factorized_plan(model),
         method=source.method if source is not None else "unknown",
         calibration=dict(source.calibration) if source is not None else {},
         figures=figures,

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from peft import get_peft_model_state_dict
+
+from lowrank_lab.checkpoint.format import PLAN_FILE, count_elements, factorized_modules, unique_state_dict
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
 from lowrank_lab.errors import CheckpointError
 from lowrank_lab.export.adapter import (
     RANK_PATTERN_FILE,
@@ -21,16 +24,10 @@ from lowrank_lab.export.adapter import (
     write_merged,
 )
 from lowrank_lab.export.archive import safe_folder_name, staged_folder, zip_bytes
-from lowrank_lab.export.checkpoint import write_compressed
+from lowrank_lab.export.compressed import write_compressed
 from lowrank_lab.export.dense import write_dense
-from lowrank_lab.export.format import (
-    PLAN_FILE,
-    count_elements,
-    factorized_modules,
-    normalize_dtype,
-    torch_dtype,
-    unique_state_dict,
-)
+from lowrank_lab.finetune.result import TrainedAdapter
+from lowrank_lab.models import CompressedModel
 
 ExportKind = Literal["compressed", "dense", "adapter", "merged", "rank_pattern"]
 EXPORT_KINDS: dict[str, str] = {
@@ -98,8 +95,6 @@ def _elements(kind: str, compressed: CompressedModel | None, adapter: TrainedAda
                 for m in factorized_modules(compressed.model).values()
             )
         return floats, others, compressed.tokenizer
-    from peft import get_peft_model_state_dict
-
     peft_model = peft_model_of(adapter)
     lora = count_elements(get_peft_model_state_dict(peft_model))  # exactly what PEFT saves
     base = count_elements(unique_state_dict(peft_model)) - lora

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import statistics
 
-from lowrank_lab.export.format import BYTES_PER_ELEMENT, LowrankSection
+from lowrank_lab.checkpoint.format import LowrankSection
+from lowrank_lab.dtypes import BYTES_PER_ELEMENT
 
 NOT_MEASURED = "not measured"
 

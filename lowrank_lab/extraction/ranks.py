@@ -17,9 +17,16 @@ from typing import Literal
 
 import numpy as np
 
+from lowrank_lab.checks import is_fraction, is_positive_int
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.plan import PlanCalculator, PlanSummary, RankPlan, plan_fixed_rank, plan_keep_energy
-from lowrank_lab.plan_views import plan_energy_per_param
+from lowrank_lab.plan import (
+    PlanCalculator,
+    PlanSummary,
+    RankPlan,
+    plan_energy_per_param,
+    plan_fixed_rank,
+    plan_keep_energy,
+)
 from lowrank_lab.spectra.engine import LayerSpectrum
 
 Mode = Literal["rank", "energy", "budget"]
@@ -53,14 +60,15 @@ class ExtractionSettings:
         if self.mode not in MODES:
             raise SettingsError(f"unknown extraction mode {self.mode!r}; use one of {', '.join(MODES)}")
         v = self.value
-        number = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         if self.mode == "rank":
-            if not number or not float(v).is_integer() or v < 1:
+            # A whole float (16.0, as a number box or argparse gives it) is that integer.
+            whole = isinstance(v, (float, np.floating)) and float(v).is_integer()
+            if not (is_positive_int(v) or (whole and v >= 1)):
                 raise SettingsError(f"a LoRA rank must be a positive integer, got {v!r}; e.g. 16")
             object.__setattr__(self, "value", int(v))
             return
         what = "energy fraction to keep" if self.mode == "energy" else "parameter budget"
-        if not number or not 0 < float(v) <= 1:  # NaN and inf fail the comparison too
+        if not is_fraction(v):  # NaN and inf fail it too
             raise SettingsError(
                 f"the {what} must be a fraction in (0, 1], got {v!r}; e.g. "
                 + ("0.99 keeps 99% of each change's energy" if self.mode == "energy" else "0.1 for 10%")

@@ -1,5 +1,6 @@
 """LoRA fine-tuning (Hugging Face PEFT + Accelerate) of the original or a compressed model."""
 
+from lowrank_lab.finetune.result import TrainedAdapter
 from lowrank_lab.finetune.settings import (
     ALL_LINEAR,
     INITS,
@@ -21,6 +22,7 @@ __all__ = [
     "StepInfo",
     "TrainControl",
     "TrainReport",
+    "TrainedAdapter",
     "finetune",
     "generate",
     "lora_config",

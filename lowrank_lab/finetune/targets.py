@@ -11,13 +11,8 @@ from torch import nn
 
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.finetune.settings import ALL_LINEAR
+from lowrank_lab.layers import is_linear
 from lowrank_lab.lowrank import LowRankLinear
-
-
-def _is_linear(module: nn.Module) -> bool:
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(module, (nn.Linear, Conv1D))
 
 
 def _layers(model: nn.Module) -> list[tuple[str, str, list[str]]]:
@@ -29,7 +24,7 @@ def _layers(model: nn.Module) -> list[tuple[str, str, list[str]]]:
         if isinstance(module, LowRankLinear):
             inside_lowrank.update((module.A, module.B))
             layers.append((name, name.rpartition(".")[2], [f"{name}.A", f"{name}.B"]))
-        elif _is_linear(module) and module is not head and module not in inside_lowrank:
+        elif is_linear(module) and module is not head and module not in inside_lowrank:
             layers.append((name, name.rpartition(".")[2], [name]))
     return layers
 

@@ -26,11 +26,9 @@ from torch import nn
 from lowrank_lab.errors import ModelLoadError
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, split_name, weight_matrices
-from lowrank_lab.models.load import check_safetensors
-
-_EMBEDDING_MARKS = ("embed", "wte", "wpe")
-_CONV1D_MODEL_TYPES = ("gpt2",)
-_CONV1D_KINDS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "attn.q_attn")
+from lowrank_lab.models import BUILTIN_MODELS, builtin, load_model
+from lowrank_lab.models.tokenizer import load_tokenizer
+from lowrank_lab.spectra.stream import EMBEDDING_MARKS, architecture_layers, safetensors_files
 
 
 @dataclass(frozen=True)
@@ -151,9 +149,10 @@ def _vocab_of(tokenizer) -> dict[str, int] | None:
 class SafetensorsSource(WeightSource):
     """The weights in a folder's safetensors shards (or one file), read one tensor at a time.
 
-    What a tensor is comes from its name and the ``config.json`` beside it, as in
-    :mod:`lowrank_lab.spectra.stream`: 2-D ``*.weight`` tensors are matrices, names with
-    ``embed``/``wte``/``wpe`` are embeddings, GPT-2's ``Conv1D`` weights (in×out) are read out×in.
+    What a tensor is follows :mod:`lowrank_lab.spectra.stream`: 2-D ``*.weight`` tensors are
+    matrices; which are embeddings and which are GPT-2 ``Conv1D`` weights (stored in×out, read
+    out×in) comes from the architecture in the ``config.json`` beside the files (built on the
+    meta device), or from the names when it cannot be built.
 
     Raises:
         ModelLoadError: no readable safetensors file, or a lowrank_lab compressed checkpoint
@@ -163,39 +162,35 @@ class SafetensorsSource(WeightSource):
     def __init__(self, path: str | Path, label: str | None = None):
         path = Path(path).expanduser()
         folder = path if path.is_dir() else path.parent
-        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-        if not files or not all(f.is_file() and f.suffix == ".safetensors" for f in files):
-            raise ModelLoadError(
-                f"{path} holds no .safetensors file to read; pass a model folder or a .safetensors file"
-            )
         config = _read_config(folder)
         if "lowrank" in config:
             raise ModelLoadError(
                 f"{folder} is a compressed checkpoint; load it (load_model) to compare its B·A products"
             )
-        for f in files:
-            check_safetensors(f)
+        files = safetensors_files(path)
         self.folder, self.label = folder, label or str(path)
         self.facts = _facts_of_config(config, "unknown")
-        conv1d = self.facts.model_type in _CONV1D_MODEL_TYPES
+        layers = architecture_layers(folder)
+        self._conv1d, self._embeddings = layers if layers is not None else (frozenset(), None)
         self._where: dict[str, tuple[Path, str, bool]] = {}  # name → (file, key, stored in×out)
         self._entries, self._vectors = [], {}
         for file in files:
             with safe_open(str(file), framework="pt") as f:
                 for key in sorted(f.keys(), key=_natural):
-                    shape = tuple(f.get_slice(key).get_shape())
-                    self._add(file, key, shape, conv1d)
+                    self._add(file, key, tuple(f.get_slice(key).get_shape()))
 
-    def _add(self, file: Path, key: str, shape: tuple[int, ...], conv1d: bool) -> None:
+    def _add(self, file: Path, key: str, shape: tuple[int, ...]) -> None:
         if not (key.endswith(".weight") and len(shape) == 2):
             self._vectors[key] = shape
             self._where[key] = (file, key, False)
             return
         name = key.removesuffix(".weight")
         layer, kind = split_name(name)
-        is_embedding = any(mark in name.rsplit(".", 1)[-1] for mark in _EMBEDDING_MARKS)
+        last = name.rsplit(".", 1)[-1]
+        marks = self._embeddings
+        is_embedding = last in marks if marks is not None else any(m in last for m in EMBEDDING_MARKS)
         module_type, transposed = ("Embedding" if is_embedding else "Linear"), False
-        if conv1d and kind in _CONV1D_KINDS:
+        if kind in self._conv1d:
             module_type, shape, transposed = "Conv1D", shape[::-1], True
         self._entries.append(WeightMatrix(name, kind, layer, shape, module_type, is_embedding))
         self._where[name] = (file, key, transposed)
@@ -219,13 +214,7 @@ class SafetensorsSource(WeightSource):
         return self._read(name)
 
     def vocabulary(self) -> dict[str, int] | None:
-        try:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True, trust_remote_code=False)
-        except Exception:  # a folder without a tokenizer: nothing to compare
-            return None
-        return _vocab_of(tokenizer)
+        return _vocab_of(load_tokenizer(self.folder))  # None for a folder without a tokenizer
 
 
 def _natural(key: str) -> list:
@@ -254,9 +243,6 @@ def open_source(source: str, progress=None) -> WeightSource:
     Raises:
         ModelLoadError: the model cannot be found or read.
     """
-    from lowrank_lab.models import builtin, load_model
-    from lowrank_lab.models.spec import BUILTIN_MODELS
-
     if source == "smollm2-135m":
         return SafetensorsSource(builtin.smollm2_folder(progress), label=source)
     if source in BUILTIN_MODELS:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
 from lowrank_lab.errors import LowrankLabError
+from lowrank_lab.finetune.result import TrainedAdapter
 from lowrank_lab.models import LoadedModel, ModelSpec
+from lowrank_lab.models.compressed import CompressedModel
 from lowrank_lab.spectra.sources import ModuleSource, WeightSource
 from lowrank_lab.ui import state
 from lowrank_lab.ui.cache import loaded_model

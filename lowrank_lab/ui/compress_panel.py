@@ -10,11 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lowrank_lab.artifacts import METHODS
 from lowrank_lab.comparison import ComparisonReport, EvalSettings, compare
+from lowrank_lab.compress import CalibrationSettings, allocate, compress
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import METHODS, LoadedModel
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params
@@ -42,8 +42,6 @@ def _progress_fn(bar, what: str):
 
 
 def _calibration(samples: int, seq_len: int, upload):
-    from lowrank_lab.compress import CalibrationSettings
-
     if upload is None:
         return CalibrationSettings(samples=int(samples), seq_len=int(seq_len))
     text = decode_text_upload(upload.getvalue(), upload.name)
@@ -57,8 +55,6 @@ def _evaluation(upload) -> EvalSettings:
 
 
 def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
-    from lowrank_lab.compress import allocate, compress
-
     bar = st.progress(0.0, text="starting")
     try:
         calibration = _calibration(settings["samples"], settings["seq_len"], settings["upload"])

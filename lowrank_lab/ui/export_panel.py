@@ -11,12 +11,14 @@ from dataclasses import dataclass
 import streamlit as st
 from peft import get_peft_model_state_dict
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.checkpoint.format import factorized_modules
+from lowrank_lab.dtypes import DTYPES
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.export import EXPORT_KINDS, available_kinds, estimate_size, export_zip, safe_folder_name
 from lowrank_lab.export.adapter import peft_model_of
 from lowrank_lab.export.card import human_bytes
-from lowrank_lab.export.format import DTYPES, factorized_modules
+from lowrank_lab.finetune import TrainedAdapter
+from lowrank_lab.models import CompressedModel
 from lowrank_lab.ui import state
 
 BUILT = "export_built"  # session key: (ExportRequest, zip bytes) of the last zip built

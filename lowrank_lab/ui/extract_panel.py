@@ -15,7 +15,7 @@ import streamlit as st
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.export.archive import zip_bytes
 from lowrank_lab.extraction import MODES, ExtractionSettings, estimate_plan, extract_lora, extraction_plan
-from lowrank_lab.plan_views import error_curve
+from lowrank_lab.plan import error_curve
 from lowrank_lab.spectra.delta import MatrixDelta, ModelDelta
 from lowrank_lab.spectra.sources import WeightSource
 from lowrank_lab.ui.compare_inputs import SecondModel

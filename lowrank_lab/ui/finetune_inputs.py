@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.data import BUILTIN_DATASETS, TrainingSource, builtin_source, read_upload
 from lowrank_lab.data.sources import MAX_TRAINING_UPLOAD_BYTES
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, target_kinds
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.ui import state
 
 UPLOAD = "upload"

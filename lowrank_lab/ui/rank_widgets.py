@@ -12,12 +12,12 @@ from __future__ import annotations
 import streamlit as st
 
 from lowrank_lab.errors import InvalidRankPlan
-from lowrank_lab.plan import RankPlan
-from lowrank_lab.plan_views import KindTotals
-from lowrank_lab.rank_controls import (
+from lowrank_lab.plan import (
     PRESETS,
     KindInfo,
+    KindTotals,
     RankControls,
+    RankPlan,
     controls_from_plan,
     plan_from_controls,
     read_plan,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.spectra.engine import LayerSpectrum
@@ -21,8 +22,6 @@ BUTTON = "spectra_calibrate"
 
 def section(loaded: LoadedModel, sp: LayerSpectrum) -> None:
     """Draw the plain-vs-whitened chart for ``sp``, or offer to calibrate."""
-    from lowrank_lab.compress import CalibrationSettings
-
     st.subheader("Whitened spectrum")
     saved = st.session_state.get(state.CALIBRATION)
     if saved is None or saved[0] != loaded.spec.source:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.lowrank import LowRankLinear
+from lowrank_lab.models import CompressedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 RANKS = str(ROOT / "pages" / "2_Ranks.py")

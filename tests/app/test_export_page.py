@@ -11,7 +11,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import LowRankLinear, load_compressed
-from lowrank_lab.export import EXPORT_KINDS, extract_zip
+from lowrank_lab.checkpoint import extract_zip
+from lowrank_lab.export import EXPORT_KINDS
 from lowrank_lab.ui import state
 from tests.unit.export_support import adapter_on_compressed, compressed_model, logits
 
@@ -79,7 +80,7 @@ def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compr
         names = zf.namelist()
     assert all(n.startswith("tiny-llama-compressed/") and ".." not in n for n in names)
     (tmp_path / "d.zip").write_bytes(data)
-    model = load_compressed(extract_zip(tmp_path / "d.zip", tmp_path / "d"))
+    model = load_compressed(extract_zip(tmp_path / "d.zip", tmp_path / "d")).model
     assert sum(isinstance(m, LowRankLinear) for m in model.modules()) == len(compressed.plan)
     assert (logits(model.float()) - logits(compressed.model)).abs().max().item() < 0.05  # fp16 rounding
     size_shown = at.metric[0].value  # the announced size is the download's size, give or take headers
@@ -108,14 +109,14 @@ def test_adapter_and_merged_downloads(tmp_path, tiny_llama, downloads):
     at.button(key="export_build").click().run()
     (tmp_path / "a.zip").write_bytes(_served_zip(at, downloads))
     root = extract_zip(tmp_path / "a.zip", tmp_path / "a")
-    reloaded = PeftModel.from_pretrained(load_compressed(root / "base"), str(root))
+    reloaded = PeftModel.from_pretrained(load_compressed(root / "base").model, str(root))
     assert (logits(reloaded) - logits(adapter.model)).abs().max().item() <= 1e-5
 
     at.radio(key="export_kind").set_value("merged").run()
     assert not at.get("download_button")  # the zip built for the adapter is dropped
     at.button(key="export_build").click().run()
     (tmp_path / "m.zip").write_bytes(_served_zip(at, downloads))
-    merged = load_compressed(tmp_path / "m.zip")
+    merged = load_compressed(tmp_path / "m.zip").model
     assert (logits(merged) - logits(adapter.model)).abs().max().item() <= 1e-4
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lowrank_lab.artifacts import TrainedAdapter
+from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.ui import state
 from lowrank_lab.ui.finetune_view import JOB
 from tests.unit.export_support import compressed_model

@@ -16,7 +16,7 @@ from lowrank_lab import (
     whitened_spectra,
 )
 from lowrank_lab.compress.calibration import calibration_blocks, collect_input_stats
-from lowrank_lab.compress.methods import linear_matrices
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.plan import break_even_rank, factorizes
 from tests.unit.export_support import logits
 

@@ -9,7 +9,7 @@ import torch
 from lowrank_lab import CalibrationSettings, allocate, compress
 from lowrank_lab.compress.auto import lagrangian_plan
 from lowrank_lab.compress.calibration import calibration_blocks
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
 from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
 from lowrank_lab.matrices import WeightMatrix
 

@@ -40,7 +40,7 @@ def test_fp32_round_trip_gives_the_same_outputs(tmp_path, name, with_head):
     loaded = load_model(name)
     compressed = compressed_model(loaded, keep=0.5, with_head=with_head)
     folder = save_compressed(compressed, tmp_path / "ckpt")
-    model = load_compressed(folder)
+    model = load_compressed(folder).model
     diff = (logits(model) - logits(compressed.model)).abs().max().item()
     assert diff <= 1e-5
     ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
@@ -95,7 +95,7 @@ def test_checkpoint_holds_config_section_factors_plan_card_and_tokenizer(tmp_pat
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_round_trip_is_exact_on_the_stored_values(tmp_path, llama_compressed, dtype):
     folder = save_compressed(llama_compressed, tmp_path / "ckpt", dtype=dtype)
-    model = load_compressed(folder)
+    model = load_compressed(folder).model
     target = getattr(torch, dtype)
     assert next(model.parameters()).dtype == target
     mine = llama_compressed.model.state_dict()
@@ -142,7 +142,7 @@ def test_zip_holds_the_folder_under_one_root_and_loads_back(tmp_path, llama_comp
         assert zf.testzip() is None
     assert all(n.startswith("my-ckpt/") and ".." not in n and not n.startswith("/") for n in names)
     assert "my-ckpt/model.safetensors" in names
-    model = load_compressed(path)
+    model = load_compressed(path).model
     assert (logits(model) - logits(llama_compressed.model)).abs().max().item() <= 1e-5
 
 

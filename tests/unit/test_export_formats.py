@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lowrank_lab import LowRankLinear, load_compressed, load_model
+from lowrank_lab.checkpoint import extract_zip
 from lowrank_lab.export import (
     EXPORT_KINDS,
     available_kinds,
@@ -17,7 +18,6 @@ from lowrank_lab.export import (
     estimate_size,
     export,
     export_zip,
-    extract_zip,
     merged_compressed,
     rank_pattern,
     save_adapter,
@@ -85,7 +85,7 @@ def test_adapter_on_a_compressed_model_ships_its_base(tmp_path, on_compressed):
     from peft import PeftModel
 
     folder = save_adapter(on_compressed, tmp_path / "adapter")
-    base = load_compressed(folder / "base")
+    base = load_compressed(folder / "base").model
     assert _n_low(base) == len(on_compressed.compressed.plan)
     assert not any("lora" in n for n, _ in base.named_parameters())  # the base is clean
     reloaded = PeftModel.from_pretrained(base, str(folder))
@@ -97,7 +97,7 @@ def test_merged_into_a_compressed_model_keeps_the_ranks_and_the_outputs(tmp_path
     merged = merged_compressed(on_compressed)
     assert merged.plan == on_compressed.compressed.plan  # LoRA folded into the thin factors
     folder = save_merged(on_compressed, tmp_path / "merged", dtype="float32")
-    model = load_compressed(folder)
+    model = load_compressed(folder).model
     assert {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)} == merged.plan.as_dict()
     assert (logits(model) - before).abs().max().item() <= 1e-4
     assert (logits(on_compressed.model) - before).abs().max().item() == 0  # the adapter is not changed
@@ -146,13 +146,13 @@ def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_l
     (tmp_path / "x.zip").write_bytes(data)
     root = extract_zip(tmp_path / "x.zip", tmp_path / "x") if kind != "rank_pattern" else None
     if kind == "compressed":
-        model = load_compressed(root)
+        model = load_compressed(root).model
     elif kind in ("dense",):
         model = AutoModelForCausalLM.from_pretrained(str(root))
     elif kind == "merged":
-        model = load_compressed(root)
+        model = load_compressed(root).model
     elif kind == "adapter":
-        model = PeftModel.from_pretrained(load_compressed(root / "base"), str(root))
+        model = PeftModel.from_pretrained(load_compressed(root / "base").model, str(root))
     else:
         assert sorted(names) == ["My-export/rank_pattern.json", "My-export/rank_plan.json"]
         assert estimate.total_bytes == 0

@@ -109,7 +109,7 @@ def test_healing_a_compressed_model_trains_its_thin_factors(tmp_path, tiny_llama
     assert adapter.base == "compressed" and adapter.compressed is compressed
     assert adapter.report.val_loss_after < adapter.report.val_loss_before
     folder = save_adapter(adapter, tmp_path / "healed")
-    reloaded = PeftModel.from_pretrained(load_compressed(folder / "base"), str(folder))
+    reloaded = PeftModel.from_pretrained(load_compressed(folder / "base").model, str(folder))
     assert sum(isinstance(m, LowRankLinear) for m in reloaded.modules()) == len(compressed.plan)
     assert torch.allclose(logits(reloaded), logits(adapter.model), atol=1e-5)
 

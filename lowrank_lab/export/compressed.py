@@ -1,6 +1,6 @@
 """Writing a compressed checkpoint: config + factor tensors + plan + loader + card (+ zip).
 
-The format is described in :mod:`lowrank_lab.export.format`. Nothing is pickled: tensors go to
+The format is described in :mod:`lowrank_lab.checkpoint.format`. Nothing is pickled: tensors go to
 safetensors, everything else is JSON, Markdown or the loader's Python source.
 """
 
@@ -13,12 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from transformers import PreTrainedModel
 
-from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.archive import staged_folder, zip_folder
-from lowrank_lab.export.card import model_card
-from lowrank_lab.export.format import (
+from lowrank_lab.checkpoint.format import (
     CARD_FILE,
     CONFIG_FILE,
     FORMAT,
@@ -27,39 +24,30 @@ from lowrank_lab.export.format import (
     SECTION,
     WEIGHTS_FILE,
     LowrankSection,
-    count_elements,
     factorized_modules,
     head_is_untied,
-    normalize_dtype,
-    torch_dtype,
     unique_state_dict,
 )
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
+from lowrank_lab.errors import CheckpointError
+from lowrank_lab.export.archive import staged_folder, zip_folder
+from lowrank_lab.export.card import model_card
+from lowrank_lab.models import CompressedModel
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.tasks import task_of_model
+from lowrank_lab.version import __version__
 
 LOADER_SOURCE = Path(__file__).with_name("load_lowrank.py")
 
 
-def task_of(model: nn.Module) -> str:
-    """``causal-lm`` for a model with a language-model head, else ``encoder``."""
-    archs = getattr(model.config, "architectures", None) or [type(model).__name__]
-    return "causal-lm" if archs[0].endswith(("ForCausalLM", "LMHeadModel")) else "encoder"
-
-
 def check_exportable(model: nn.Module, what: str) -> None:
     """Raise a clear error unless ``model`` is a plain transformers model (not wrapped)."""
-    from transformers import PreTrainedModel
-
     if not isinstance(model, PreTrainedModel):
         raise CheckpointError(
             f"{what} is a {type(model).__name__}, not a transformers model with a config; "
             "export a CompressedModel from lowrank_lab.compress (or merge a PEFT adapter first)"
         )
-
-
-def ranks_of(model: nn.Module) -> RankPlan:
-    """The ranks the model really has: every :class:`LowRankLinear`, by module name."""
-    return RankPlan({name: m.rank for name, m in factorized_modules(model).items()})
 
 
 def param_counts(model: nn.Module) -> tuple[int, int]:
@@ -74,8 +62,6 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
 
 def section_for(compressed: CompressedModel, dtype: str) -> LowrankSection:
     """The ``lowrank`` section describing ``compressed`` as it will be written in ``dtype``."""
-    from lowrank_lab import __version__
-
     model = compressed.model
     layers = factorized_modules(model)
     return LowrankSection(
@@ -84,7 +70,7 @@ def section_for(compressed: CompressedModel, dtype: str) -> LowrankSection:
         method=str(compressed.method),
         dtype=dtype,
         architecture=type(model).__name__,
-        task=task_of(model),
+        task=task_of_model(model),
         source=compressed.source.source,
         library_version=__version__,
         calibration=dict(compressed.calibration or {}),
@@ -195,11 +181,3 @@ def save_compressed(
     if zip:
         return zip_folder(folder)
     return folder
-
-
-def weights_bytes_estimate(model: nn.Module, dtype: str) -> int:
-    """Bytes the stored tensors will take in ``dtype``, from element counts (before writing)."""
-    tensors = unique_state_dict(model)
-    floats = count_elements(tensors)
-    others = sum(t.numel() * t.element_size() for t in tensors.values() if not t.is_floating_point())
-    return floats * torch_dtype(dtype).itemsize + others
