@@ -64,6 +64,7 @@ class ExtractionResult:
         measured_relative_error: ‖ΔW − B·A‖_F / ‖ΔW‖_F over the changed linear matrices,
             stacked, measured on the factors built.
         relative_error_of_tuned: ‖W₂ − (W₁ + B·A)‖_F / ‖W₂‖_F over the same matrices.
+        stored_params: numbers in the adapter file (factors and everything carried whole).
         folder: where the adapter was written (None when not written).
         seconds: wall time of the extraction (both passes and the writing).
     """
@@ -77,6 +78,7 @@ class ExtractionResult:
     estimate: ExtractionEstimate
     measured_relative_error: float
     relative_error_of_tuned: float
+    stored_params: int
     folder: Path | None
     seconds: float
 
@@ -92,6 +94,7 @@ class ExtractionResult:
             "whole_modules": list(self.whole_modules),
             "ranks": self.plan.as_dict(),
             "adapter_params": est.adapter_params,
+            "stored_params": self.stored_params,
             "lora_params": est.lora_params,
             "changed_params": est.changed_params,
             "energy_kept": est.energy_kept,
@@ -199,7 +202,7 @@ Ranks chosen by {result.settings.describe()}: {est.lora_modules} matrices as LoR
 
 | | |
 | --- | --- |
-| adapter parameters | {est.adapter_params:,} ({est.params_fraction:.4f} of the {est.changed_params:,} changed) |
+| adapter parameters | {est.adapter_params:,} in changed matrices ({est.params_fraction:.4f} of their {est.changed_params:,}); {result.stored_params:,} stored in all |
 | energy of ΔW kept | {est.energy_kept:.6f} |
 | ‖ΔW − B·A‖ / ‖ΔW‖ predicted from σ | {est.relative_error:.6f} |
 | ‖ΔW − B·A‖ / ‖ΔW‖ measured | {result.measured_relative_error:.6f} |
@@ -266,6 +269,7 @@ def extract_lora(
         estimate=estimate_plan(spectra, plan),
         measured_relative_error=measured,
         relative_error_of_tuned=of_tuned,
+        stored_params=sum(t.numel() for t in tensors.state_dict().values()),
         folder=None,
         seconds=0.0,
     )

@@ -30,6 +30,8 @@ def _of_full(fn: Callable[[MatrixDelta], float]) -> Callable[[MatrixDelta], floa
     return lambda d: fn(d) / d.spectrum.full_rank
 
 
+# The GridMetric carries the label, unit and format the heatmap draws; its value function is not
+# used (a change's numbers need the MatrixDelta, not only its spectrum), so it is a NaN stand-in.
 DELTA_METRICS: dict[str, DeltaMetric] = {
     key: DeltaMetric(GridMetric(label, lambda sp: np.nan, fraction, unit, fmt), value)
     for key, label, value, fraction, unit, fmt in (

@@ -80,6 +80,7 @@ def test_saved_tensor_names_are_the_ones_peft_writes(tiny_llama, pair, tmp_path)
     result = extract_lora(base, ModuleSource(norm, None, "t"), model_delta(base, ModuleSource(norm, None, "t"),
                           cache=False), ExtractionSettings("rank", 4), folder=tmp_path / "a")  # fmt: skip
     assert result.whole_modules == ("model.layers.0.input_layernorm",)
+    assert result.stored_params == result.estimate.adapter_params + 64  # the norm's 64 weights ride along
     ours = {k: tuple(v.shape) for k, v in load_file(str(tmp_path / "a" / ADAPTER_WEIGHTS)).items()}
     config = LoraConfig.from_pretrained(str(tmp_path / "a"))
     peft_model = get_peft_model(tiny_llama.copy(), config)
