@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
@@ -77,15 +78,22 @@ def run(args) -> dict:
         "factorized": len(compressed.plan),
         "calibration": compressed.calibration,
     }
+    comparison = None
     if not args.no_eval:
         with progress_bar("evaluating") as progress:
-            report = compare(loaded, compressed, evaluation, progress=progress)
-        result["generations"] = [g.__dict__ for g in report.generations]
-    result["figures"] = dict(compressed.figures)
+            comparison = compare(loaded, compressed, evaluation, progress=progress)
+        result["generations"] = [dataclasses.asdict(g) for g in comparison.generations]
+    result["figures"] = compressed.params.as_dict() | (comparison.figures() if comparison is not None else {})
     if args.out is not None:
         with progress_bar("saving") as progress:
             written = save_compressed(
-                compressed, args.out, dtype=args.dtype, zip=args.zip, overwrite=args.overwrite, progress=progress
+                compressed,
+                args.out,
+                dtype=args.dtype,
+                zip=args.zip,
+                overwrite=args.overwrite,
+                progress=progress,
+                comparison=comparison,
             )
         result["out"] = str(written)
     if not args.json:

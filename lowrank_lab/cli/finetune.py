@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
     p.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (default 0)")
-    p.add_argument("--targets", default=ALL_LINEAR, help=f"{ALL_LINEAR} or kinds, e.g. q_proj,v_proj")
+    p.add_argument("--targets", default=ALL_LINEAR, help=f"{ALL_LINEAR} or layer names, e.g. q_proj,v_proj")
     p.add_argument("--init", default="default", choices=INITS, help="adapter initialisation (default: PEFT's)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--schedule", default="linear", choices=SCHEDULES, help="learning-rate schedule")

@@ -20,14 +20,14 @@ from lowrank_lab.export.adapter import (
     save_rank_pattern,
 )
 from lowrank_lab.export.archive import safe_folder_name, zip_folder
-from lowrank_lab.export.bundle import EXPORT_KINDS, SizeEstimate, available_kinds, estimate_size, export, export_zip
+from lowrank_lab.export.bundle import EXPORT_FORMATS, SizeEstimate, available_formats, estimate_size, export, export_zip
 from lowrank_lab.export.compressed import save_compressed
 from lowrank_lab.export.dense import densify, save_dense
 
 __all__ = [
-    "EXPORT_KINDS",
+    "EXPORT_FORMATS",
     "SizeEstimate",
-    "available_kinds",
+    "available_formats",
     "densify",
     "estimate_size",
     "export",

@@ -28,6 +28,7 @@ from lowrank_lab.checkpoint.format import (
     head_is_untied,
     unique_state_dict,
 )
+from lowrank_lab.comparison import Comparison
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
 from lowrank_lab.errors import CheckpointError
 from lowrank_lab.export.archive import staged_folder, zip_folder
@@ -48,16 +49,6 @@ def check_exportable(model: nn.Module, what: str) -> None:
             f"{what} is a {type(model).__name__}, not a transformers model with a config; "
             "export a CompressedModel from lowrank_lab.compress (or merge a PEFT adapter first)"
         )
-
-
-def param_counts(model: nn.Module) -> tuple[int, int]:
-    """(parameters now, parameters with every factorized layer multiplied back), ties counted once."""
-    now = sum(p.numel() for p in model.parameters())
-    dense = now + sum(
-        m.out_features * m.in_features - m.rank * (m.in_features + m.out_features)
-        for m in factorized_modules(model).values()
-    )
-    return now, dense
 
 
 def section_for(compressed: CompressedModel, dtype: str) -> LowrankSection:
@@ -104,17 +95,12 @@ def checkpoint_tensors(model: nn.Module, dtype: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def checkpoint_figures(compressed: CompressedModel) -> dict:
-    """``compressed.figures`` with the parameter counts filled from the model when missing."""
-    figures = dict(compressed.figures or {})
-    now, dense = param_counts(compressed.model)
-    figures.setdefault("params_compressed", now)
-    figures.setdefault("params_dense", dense)
-    return figures
-
-
 def write_compressed(
-    compressed: CompressedModel, folder: Path, dtype: str, progress: ProgressFn | None = None
+    compressed: CompressedModel,
+    folder: Path,
+    dtype: str,
+    progress: ProgressFn | None = None,
+    comparison: Comparison | None = None,
 ) -> LowrankSection:
     """Write the checkpoint's files into the existing, empty ``folder`` (no staging)."""
     check_exportable(compressed.model, "the compressed model")
@@ -133,7 +119,8 @@ def write_compressed(
         compressed.tokenizer.save_pretrained(str(folder))
     card = model_card(
         section,
-        checkpoint_figures(compressed),
+        compressed.params,
+        comparison,
         (folder / WEIGHTS_FILE).stat().st_size,
         compressed.tokenizer is not None,
     )
@@ -149,6 +136,7 @@ def save_compressed(
     zip: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    comparison: Comparison | None = None,
 ) -> Path:
     """Save a compressed model as a checkpoint folder (and optionally a zip of it).
 
@@ -166,6 +154,8 @@ def save_compressed(
         zip: also write ``<folder>.zip`` and return its path.
         overwrite: replace an existing checkpoint folder (never a folder of other files).
         progress: called as ``progress(done, total, message)``.
+        comparison: what :func:`~lowrank_lab.comparison.compare` measured on ``compressed``;
+            the model card shows its perplexities (else it says "not measured").
 
     Returns:
         The checkpoint folder, or the zip when ``zip`` is true.
@@ -177,7 +167,7 @@ def save_compressed(
     folder = Path(folder).expanduser()
     dtype = normalize_dtype(dtype, folder)
     with staged_folder(folder, overwrite) as tmp:
-        write_compressed(compressed, tmp, dtype, progress)
+        write_compressed(compressed, tmp, dtype, progress, comparison)
     if zip:
         return zip_folder(folder)
     return folder

@@ -10,7 +10,7 @@ from lowrank_lab.finetune.settings import (
     TrainControl,
     TrainReport,
 )
-from lowrank_lab.finetune.targets import target_kinds, target_modules
+from lowrank_lab.finetune.targets import lora_targets, target_modules
 from lowrank_lab.finetune.train import finetune, lora_config, validation_loss
 from lowrank_lab.generate import generate
 
@@ -26,7 +26,7 @@ __all__ = [
     "finetune",
     "generate",
     "lora_config",
-    "target_kinds",
+    "lora_targets",
     "target_modules",
     "validation_loss",
 ]

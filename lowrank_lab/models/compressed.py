@@ -28,7 +28,40 @@ Method = Literal["svd", "whitened", "pca"]
 METHODS: tuple[Method, ...] = ("svd", "whitened", "pca")
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameters of the dense source and of the compressed model, tied tensors counted once.
+
+    Attributes:
+        dense, compressed: the whole model's parameters, before and after.
+        linear_dense, linear_compressed: the linear layers' weights before and after (factors
+            included, embeddings and tied heads not); None where they were not counted.
+    """
+
+    dense: int
+    compressed: int
+    linear_dense: int | None = None
+    linear_compressed: int | None = None
+
+    @classmethod
+    def of_model(cls, model: nn.Module) -> ParamCounts:
+        """The whole-model counts read off a compressed model: now, and with every factorized layer multiplied back."""
+        now = sum(p.numel() for p in model.parameters())
+        dense = now + sum(
+            m.out_features * m.in_features - m.rank * (m.in_features + m.out_features)
+            for m in factorized_modules(model).values()
+        )
+        return cls(dense, now)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts under the keys the command line's JSON uses (uncounted ones left out)."""
+        out = {"params_dense": self.dense, "params_compressed": self.compressed}
+        if self.linear_dense is not None and self.linear_compressed is not None:
+            out |= {"linear_params_dense": self.linear_dense, "linear_params_compressed": self.linear_compressed}
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class CompressedModel:
     """A model whose planned Linear layers are :class:`~lowrank_lab.lowrank.LowRankLinear`.
 
@@ -40,8 +73,11 @@ class CompressedModel:
         method: ``svd``, ``whitened`` or ``pca``.
         calibration: how it was calibrated, in words and numbers (e.g. ``{"text": "built-in
             pydoc_data calibration split", "samples": 32, "seq_len": 256}``); empty for ``svd``.
-        figures: measured results (parameters before/after, perplexity before/after, ...),
-            filled by evaluation; written into the checkpoint's model card.
+        params: parameter counts before and after; when not given, the whole-model counts are
+            read off ``model`` (the linear-layer counts are then unknown).
+
+    What a comparison with the dense model measured is a separate
+    :class:`~lowrank_lab.comparison.Comparison`, not part of the model.
     """
 
     model: nn.Module
@@ -50,7 +86,11 @@ class CompressedModel:
     plan: RankPlan
     method: Method
     calibration: dict = field(default_factory=dict)
-    figures: dict = field(default_factory=dict)
+    params: ParamCounts | None = None
+
+    def __post_init__(self) -> None:
+        if self.params is None:
+            object.__setattr__(self, "params", ParamCounts.of_model(self.model))
 
     @property
     def task(self) -> Task:

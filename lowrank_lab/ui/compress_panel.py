@@ -1,8 +1,9 @@
 """The Ranks page's "Compress and evaluate": settings in a form, the run with progress, the results.
 
-The compressed model is a copy (the shared model is untouched) and goes to
-``st.session_state[state.COMPRESSED]`` for the LoRA and Export pages. A failed run shows its
-message and keeps whatever an earlier run finished.
+The compressed model is a copy (the shared model is untouched) and goes, with what was measured,
+to ``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
+the LoRA and Export pages. A failed run shows its message and keeps whatever an earlier run
+finished.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lowrank_lab.comparison import ComparisonReport, EvalSettings, compare
+from lowrank_lab.comparison import Comparison, EvalSettings, compare
 from lowrank_lab.compress import CalibrationSettings, allocate, compress
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
@@ -19,7 +20,6 @@ from lowrank_lab.plan import RankPlan
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params
 
-REPORT = "compress_report"  # (CompressedModel, ComparisonReport | None): the last finished run
 FORM = "compress_form"
 
 METHOD_HELP = {
@@ -74,17 +74,16 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
             calibration,
             progress=_progress_fn(bar, f"compressing ({settings['method']})"),
         )
-        report = None
+        comparison = None
         if settings["evaluate"]:
-            report = compare(
+            comparison = compare(
                 loaded, compressed, _evaluation(settings["eval_upload"]), progress=_progress_fn(bar, "evaluating")
             )
     finally:
         bar.empty()  # a failed step leaves no stale bar behind
-    st.session_state[state.COMPRESSED] = compressed
-    st.session_state[REPORT] = (compressed, report, settings["ranks"])
+    st.session_state[state.COMPRESSED] = state.CompressionRun(compressed, comparison, settings["ranks"])
     if settings["method"] != "svd":
-        st.session_state[state.CALIBRATION] = (loaded.spec.source, calibration)
+        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, calibration)
 
 
 def form(loaded: LoadedModel, plan: RankPlan) -> None:
@@ -131,7 +130,7 @@ def form(loaded: LoadedModel, plan: RankPlan) -> None:
             st.error(f"Compression stopped: {err}")
 
 
-def _figures_table(report: ComparisonReport) -> pd.DataFrame:
+def _figures_table(report: Comparison) -> pd.DataFrame:
     d, c = report.dense, report.compressed
     mib = 2**20
     rows = [
@@ -152,16 +151,16 @@ def _load_plan_into_sliders(plan: RankPlan) -> None:
 
 def results(source: str) -> None:
     """The last run's figures, generations side by side, and its plan offered to the sliders."""
-    saved = st.session_state.get(REPORT)
-    if saved is None:
+    run = st.session_state.get(state.COMPRESSED)
+    if not isinstance(run, state.CompressionRun):
         return
-    compressed, report, ranks = saved
+    compressed, report, ranks = run.compressed, run.comparison, run.ranks_from
     if compressed.source.source != source:
         st.info(f"The last compressed model was made from {compressed.source.source}; it stays on the Export page.")
         return
     st.success(
         f"Compressed {len(compressed.plan)} layers with {compressed.method} "
-        f"({params(compressed.figures.get('params_compressed', 0))} parameters). "
+        f"({params(compressed.params.compressed)} parameters). "
         "It is ready for the LoRA and Export pages."
     )
     if report is not None:

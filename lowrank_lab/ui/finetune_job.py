@@ -42,7 +42,7 @@ class TrainingJob:
 
     @property
     def chat(self) -> bool:
-        return self.data.kind == "pairs"
+        return self.data.style == "pairs"
 
     def start(self) -> TrainingJob:
         self._thread.start()

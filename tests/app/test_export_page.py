@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import LowRankLinear, load_compressed
 from lowrank_lab.checkpoint import extract_zip
-from lowrank_lab.export import EXPORT_KINDS
+from lowrank_lab.comparison import Comparison, ModelFigures
+from lowrank_lab.export import EXPORT_FORMATS
 from lowrank_lab.ui import state
 from tests.unit.export_support import adapter_on_compressed, compressed_model, logits
 
@@ -21,9 +23,15 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Export.py")
 
 @pytest.fixture(scope="module")
 def compressed(tiny_llama):
-    c = compressed_model(tiny_llama, keep=0.8)
-    c.figures["perplexity_compressed"] = 612.5
-    return c
+    return compressed_model(tiny_llama, keep=0.8)
+
+
+@pytest.fixture(scope="module")
+def run(compressed):
+    """What the Ranks page keeps after "Compress and evaluate": the model and what was measured on it."""
+    measured = ModelFigures(params=1, bytes=1, perplexity=612.5, latency_ms=1.0, peak_memory_bytes=1)
+    comparison = Comparison(replace(measured, perplexity=500.0), measured, (), "test text", 128, 8)
+    return state.CompressionRun(compressed, comparison, "plan")
 
 
 @pytest.fixture
@@ -62,11 +70,11 @@ def test_without_artifacts_the_page_says_where_to_make_them():
     assert not at.radio
 
 
-def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compressed, downloads):
-    at = _page(**{state.COMPRESSED: compressed})
+def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compressed, run, downloads):
+    at = _page(**{state.COMPRESSED: run})
     assert not at.exception and not at.error
     assert "612.50" in at.success[0].value
-    assert at.radio(key="export_kind").options == [EXPORT_KINDS[k] for k in ("compressed", "dense", "rank_pattern")]
+    assert at.radio(key="export_kind").options == [EXPORT_FORMATS[k] for k in ("compressed", "dense", "rank_pattern")]
     at.selectbox(key="export_dtype").set_value("float16").run()
     kept = sum(p.numel() for p in compressed.model.parameters())
     assert at.metric[1].value == f"{kept:,}"  # stored values = kept parameters (tied once)
@@ -87,8 +95,8 @@ def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compr
     assert size_shown.endswith("kB") and abs(float(size_shown.split()[0]) - len(data) / 1e3) < 25
 
 
-def test_a_bad_folder_name_is_an_error_and_a_tricky_one_is_sanitised(compressed, downloads):
-    at = _page(**{state.COMPRESSED: compressed})
+def test_a_bad_folder_name_is_an_error_and_a_tricky_one_is_sanitised(run, downloads):
+    at = _page(**{state.COMPRESSED: run})
     at.text_input(key="export_name").set_value("..").run()
     assert at.error and "cannot name a folder" in at.error[0].value
     assert not at.button
@@ -104,7 +112,7 @@ def test_adapter_and_merged_downloads(tmp_path, tiny_llama, downloads):
 
     adapter = adapter_on_compressed(tiny_llama)
     at = _page(**{state.ADAPTER: adapter})
-    assert at.radio(key="export_kind").options == [EXPORT_KINDS[k] for k in ("adapter", "merged")]
+    assert at.radio(key="export_kind").options == [EXPORT_FORMATS[k] for k in ("adapter", "merged")]
     assert "compressed" in at.success[0].value
     at.button(key="export_build").click().run()
     (tmp_path / "a.zip").write_bytes(_served_zip(at, downloads))
@@ -120,7 +128,7 @@ def test_adapter_and_merged_downloads(tmp_path, tiny_llama, downloads):
     assert (logits(merged) - logits(adapter.model)).abs().max().item() <= 1e-4
 
 
-def test_something_that_is_not_an_artifact_gives_an_error(compressed):
+def test_something_that_is_not_an_artifact_gives_an_error():
     at = _page(**{state.COMPRESSED: "not a model", state.ADAPTER: None})
     assert at.error and "compress again" in at.error[0].value
     assert at.info  # and the page says where to make one

@@ -56,7 +56,7 @@ def factorize(model: nn.Module, keep: float = 0.5, with_head: bool = False) -> R
     return RankPlan(ranks)
 
 
-def compressed_model(loaded: LoadedModel, keep: float = 0.5, with_head: bool = False, figures=None) -> CompressedModel:
+def compressed_model(loaded: LoadedModel, keep: float = 0.5, with_head: bool = False) -> CompressedModel:
     """A real CompressedModel of ``loaded`` (a copy; the shared model is untouched)."""
     model = loaded.copy()
     plan = factorize(model, keep, with_head)
@@ -67,7 +67,6 @@ def compressed_model(loaded: LoadedModel, keep: float = 0.5, with_head: bool = F
         plan=plan,
         method="svd",
         calibration={},
-        figures=dict(figures or {}),
     )
 
 

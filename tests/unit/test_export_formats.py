@@ -12,8 +12,8 @@ import torch
 from lowrank_lab import LowRankLinear, load_compressed, load_model
 from lowrank_lab.checkpoint import extract_zip
 from lowrank_lab.export import (
-    EXPORT_KINDS,
-    available_kinds,
+    EXPORT_FORMATS,
+    available_formats,
     densify,
     estimate_size,
     export,
@@ -130,28 +130,28 @@ def test_rank_pattern_drives_peft_lora_ranks(tmp_path, tiny_llama):
     assert got == plan.as_dict()
 
 
-@pytest.mark.parametrize("kind", list(EXPORT_KINDS))
-def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_llama, on_compressed, kind):
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS))
+def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_llama, on_compressed, fmt):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     compressed = on_compressed.compressed
-    estimate = estimate_size(kind, "fp16", compressed=compressed, adapter=on_compressed)
-    data = export_zip(kind, "../My export", "fp16", compressed=compressed, adapter=on_compressed)
+    estimate = estimate_size(fmt, "fp16", compressed=compressed, adapter=on_compressed)
+    data = export_zip(fmt, "../My export", "fp16", compressed=compressed, adapter=on_compressed)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
         weights = sum(i.file_size for i in zf.infolist() if i.filename.endswith(".safetensors"))
         total = sum(i.file_size for i in zf.infolist())
     assert all(n.startswith("My-export/") for n in names)
     (tmp_path / "x.zip").write_bytes(data)
-    root = extract_zip(tmp_path / "x.zip", tmp_path / "x") if kind != "rank_pattern" else None
-    if kind == "compressed":
+    root = extract_zip(tmp_path / "x.zip", tmp_path / "x") if fmt != "rank_pattern" else None
+    if fmt == "compressed":
         model = load_compressed(root).model
-    elif kind in ("dense",):
+    elif fmt in ("dense",):
         model = AutoModelForCausalLM.from_pretrained(str(root))
-    elif kind == "merged":
+    elif fmt == "merged":
         model = load_compressed(root).model
-    elif kind == "adapter":
+    elif fmt == "adapter":
         model = PeftModel.from_pretrained(load_compressed(root / "base").model, str(root))
     else:
         assert sorted(names) == ["My-export/rank_pattern.json", "My-export/rank_plan.json"]
@@ -163,11 +163,11 @@ def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_l
     assert total <= estimate.total_bytes + 64 * 1024
 
 
-def test_available_kinds_follow_what_exists(tiny_llama, on_original):
+def test_available_formats_follow_what_exists(tiny_llama, on_original):
     compressed = compressed_model(tiny_llama, keep=0.5)
-    assert available_kinds(None, None) == []
-    assert available_kinds(compressed, None) == ["compressed", "dense", "rank_pattern"]
-    assert available_kinds(None, on_original) == ["adapter", "merged"]
+    assert available_formats(None, None) == []
+    assert available_formats(compressed, None) == ["compressed", "dense", "rank_pattern"]
+    assert available_formats(None, on_original) == ["adapter", "merged"]
 
 
 def test_exports_that_need_a_missing_artifact_say_where_to_make_it(tmp_path, on_original):
