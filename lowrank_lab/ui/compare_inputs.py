@@ -53,7 +53,8 @@ def _adapter(spec: ModelSpec) -> TrainedAdapter | None:
 
 
 def _compressed(spec: ModelSpec) -> CompressedModel | None:
-    compressed = st.session_state.get(state.COMPRESSED)
+    run = st.session_state.get(state.COMPRESSED)
+    compressed = run.compressed if isinstance(run, state.CompressionRun) else None
     return compressed if isinstance(compressed, CompressedModel) and compressed.source.source == spec.source else None
 
 
@@ -73,7 +74,8 @@ def choose_second(loaded: LoadedModel) -> SecondModel:
     options = [k for k, there in ((FINETUNE, adapter), (COMPRESSED, compressed)) if there is not None] + [OTHER]
     choice = st.selectbox("Compare with", options, format_func=LABELS.get, key=SECOND)
     if choice == FINETUNE:
-        label = f"LoRA fine-tune of {spec.source} (r={adapter.settings.r}, merged)"
+        rank = f"r={adapter.settings.r}, " if adapter.settings is not None else ""
+        label = f"LoRA fine-tune of {spec.source} ({rank}merged)"
         return SecondModel((FINETUNE, id(adapter)), label,
                            lambda: ModuleSource(_merged(adapter), adapter.tokenizer, label))  # fmt: skip
     if choice == COMPRESSED:

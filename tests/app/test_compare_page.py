@@ -122,12 +122,13 @@ def test_the_sessions_finetune_and_compression_are_offered(tiny_llama):
     from lowrank_lab.data import builtin_source, prepare
     from lowrank_lab.finetune import LoraSettings, finetune
     from lowrank_lab.plan import RankPlan
+    from lowrank_lab.ui.state import CompressionRun
 
     settings = LoraSettings(r=3, alpha=6, targets=("q_proj",), steps=3, batch_size=2, max_seq_len=32,
                             learning_rate=5e-3, eval_examples=2)  # fmt: skip
     adapter = finetune(tiny_llama, prepare(builtin_source("domain-text"), tiny_llama.tokenizer, 32), settings)
     compressed = compress(tiny_llama, RankPlan({"model.layers.0.mlp.up_proj": 10}), method="svd")
-    at = start(adapter=adapter, compressed=compressed)
+    at = start(adapter=adapter, compressed=CompressionRun(compressed, None, "plan"))
     assert at.selectbox(key=compare_inputs.SECOND).options == list(compare_inputs.LABELS.values())
     at.button(key=compare_view.RUN).click().run()  # the fine-tune comes first
     assert metric(at, "Matrices changed") == "2 of 15" and any("rank exactly 3" in s.value for s in at.success)
