@@ -71,3 +71,12 @@ def test_the_esd_view_of_the_selected_matrix(at, spectra):
     assert decoded(power_law["x"])[0] == pytest.approx(math.log10(m.xmin))
     assert mp["name"].startswith("Marchenko–Pastur")
     assert fig["layout"]["yaxis"]["type"] == "log"
+
+
+def test_the_metrics_table_has_the_heavy_tailed_columns(at, spectra):
+    at.selectbox(key="spectra_sort").set_value("alpha").run()
+    table = at.dataframe[0].value
+    assert {"alpha", "ks_distance", "alpha_weighted", "log_spectral_norm"} <= set(table.columns)
+    row = table.set_index("name").loc[UP1]
+    assert row["alpha"] == pytest.approx(heavy_tail_metrics(spectra[UP1]).alpha)
+    assert list(table["alpha"]) == sorted(table["alpha"])
