@@ -186,3 +186,31 @@ def test_a_compressed_checkpoint_folder_is_refused_for_streaming(tmp_path):
 
     with pytest.raises(ModelLoadError, match="compressed checkpoint"):
         SafetensorsSource(tmp_path)
+
+
+def test_open_source_streams_folders_and_loads_the_rest(tiny_llama, tmp_path):
+    from lowrank_lab import compress, save_compressed
+    from lowrank_lab.plan import RankPlan
+    from lowrank_lab.spectra.sources import open_source
+
+    tiny_llama.model.save_pretrained(tmp_path / "dense")
+    compressed = compress(tiny_llama, RankPlan({"model.layers.0.mlp.up_proj": 10}), method="svd")
+    save_compressed(compressed, tmp_path / "compressed")
+    assert isinstance(open_source(str(tmp_path / "dense")), SafetensorsSource)
+    assert isinstance(open_source(str(tmp_path / "dense" / "model.safetensors")), SafetensorsSource)
+    assert isinstance(open_source("tiny-llama"), ModuleSource)
+    # A compressed checkpoint is loaded, and its factorized layer compares as the product B·A.
+    c = open_source(str(tmp_path / "compressed"))
+    assert isinstance(c, ModuleSource)
+    delta = model_delta(open_source(str(tmp_path / "dense")), c, cache=False)
+    assert {d.name: d.rank for d in delta.changed} == {"model.layers.0.mlp.up_proj": 64 - 10}
+
+
+@pytest.mark.builtin
+def test_the_builtin_model_is_streamed_from_its_converted_folder():
+    from lowrank_lab.spectra.sources import open_source
+
+    source = open_source("smollm2-135m")
+    assert isinstance(source, SafetensorsSource)
+    assert len(source.matrices()) == 211 and source.facts.architecture == "LlamaForCausalLM"
+    assert source.matrix("model.layers.0.mlp.down_proj").shape == (576, 1536)
