@@ -239,6 +239,10 @@ def _top_of(w: torch.Tensor, store: SpectrumCache | None, device, compute: bool 
     return float(s[0])
 
 
+def _eps(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps) if dtype.is_floating_point else float(np.finfo(np.float32).eps)
+
+
 def _delta_spectrum(
     entry: WeightMatrix, w1: torch.Tensor, w2: torch.Tensor, store: SpectrumCache | None, device
 ) -> tuple[LayerSpectrum, float, float, float]:
@@ -259,8 +263,9 @@ def _delta_spectrum(
             if store is not None:
                 store.put(digest, s)
     # Rounding noise of the subtraction scales with the weights, so the rank tolerance
-    # max(m, n)·ε·σ₁(W) is passed as an ε relative to σ₁(ΔW).
-    eps = float(torch.finfo(w1.dtype).eps) if w1.is_floating_point() else float(np.finfo(np.float32).eps)
+    # max(m, n)·ε·σ₁(W) is passed as an ε relative to σ₁(ΔW); ε of the coarser of the two dtypes
+    # (a float32 base against a bfloat16 fine-tune differs by bfloat16 rounding everywhere).
+    eps = max(_eps(w1.dtype), _eps(w2.dtype))
     top = float(s[0]) if s.size else 0.0
     scale = max(base_s1, top) / top if top > 0 and math.isfinite(base_s1) else 1.0
     metrics = spectrum_metrics(s, entry.shape, eps=eps * scale)

@@ -214,3 +214,12 @@ def test_the_builtin_model_is_streamed_from_its_converted_folder():
     assert isinstance(source, SafetensorsSource)
     assert len(source.matrices()) == 211 and source.facts.architecture == "LlamaForCausalLM"
     assert source.matrix("model.layers.0.mlp.down_proj").shape == (576, 1536)
+
+
+def test_a_bfloat16_copy_is_a_change_at_bfloat16_rounding_only(tiny_llama):
+    """Saving a fine-tune in bfloat16 rounds every weight; that rounding is not a change of rank."""
+    tuned = lora_merged(tiny_llama.model, 3, ("q_proj",), scale=0.5).to(torch.bfloat16)
+    delta = model_delta(source(tiny_llama.model), source(tuned, label="bf16"), cache=False)
+    ranks = {d.name: d.rank for d in delta.changed}
+    assert len(ranks) == 15  # every matrix differs by rounding
+    assert all(r == (3 if n.endswith("q_proj") else 0) for n, r in ranks.items()), ranks
