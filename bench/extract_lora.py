@@ -14,7 +14,7 @@ For each ``--energy`` e:
   * mergekit's method, written out (``mergekit-extract-lora``: for each matrix that changed, a
     float32 ``torch.linalg.svd`` of ΔW = W_tuned − W_base, keep the top r, split √σ over the two
     factors), with the same rank per matrix as ours and the same streamed reading.
-Prints the median times and their ratio (target ≤ 1×), both stacked relative errors
+The ways run interleaved, each ``--repeats`` times. Prints the median times and their ratio (target ≤ 1×), both stacked relative errors
 ‖ΔW − B·A‖_F/‖ΔW‖_F and the worst per-matrix difference (target: equal within 1%), and the
 time to write the adapter; then loads it with PEFT on the base and compares its logits with
 the tuned model's on 2×128 tokens of the built-in evaluation text.
@@ -103,15 +103,6 @@ def compare_errors(ours: dict[str, float], theirs: dict[str, tuple[float, float]
     return stacked_ours, stacked_theirs, max(truncated, default=0.0), max(rounding, default=0.0)
 
 
-def timed(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
-
-
 def logits_check(base: Path, tuned: Path, adapter: Path) -> tuple[float, float]:
     """Relative logit error of base + adapter against the tuned model, and of the base alone."""
     from peft import PeftModel
@@ -141,19 +132,23 @@ def main() -> None:
     print(f"base {base}\ntuned {tuned}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     for energy in args.energy:
-        cold_times, warm_times, result = [], [], None
+        # Interleaved (ours cold, mergekit, ours warm; again and again), so a load that drifts on
+        # this shared machine falls on both ways alike.
+        cold_times, warm_times, mk_times, result, mk = [], [], [], None, None
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as d:
                 start = time.perf_counter()
                 result = ours(base, tuned, energy, SpectrumCache(d))
                 cold_times.append(time.perf_counter() - start)
+                ranks = result.plan.as_dict()
+                start = time.perf_counter()
+                mk = mergekit_method(base, tuned, ranks)
+                mk_times.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 ours(base, tuned, energy, SpectrumCache(d))  # the same pair again: ΔW spectra cached
                 warm_times.append(time.perf_counter() - start)
-        t_warm = statistics.median(warm_times)
-        t_cold = statistics.median(cold_times)
+        t_cold, t_warm, t_mk = (statistics.median(t) for t in (cold_times, warm_times, mk_times))
         ranks = result.plan.as_dict()
-        t_mk, mk = timed(lambda ranks=ranks: mergekit_method(base, tuned, ranks), args.repeats)
         our_err = {m.name: m.measured_error for m in result.matrices if m.rank is not None}
         stacked_ours, stacked_mk, worst, rounding = compare_errors(our_err, mk)
         with tempfile.TemporaryDirectory() as d:
