@@ -1,6 +1,6 @@
 """Benchmark: spectra and heavy-tailed metrics of every weight matrix of smollm2-135m, in one run.
 
-    python bench/spectra.py [--model smollm2-135m] [--repeats 3] [--powerlaw-matrices 0]
+    python bench/spectra.py [--model smollm2-135m] [--repeats 3] [--powerlaw-matrices 0] [--part all|alpha]
 
 Prints the median wall time of each way and the ratios:
   * lowrank_lab cold: compute_spectra with an empty cache (float64 Gram + eigh),
@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--powerlaw-matrices", type=int, default=0, help="fit only the first N with powerlaw (0: all)")
+    parser.add_argument(
+        "--part", choices=["all", "alpha"], default="all", help="alpha: only analyze() (once) and the α rows"
+    )
     args = parser.parse_args()
 
     loaded = load_model(args.model)
@@ -154,7 +157,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             return compute_spectra(matrices, cache=SpectrumCache(d))
 
-    t_cold, spectra = timed(cold, args.repeats)
+    t_cold, spectra = timed(cold, args.repeats if args.part == "all" else 1)
+    if args.part == "alpha":
+        t_ww, details = timed(lambda: run_weightwatcher(loaded.model), 1)
+        heavy_tail_rows(spectra, details, t_ww, args.repeats, args.powerlaw_matrices)
+        return
 
     def svdvals_loop():
         with torch.no_grad():
