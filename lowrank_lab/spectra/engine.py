@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch import nn
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
+from lowrank_lab.spectra.heavy_tail import HeavyTailMetrics, heavy_tail_metrics
 from lowrank_lab.spectra.metrics import SpectrumMetrics, spectrum_metrics
 from lowrank_lab.spectra.svd import singular_values_many
 
@@ -47,6 +49,12 @@ class LayerSpectrum:
     @property
     def params(self) -> int:
         return self.shape[0] * self.shape[1]
+
+    @cached_property
+    def heavy_tail(self) -> HeavyTailMetrics:
+        """Power-law α of the eigenvalue density's tail and WeightWatcher's norm metrics, fitted once
+        (the first time it is asked for) from these singular values."""
+        return heavy_tail_metrics(self)
 
     def cumulative_energy(self) -> np.ndarray:
         """Fraction of Σσᵢ² kept by ranks 1..full_rank, shape (full_rank,)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lowrank_lab.spectra.engine import LayerSpectrum
-from lowrank_lab.spectra.heavy_tail import HeavyTailMetrics, heavy_tail_of, noise_floor
+from lowrank_lab.spectra.heavy_tail import HeavyTailMetrics, noise_floor
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +84,7 @@ def esd_view(sp: LayerSpectrum, bins: int = 60) -> EsdView:
     """
     lam = np.square(sp.s, dtype=np.float64)
     lam = lam[lam > noise_floor(sp)]
-    metrics = heavy_tail_of(sp)
+    metrics = sp.heavy_tail
     m, n = sp.shape
     variance = sp.metrics.frobenius**2 / (m * n)
     mp_x, mp_y = marchenko_pastur(sp.shape, variance)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lowrank_lab.spectra.engine import LayerSpectrum
+if TYPE_CHECKING:  # annotations only: the engine imports this module for LayerSpectrum.heavy_tail
+    from lowrank_lab.spectra.engine import LayerSpectrum
 
 # Fewer tail points than this give no meaningful fit (WeightWatcher needs 8 eigenvalues).
 MIN_EIGENVALUES = 8
@@ -208,6 +209,8 @@ def alpha_band(alpha: float) -> str:
 def heavy_tail_metrics(sp: LayerSpectrum) -> HeavyTailMetrics:
     """Fit the ESD's tail of one matrix and derive WeightWatcher's norm metrics (no SVD).
 
+    ``LayerSpectrum.heavy_tail`` calls this once per spectrum and keeps the result.
+
     Args:
         sp: the matrix's spectrum (singular values from the cache).
 
@@ -240,22 +243,10 @@ def heavy_tail_metrics(sp: LayerSpectrum) -> HeavyTailMetrics:
     )
 
 
-@lru_cache(maxsize=4096)
-def _cached(sp: LayerSpectrum) -> HeavyTailMetrics:
-    # LayerSpectrum hashes by identity (eq=False) and its values are read-only once cached by
-    # the app, so one fit per spectrum object is enough for every heatmap redraw.
-    return heavy_tail_metrics(sp)
-
-
-def heavy_tail_of(sp: LayerSpectrum) -> HeavyTailMetrics:
-    """:func:`heavy_tail_metrics`, remembered per spectrum object (for repeated redraws)."""
-    return _cached(sp)
-
-
 def heavy_tail_records(spectra: list[LayerSpectrum]) -> list[dict]:
     """One flat row per matrix: its name and every heavy-tailed metric, with α's band."""
     rows = []
     for sp in spectra:
-        m = heavy_tail_of(sp)
+        m = sp.heavy_tail
         rows.append({"name": sp.name, **m.as_dict(), "alpha_band": m.band})
     return rows

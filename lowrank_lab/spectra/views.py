@@ -12,7 +12,6 @@ import numpy as np
 
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.spectra.engine import LayerSpectrum
-from lowrank_lab.spectra.heavy_tail import heavy_tail_of
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ GRID_METRICS: dict[str, GridMetric] = {
     # Colours span 1..8 so the 2–6 band reads at a glance; a few layers reach far past 8.
     "alpha": GridMetric(
         "power-law exponent α of the eigenvalue density's tail (2–6: well trained)",
-        lambda sp: heavy_tail_of(sp).alpha,
+        lambda sp: sp.heavy_tail.alpha,
         fraction=False,
         unit="α",
         number_format=".2f",

@@ -8,7 +8,6 @@ import streamlit as st
 
 from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.spectra.esd import esd_view
-from lowrank_lab.spectra.heavy_tail import heavy_tail_of
 from lowrank_lab.ui.esd_charts import esd_figure
 
 ALPHA_WORDS = (
@@ -23,7 +22,7 @@ def alpha_explanation(spectra: list[LayerSpectrum]) -> None:
     """The 2–6 band in words, and how many matrices fall in each part of it."""
     counts = {"heavy": 0, "well-trained": 0, "random-like": 0, "no fit": 0}
     for sp in spectra:
-        counts[heavy_tail_of(sp).band] += 1
+        counts[sp.heavy_tail.band] += 1
     st.caption(
         f"{ALPHA_WORDS} Here: {counts['well-trained']} matrices in 2–6, {counts['heavy']} below 2, "
         f"{counts['random-like']} above 6" + (f", {counts['no fit']} too small to fit." if counts["no fit"] else ".")

@@ -16,7 +16,6 @@ from lowrank_lab.spectra.heavy_tail import (
     alpha_band,
     fit_power_law,
     heavy_tail_metrics,
-    heavy_tail_of,
     heavy_tail_records,
     noise_floor,
 )
@@ -128,4 +127,4 @@ def test_records_for_a_model_are_remembered_per_spectrum(tiny_gpt2):
     rows = heavy_tail_records(spectra)
     assert [r["name"] for r in rows] == [sp.name for sp in spectra]
     assert all(math.isfinite(r["alpha"]) and 0 <= r["ks_distance"] <= 1 for r in rows)
-    assert heavy_tail_of(spectra[0]) is heavy_tail_of(spectra[0])
+    assert spectra[0].heavy_tail is spectra[0].heavy_tail  # fitted once per spectrum
