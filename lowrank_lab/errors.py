@@ -50,3 +50,8 @@ class ArgumentTypeError(SettingsError, TypeError):
     It is both a :class:`SettingsError` (so pages and the command line show it like any bad
     setting) and a :class:`TypeError` (what Python callers expect for a wrong type).
     """
+
+
+class ComparisonError(LowrankLabError):
+    """Two models cannot be compared: different architectures, vocabularies or shapes, the same
+    weights twice, or a non-finite weight."""
