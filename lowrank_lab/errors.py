@@ -34,3 +34,16 @@ class SettingsError(LowrankLabError):
 
 class CheckpointError(LowrankLabError):
     """A saved checkpoint is incomplete, corrupt or contradicts its config."""
+
+
+class RunStoreError(LowrankLabError):
+    """The run store cannot be opened, read or written; the app goes on without it.
+
+    Attributes:
+        reason: ``corrupt``, ``newer``, ``read-only``, ``locked`` or ``io``, for callers that
+            react differently (the message already says what happened and what to do).
+    """
+
+    def __init__(self, message: str, reason: str = "io"):
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,414 @@
+"""The run store: one SQLite database file in the cache folder, shared by every session and process.
+
+Concurrency: each thread gets its own connection (a Streamlit server runs each session's
+script in its own thread; SQLite connections must not be shared across threads), the database
+is in WAL mode (readers never wait for a writer), and every write is one short ``BEGIN
+IMMEDIATE`` transaction, so two sessions recording at once both land. A writer that finds the
+database busy waits up to ``timeout`` seconds, then gives up with a clear message.
+
+Bad files: a corrupt database, one written by a newer lowrank_lab, a read-only one or one
+locked by another process raise :class:`~lowrank_lab.errors.RunStoreError` naming the file, what
+is wrong and what to do; the file is never deleted, rewritten or "repaired". Callers (the app,
+the command line) go on without the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from urllib.parse import quote
+
+from lowrank_lab.errors import RunStoreError
+from lowrank_lab.paths import cache_dir
+from lowrank_lab.plan import RankPlan
+from lowrank_lab.runs.records import Artifact, Run, RunRecord, RunRow, plan_digest
+from lowrank_lab.runs.schema import MIGRATIONS, ROW_COLUMNS, SCHEMA_VERSION
+
+DB_NAME = "runs.sqlite3"
+ARTIFACT_FOLDER = "runs"  # beside the database: runs/<uid>/<role>
+DEFAULT_TIMEOUT = 5.0
+_SELECT_ROWS = f"SELECT {', '.join(ROW_COLUMNS)} FROM runs"
+
+
+def default_path() -> Path:
+    """``runs.sqlite3`` in the lowrank_lab cache folder (``$LOWRANK_LAB_CACHE``)."""
+    return cache_dir() / DB_NAME
+
+
+def _reason(err: sqlite3.Error) -> str:
+    name = getattr(err, "sqlite_errorname", "")
+    text = str(err).lower()
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text:
+        return "corrupt"
+    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
+        return "locked"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+        return "read-only"
+    return "io"
+
+
+_FIX = {
+    "corrupt": "lowrank_lab left it untouched; move it aside (or point LOWRANK_LAB_CACHE elsewhere) to start a new store",
+    "locked": "another process holds it; close that process or try again in a moment",
+    "read-only": "give this user write access to the file and its folder, or point LOWRANK_LAB_CACHE elsewhere",
+    "io": "check the disk and the file's permissions, or point LOWRANK_LAB_CACHE elsewhere",
+}
+
+
+def store_error(path: Path, err: sqlite3.Error, doing: str) -> RunStoreError:
+    """A :class:`RunStoreError` for a SQLite error met while ``doing`` something with ``path``."""
+    reason = _reason(err)
+    what = {"corrupt": "is not a readable SQLite database", "locked": "is locked",
+            "read-only": "is read-only", "io": "could not be used"}[reason]  # fmt: skip
+    return RunStoreError(f"the run store {path} {what} while {doing} ({err}); {_FIX[reason]}", reason)
+
+
+def _translated(doing: str):
+    """Turn SQLite errors raised by a store method into RunStoreError naming the file."""
+
+    def wrap(fn):
+        @wraps(fn)
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as err:
+                raise store_error(self.path, err, doing) from None
+
+        return inner
+
+    return wrap
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit the migration's transaction half way; run statements one by one.
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class RunStore:
+    """The runs recorded on this machine (see the module docstring).
+
+    Args:
+        path: the database file; default :func:`default_path`. Created (with its schema) when
+            missing; an older schema is migrated in place.
+        timeout: seconds a write waits for another writer before giving up.
+
+    Attributes:
+        path: the database file.
+        artifact_root: the folder of the runs' own artifacts (``runs/`` beside the database).
+        read_only: True when the file can be read but not written: runs list, nothing records.
+
+    Raises:
+        RunStoreError: the file is corrupt, from a newer schema, locked, or cannot be created.
+    """
+
+    def __init__(self, path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        self.artifact_root = self.path.parent / ARTIFACT_FOLDER
+        self.timeout = timeout
+        self.read_only = False
+        self._local = threading.local()
+        self._open()
+
+    # -- opening ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self.path.exists() and not self.path.is_file():
+            raise RunStoreError(f"the run store {self.path} is not a file; move it aside or point LOWRANK_LAB_CACHE elsewhere", "io")  # fmt: skip
+        folder_writable = os.access(self.path.parent, os.W_OK)
+        if not self.path.exists():
+            if not folder_writable:
+                raise RunStoreError(
+                    f"the run store {self.path} cannot be created: {self.path.parent} is read-only; {_FIX['read-only']}",
+                    "read-only",
+                )
+        elif not (os.access(self.path, os.W_OK) and folder_writable):
+            self.read_only = True  # WAL needs to write beside the file, too
+        try:
+            conn = self._conn()
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed (quick_check failed)")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RunStoreError(
+                    f"the run store {self.path} was written by a newer lowrank_lab (schema {version}; this one reads "
+                    f"up to {SCHEMA_VERSION}); lowrank_lab left it untouched. Upgrade lowrank_lab, or point "
+                    "LOWRANK_LAB_CACHE elsewhere to use a separate store",
+                    "newer",
+                )
+            if version < SCHEMA_VERSION:
+                if self.read_only:
+                    raise RunStoreError(
+                        f"the run store {self.path} needs an upgrade (schema {version} to {SCHEMA_VERSION}) but is "
+                        f"read-only; {_FIX['read-only']}",
+                        "read-only",
+                    )
+                self._migrate(conn)
+        except sqlite3.Error as err:
+            self.close()
+            raise store_error(self.path, err, "opening it") from None
+        except RunStoreError:
+            self.close()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, timeout=self.timeout)
+        else:
+            conn = sqlite3.connect(self.path, timeout=self.timeout)
+        conn.isolation_level = None  # autocommit; transactions are explicit and short
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (SQLite connections are not shared across threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once, on the file
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            for script in MIGRATIONS[version:]:
+                for statement in _statements(script):
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise RunStoreError(f"the run store {self.path} is read-only, so nothing is recorded; {_FIX['read-only']}", "read-only")  # fmt: skip
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN")  # one snapshot for the statements inside
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    # -- writing ---------------------------------------------------------------------------
+    def artifact_folder(self, uid: str) -> Path:
+        """The folder where a run's own artifacts go: ``runs/<uid>`` beside the database."""
+        return self.artifact_root / uid
+
+    @_translated("recording a run")
+    def record(self, record: RunRecord) -> int:
+        """Store one run; returns its id.
+
+        Raises:
+            RunStoreError: the store is read-only, locked past the timeout, or broken.
+        """
+        data = {
+            "plan": None if record.plan is None else record.plan.as_dict(),
+            "settings": record.settings,
+            "figures": record.figures,
+            "prediction": record.prediction,
+            "stages": list(record.stages),
+        }
+        values = {
+            "uid": record.uid,
+            "kind": record.kind,
+            "created": record.created,
+            "model": record.model,
+            "model_digest": record.model_digest,
+            "method": record.method,
+            "allocation": record.allocation,
+            "keep": record.keep,
+            **_scalars(record),
+            "plan_digest": plan_digest(record.plan),
+            "origin": record.origin,
+            "parent": record.parent,
+            "data": json.dumps(data, allow_nan=False, separators=(",", ":")),
+        }
+        sql = f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
+        with self._write() as conn:
+            run_id = conn.execute(sql, tuple(values.values())).lastrowid
+            conn.executemany(
+                "INSERT INTO artifacts (run_id, role, path, owned) VALUES (?, ?, ?, ?)",
+                [(run_id, a.role, a.path, int(a.owned)) for a in record.artifacts],
+            )
+        return run_id
+
+    @_translated("deleting a run")
+    def delete(self, run_id: int, remove_artifacts: bool = True) -> list[str]:
+        """Delete a run, and (by default) the artifacts lowrank_lab wrote for it.
+
+        Only artifacts marked ``owned`` that lie inside :attr:`artifact_root` are removed;
+        a folder the user chose (``--out``) stays. A run whose artifacts are already gone is
+        deleted all the same.
+
+        Returns:
+            The paths removed from disk.
+
+        Raises:
+            RunStoreError: no such run, or the store is read-only, locked or broken.
+        """
+        with self._write() as conn:
+            artifacts = _artifacts_of(conn, [run_id]).get(run_id, ())
+            if conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
+                raise RunStoreError(f"there is no run #{run_id} in {self.path} (deleted in another session?)", "unknown")  # fmt: skip
+        if not remove_artifacts:
+            return []
+        removed = []
+        for a in artifacts:
+            if a.owned and self._remove(Path(a.path)):
+                removed.append(a.path)
+        return removed
+
+    def _remove(self, path: Path) -> bool:
+        """Remove one of the store's own artifact folders; refuse anything outside its root."""
+        root = self.artifact_root.resolve()
+        if path.is_symlink() or not path.exists():
+            return False
+        try:
+            inside = path.resolve().relative_to(root)
+        except ValueError:
+            return False  # not ours to delete, whatever the record says
+        if not inside.parts:
+            return False
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        run_folder = root / inside.parts[0]
+        if run_folder != path.resolve() and run_folder.is_dir() and not any(run_folder.iterdir()):
+            run_folder.rmdir()
+        return True
+
+    # -- reading ---------------------------------------------------------------------------
+    @_translated("listing runs")
+    def runs(self, model: str | None = None, kind: str | None = None) -> list[RunRow]:
+        """Stored runs, newest first, optionally of one model and kind; each says which artifacts are missing."""
+        where, args = _where(model, kind)
+        with self._read() as conn:
+            rows = conn.execute(f"{_SELECT_ROWS}{where} ORDER BY id DESC", args).fetchall()
+            artifacts = _artifacts_of(conn, None if not args else [r[0] for r in rows])
+        return [_row(r, artifacts.get(r[0], ())) for r in rows]
+
+    @_translated("looking up a plan")
+    def runs_with_plan(self, model: str, plan: RankPlan) -> list[RunRow]:
+        """Compressions of ``model`` that factorized exactly ``plan`` (by content), newest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"{_SELECT_ROWS} WHERE model = ? AND plan_digest = ? AND kind = 'compression' ORDER BY id DESC",
+                (model, plan_digest(plan)),
+            ).fetchall()
+            artifacts = _artifacts_of(conn, [r[0] for r in rows])
+        return [_row(r, artifacts.get(r[0], ())) for r in rows]
+
+    @_translated("reading a run")
+    def get(self, run_id: int) -> Run:
+        """One run in full.
+
+        Raises:
+            RunStoreError: no such run (reason ``unknown``), or the store is broken.
+        """
+        with self._read() as conn:
+            found = conn.execute(f"SELECT {', '.join(ROW_COLUMNS)}, data FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if found is None:
+                raise RunStoreError(f"there is no run #{run_id} in {self.path} (deleted in another session?)", "unknown")  # fmt: skip
+            artifacts = _artifacts_of(conn, [run_id]).get(run_id, ())
+        data = json.loads(found[-1])
+        plan = data.get("plan")
+        return Run(
+            row=_row(found[:-1], artifacts),
+            plan=None if plan is None else RankPlan(plan),
+            settings=data.get("settings") or {},
+            figures=data.get("figures") or {},
+            prediction=data.get("prediction") or {},
+            stages=tuple(data.get("stages") or ()),
+        )
+
+    @_translated("counting runs")
+    def count(self) -> int:
+        return self._conn().execute("SELECT count(*) FROM runs").fetchone()[0]
+
+    @_translated("listing models")
+    def models(self) -> list[str]:
+        """The models that have runs, most recent first."""
+        rows = self._conn().execute("SELECT model FROM runs GROUP BY model ORDER BY max(id) DESC").fetchall()
+        return [r[0] for r in rows]
+
+
+def _where(model: str | None, kind: str | None) -> tuple[str, tuple]:
+    clauses, args = [], []
+    if model is not None:
+        clauses.append("model = ?")
+        args.append(model)
+    if kind is not None:
+        clauses.append("kind = ?")
+        args.append(kind)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
+def _artifacts_of(conn: sqlite3.Connection, ids: list[int] | None) -> dict[int, tuple[Artifact, ...]]:
+    """run id → its artifacts, for the given runs (None: every run)."""
+    if ids is None:
+        found = conn.execute("SELECT run_id, role, path, owned FROM artifacts").fetchall()
+    else:
+        found = []
+        for start in range(0, len(ids), 500):  # SQLite limits the number of parameters
+            part = ids[start : start + 500]
+            sql = f"SELECT run_id, role, path, owned FROM artifacts WHERE run_id IN ({', '.join('?' * len(part))})"
+            found += conn.execute(sql, part).fetchall()
+    out: dict[int, list[Artifact]] = {}
+    for run_id, role, path, owned in found:
+        out.setdefault(run_id, []).append(Artifact(role, path, bool(owned)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _row(values: tuple, artifacts: tuple[Artifact, ...]) -> RunRow:
+    missing = tuple(a.role for a in artifacts if not os.path.exists(a.path))
+    return RunRow(*values, artifacts=artifacts, missing=missing)
+
+
+def _first(figures: dict, *keys):
+    return next((figures[k] for k in keys if figures.get(k) is not None), None)
+
+
+def _scalars(record: RunRecord) -> dict:
+    """The columns a list shows, read from the record's figures and prediction under their canonical keys."""
+    f, p = record.figures, record.prediction
+    linear_dense, linear_kept = f.get("linear_params_dense"), f.get("linear_params_compressed")
+    return {
+        "params_kept": _first(f, "params_compressed", "params_kept"),
+        "params_dense": f.get("params_dense"),
+        "linear_kept": linear_kept / linear_dense if linear_dense and linear_kept is not None else None,
+        "perplexity": _first(f, "perplexity_compressed", "perplexity_after"),
+        "perplexity_dense": _first(f, "perplexity_dense", "perplexity_before"),
+        "predicted_perplexity": p.get("perplexity"),
+        "predicted_low": p.get("perplexity_low"),
+        "predicted_high": p.get("perplexity_high"),
+    }
