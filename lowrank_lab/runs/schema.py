@@ -47,6 +47,7 @@ V2 = """
 ALTER TABLE runs ADD COLUMN predicted_perplexity REAL;
 ALTER TABLE runs ADD COLUMN predicted_low REAL;
 ALTER TABLE runs ADD COLUMN predicted_high REAL;
+ALTER TABLE runs ADD COLUMN predicted_loss_raw REAL;
 CREATE INDEX runs_by_plan ON runs(model, plan_digest);
 """
 
@@ -57,5 +58,5 @@ SCHEMA_VERSION = len(MIGRATIONS)
 ROW_COLUMNS = (
     "id", "uid", "kind", "created", "model", "model_digest", "method", "allocation", "keep", "params_kept",
     "params_dense", "linear_kept", "perplexity", "perplexity_dense", "predicted_perplexity", "predicted_low",
-    "predicted_high", "plan_digest", "origin", "parent",
+    "predicted_high", "predicted_loss_raw", "plan_digest", "origin", "parent",
 )  # fmt: skip

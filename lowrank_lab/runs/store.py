@@ -411,4 +411,5 @@ def _scalars(record: RunRecord) -> dict:
         "predicted_perplexity": p.get("perplexity"),
         "predicted_low": p.get("perplexity_low"),
         "predicted_high": p.get("perplexity_high"),
+        "predicted_loss_raw": p.get("raw_loss_increase"),
     }

@@ -1,0 +1,136 @@
+"""Loading a stored run's artifacts back: its compressed model, or its adapter on the right base.
+
+What comes back is what the pages pass around (a :class:`CompressedModel`, a
+:class:`TrainedAdapter`), so a reopened run serves the LoRA and Export pages like a fresh one.
+The shared source model is not changed: an adapter on the original model goes on a copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.errors import RunStoreError
+from lowrank_lab.export import load_compressed
+from lowrank_lab.export.adapter import BASE_FOLDER
+from lowrank_lab.export.checkpoint import ranks_of
+from lowrank_lab.finetune import LoraSettings, TrainReport
+from lowrank_lab.models import LoadedModel
+from lowrank_lab.runs.record import ADAPTER, CHECKPOINT, EXPORT, remember
+from lowrank_lab.runs.records import Run
+
+
+def _folder(run: Run, roles: tuple[str, ...]) -> Path:
+    """The first of ``roles`` the run has on disk; a clear error when all are gone."""
+    row = run.row
+    found = [a for a in row.artifacts if a.role in roles]
+    for a in found:
+        if a.role not in row.missing:
+            return Path(a.path)
+    if found:
+        raise RunStoreError(
+            f"run #{row.id}'s {found[0].role} at {found[0].path} was removed; delete the run, or make it again",
+            "missing",
+        )
+    raise RunStoreError(f"run #{row.id} ({row.kind}) saved no {' or '.join(roles)} to reopen", "missing")
+
+
+def _check_source(run: Run, loaded: LoadedModel) -> None:
+    if run.row.model != loaded.spec.source:
+        raise RunStoreError(
+            f"run #{run.row.id} was made from {run.row.model}, not {loaded.spec.source}; open that model first",
+            "unknown",
+        )
+
+
+def reopen_compressed(run: Run, loaded: LoadedModel) -> CompressedModel:
+    """A compression run's checkpoint as a :class:`CompressedModel` (same outputs as when it was made).
+
+    Args:
+        run: a compression run (from ``RunStore.get``).
+        loaded: the run's source model (its tokenizer and spec are reused; it is not changed).
+
+    Raises:
+        RunStoreError: not a compression, another source model, or the checkpoint was removed.
+        CheckpointError: the checkpoint on disk is damaged.
+    """
+    if run.row.kind != "compression":
+        raise RunStoreError(f"run #{run.row.id} is a {run.row.kind}, not a compression", "unknown")
+    _check_source(run, loaded)
+    model = load_compressed(_folder(run, (CHECKPOINT, EXPORT)))
+    figures = {k: v for k, v in run.figures.items() if not isinstance(v, (list, dict))}
+    compressed = CompressedModel(
+        model=model,
+        tokenizer=loaded.tokenizer,
+        source=loaded.spec,
+        plan=ranks_of(model),
+        method=run.row.method or "whitened",
+        calibration=dict(run.settings.get("calibration") or {}),
+        figures=figures,
+    )
+    remember(compressed, run.row.id)
+    return compressed
+
+
+def _settings(run: Run) -> LoraSettings:
+    lora = dict(run.settings.get("lora") or {})
+    if isinstance(lora.get("targets"), list):
+        lora["targets"] = tuple(lora["targets"])
+    return LoraSettings(**lora)
+
+
+def _report(run: Run) -> TrainReport:
+    f = run.figures
+    return TrainReport(
+        losses=tuple(tuple(x) for x in f.get("losses", ())),
+        val_losses=tuple(tuple(x) for x in f.get("val_losses", ())),
+        val_loss_before=f["val_loss_before"],
+        val_loss_after=f["val_loss_after"],
+        steps_done=f["steps_done"],
+        steps_planned=f["steps_planned"],
+        tokens=f["tokens"],
+        tokens_per_s=f["tokens_per_s"],
+        train_seconds=f["train_seconds"],
+        trainable_params=f["trainable_params"],
+        stopped=f["stopped"],
+        data_name=f.get("data", ""),
+    )
+
+
+def reopen_adapter(run: Run, loaded: LoadedModel) -> TrainedAdapter:
+    """A fine-tune run's adapter on its base: a copy of the original model, or its compressed ``base/``.
+
+    Raises:
+        RunStoreError: not a fine-tune, another source model, or the adapter folder was removed.
+        CheckpointError: the saved compressed base is damaged.
+    """
+    from peft import PeftModel
+
+    if run.row.kind != "finetune":
+        raise RunStoreError(f"run #{run.row.id} is a {run.row.kind}, not a fine-tune", "unknown")
+    _check_source(run, loaded)
+    folder = _folder(run, (ADAPTER, EXPORT))
+    on_compressed = run.settings.get("base") == "compressed"
+    base = load_compressed(folder / BASE_FOLDER) if on_compressed else loaded.copy()
+    model = PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
+    compressed = None
+    if on_compressed:
+        # The base as the run saved it (inside the PEFT model): for its method, calibration and figures.
+        compressed = CompressedModel(
+            model=model.get_base_model(),
+            tokenizer=loaded.tokenizer,
+            source=loaded.spec,
+            plan=run.plan or ranks_of(base),
+            method=(run.settings.get("calibration") or {}).get("method", "whitened"),
+        )
+    adapter = TrainedAdapter(
+        model=model,
+        tokenizer=loaded.tokenizer,
+        base="compressed" if on_compressed else "original",
+        source=loaded.spec,
+        compressed=compressed,
+        settings=_settings(run),
+        report=_report(run),
+    )
+    remember(adapter, run.row.id)
+    return adapter
