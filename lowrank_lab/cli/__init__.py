@@ -11,10 +11,10 @@ import argparse
 import json
 import sys
 
-from lowrank_lab.cli import compress, evaluate, finetune, spectra
+from lowrank_lab.cli import compress, evaluate, finetune, runs, spectra
 from lowrank_lab.errors import LowrankLabError
 
-SUBCOMMANDS = [spectra, compress, evaluate, finetune]
+SUBCOMMANDS = [spectra, compress, evaluate, finetune, runs]
 
 
 def build_parser() -> argparse.ArgumentParser:

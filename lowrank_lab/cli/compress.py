@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
+from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.comparison import EvalSettings, compare
 from lowrank_lab.errors import DataError
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.plan import RankPlan
+from lowrank_lab.runs.record import record_compression_run
 
 
 def register(sub) -> None:
@@ -30,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="float32", help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
+    add_record_argument(p)
     add_json_argument(p)
     p.set_defaults(run=run)
 
@@ -78,6 +81,7 @@ def run(args) -> dict:
         "factorized": len(compressed.plan),
         "calibration": compressed.calibration,
     }
+    report = None
     if not args.no_eval:
         with progress_bar("evaluating") as progress:
             report = compare(loaded, compressed, evaluation, progress=progress)
@@ -91,6 +95,16 @@ def run(args) -> dict:
                 compressed, args.out, dtype=args.dtype, zip=args.zip, overwrite=args.overwrite, progress=progress
             )
         result["out"] = str(written)
+
+    def record(store):  # the checkpoint is kept in the store's folder unless --out saved it already
+        with progress_bar("recording (predicting from calibration)") as progress:
+            return record_compression_run(
+                store, loaded, compressed, calibration, comparison=report, evaluation=evaluation, progress=progress,
+                allocation=args.allocate if args.plan is None else "plan", keep=result["keep"], origin="cli",
+                save=args.out is None, exported_to=args.out,
+            )  # fmt: skip
+
+    result |= record_safely(args, record)
     if not args.json:
         _print_summary(result)
     return result

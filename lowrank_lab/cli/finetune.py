@@ -7,10 +7,12 @@ from pathlib import Path
 
 from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
+from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, StepInfo, finetune
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
+from lowrank_lab.runs.record import model_digest, record_finetune
 
 
 def register(sub) -> None:
@@ -38,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="ADAPTER_DIR", help="save the adapter here (PEFT format)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    add_record_argument(p)
     add_json_argument(p)
     p.set_defaults(run=run)
 
@@ -105,6 +108,16 @@ def run(args) -> dict:
 
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
+
+    def record(store):  # the adapter is kept in the store's folder unless --out saved it already
+        parent = store.run_with_artifact(args.compressed) if args.compressed else None
+        digest = model_digest(base.model) if isinstance(base, LoadedModel) else None
+        return record_finetune(
+            store, adapter, save=out is None, exported_to=out, data=source.name, parent=parent,
+            model_digest=digest, origin="cli",
+        )  # fmt: skip
+
+    recorded = record_safely(args, record)
     if not args.json:
         print(
             f"LoRA r={settings.r} on the {adapter.base} {args.model}: {report.steps_done} steps, "
@@ -126,4 +139,5 @@ def run(args) -> dict:
         "settings": dataclasses.asdict(settings),
         **report.figures(),
         "out": out,
+        **recorded,
     }

@@ -41,6 +41,8 @@ def prediction_basis(
     evaluation: EvalSettings | None = None,
     fit: LossFit | None = None,
     progress: ProgressFn | None = None,
+    dense: float | None = None,
+    measure_dense: bool = True,
 ) -> PredictionBasis:
     """Everything a slider move needs to predict a plan's error and loss for ``loaded``.
 
@@ -50,6 +52,9 @@ def prediction_basis(
         evaluation: the text whose perplexity is predicted (default: the built-in evaluation split).
         fit: how raw predictions map to measured ones (default: the prior).
         progress: called as ``progress(done, total, message)`` over the three steps.
+        dense: the dense perplexity on ``evaluation`` when already measured (a comparison
+            measures it).
+        measure_dense: without ``dense``, measure it here (else predict the loss increase only).
 
     Raises:
         DataError: no tokenizer, or too little calibration or evaluation text.
@@ -58,11 +63,14 @@ def prediction_basis(
     causal = loaded.task == "causal-lm"
     steps = 3 if causal else 1
     whitened = whitened_spectra(loaded, calibration, progress=_part(progress, 0, steps, "whitening"))
-    costs = dense = None
-    if causal:  # an encoder has no next-token loss to weigh components by
+    costs = None
+    if not causal:  # an encoder has no next-token loss to weigh components by
+        dense = None
+    else:
         costs = component_costs(loaded, calibration, _part(progress, 1, steps, "loss gradients"))
-        report(progress, 2, steps, "dense perplexity")
-        dense = dense_perplexity(loaded, evaluation)
+        if dense is None and measure_dense:
+            report(progress, 2, steps, "dense perplexity")
+            dense = dense_perplexity(loaded, evaluation)
         report(progress, 3, steps, "dense perplexity")
     scale = loss_scale(calibration.samples, calibration.seq_len)
     return PredictionBasis(whitened, costs, scale, dense, fit, calibration.describe())

@@ -22,9 +22,13 @@ from torch import nn
 
 from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
 from lowrank_lab.comparison import ComparisonReport, EvalSettings
+from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import RunStoreError
 from lowrank_lab.export import save_adapter, save_compressed
-from lowrank_lab.prediction import Prediction
+from lowrank_lab.models import LoadedModel
+from lowrank_lab.prediction import Prediction, prediction_basis
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.runs.frontier import PREDICTED_METHOD, fit_from_runs
 from lowrank_lab.runs.records import Artifact, RunRecord
 from lowrank_lab.runs.store import RunStore
 
@@ -178,6 +182,59 @@ def record_compression(
     )
     remember(compressed, run_id)
     return run_id
+
+
+def predict_compression(
+    store: RunStore | None,
+    loaded: LoadedModel,
+    compressed: CompressedModel,
+    calibration: CalibrationSettings,
+    dense: float | None = None,
+    progress: ProgressFn | None = None,
+) -> Prediction | None:
+    """What the calibration predicts for a whitened compression's plan, fitted on the store's earlier runs.
+
+    Returns:
+        The prediction, or None for other methods (the prediction prices whitened truncation).
+    """
+    if compressed.method != PREDICTED_METHOD:
+        return None
+    fit = fit_from_runs(store.runs(model=loaded.spec.source, kind="compression")) if store is not None else None
+    basis = prediction_basis(loaded, calibration, fit=fit, dense=dense, measure_dense=False, progress=progress)
+    return basis.predict(compressed.plan)
+
+
+def record_compression_run(
+    store: RunStore,
+    loaded: LoadedModel,
+    compressed: CompressedModel,
+    calibration: CalibrationSettings,
+    *,
+    comparison: ComparisonReport | None = None,
+    progress: ProgressFn | None = None,
+    **details,
+) -> int:
+    """Predict (whitened), digest the source model, save the checkpoint and record: what the app and CLI call.
+
+    Args:
+        store: the run store.
+        loaded: the source model (read-only).
+        compressed: the compressed model (not changed).
+        calibration: the calibration it was made with.
+        comparison: the measured comparison, when one ran.
+        progress: told how the prediction's calibration goes (cached after the first time).
+        **details: as :func:`record_compression` (allocation, keep, evaluation, stages, save, exported_to, origin).
+
+    Raises:
+        RunStoreError: the store is read-only, locked or broken.
+    """
+    _check_writable(store)
+    dense = comparison.dense.perplexity if comparison is not None else None
+    prediction = predict_compression(store, loaded, compressed, calibration, dense, progress)
+    return record_compression(
+        store, compressed, comparison=comparison, prediction=prediction,
+        model_digest=model_digest(loaded.model), **details,
+    )  # fmt: skip
 
 
 def _plain(settings) -> dict:

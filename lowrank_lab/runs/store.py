@@ -32,14 +32,16 @@ from lowrank_lab.runs.records import Artifact, Run, RunRecord, RunRow, plan_dige
 from lowrank_lab.runs.schema import MIGRATIONS, ROW_COLUMNS, SCHEMA_VERSION
 
 DB_NAME = "runs.sqlite3"
+STORE_ENV = "LOWRANK_LAB_RUNS"  # another database file (the tests use a fresh one per session)
 ARTIFACT_FOLDER = "runs"  # beside the database: runs/<uid>/<role>
 DEFAULT_TIMEOUT = 5.0
 _SELECT_ROWS = f"SELECT {', '.join(ROW_COLUMNS)} FROM runs"
 
 
 def default_path() -> Path:
-    """``runs.sqlite3`` in the lowrank_lab cache folder (``$LOWRANK_LAB_CACHE``)."""
-    return cache_dir() / DB_NAME
+    """``$LOWRANK_LAB_RUNS`` if set, else ``runs.sqlite3`` in the lowrank_lab cache folder (``$LOWRANK_LAB_CACHE``)."""
+    chosen = os.environ.get(STORE_ENV)
+    return Path(chosen).expanduser() if chosen else cache_dir() / DB_NAME
 
 
 def _reason(err: sqlite3.Error) -> str:
@@ -350,6 +352,13 @@ class RunStore:
             prediction=data.get("prediction") or {},
             stages=tuple(data.get("stages") or ()),
         )
+
+    @_translated("looking up an artifact")
+    def run_with_artifact(self, path: str | Path) -> int | None:
+        """The newest run that saved (or exported to) ``path``, if any."""
+        resolved = str(Path(path).expanduser().resolve())
+        found = self._conn().execute("SELECT max(run_id) FROM artifacts WHERE path = ?", (resolved,)).fetchone()
+        return found[0] if found else None
 
     @_translated("counting runs")
     def count(self) -> int:
