@@ -360,6 +360,13 @@ class RunStore:
         found = self._conn().execute("SELECT max(run_id) FROM artifacts WHERE path = ?", (resolved,)).fetchone()
         return found[0] if found else None
 
+    @_translated("reading the store's state")
+    def signature(self, model: str | None = None) -> tuple[int, int]:
+        """(number of runs, newest id), of one model or all: changes whenever a run is added or deleted."""
+        where, args = _where(model, None)
+        count, newest = self._conn().execute(f"SELECT count(*), max(id) FROM runs{where}", args).fetchone()
+        return count, newest or 0
+
     @_translated("counting runs")
     def count(self) -> int:
         return self._conn().execute("SELECT count(*) FROM runs").fetchone()[0]

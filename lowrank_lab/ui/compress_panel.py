@@ -16,7 +16,8 @@ from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.plan import RankPlan
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import record_compression_run, run_id_of
+from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.formatting import params
 
 REPORT = "compress_report"  # (CompressedModel, ComparisonReport | None): the last finished run
@@ -56,6 +57,15 @@ def _evaluation(upload) -> EvalSettings:
     return EvalSettings(text=decode_text_upload(upload.getvalue(), upload.name), source=f"uploaded {upload.name}")
 
 
+def _record(store, loaded, compressed, calibration, report, evaluation, settings: dict, bar) -> int:
+    """Record the run (its checkpoint saved into the store's folder, its prediction beside what was measured)."""
+    return record_compression_run(
+        store, loaded, compressed, calibration, comparison=report, evaluation=evaluation, allocation=settings["ranks"],
+        keep=None if settings["ranks"] == "plan" else settings["keep"], origin="app",
+        progress=_progress_fn(bar, "recording the run (predicting from calibration)"),
+    )  # fmt: skip
+
+
 def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
     from lowrank_lab.compress import allocate, compress
 
@@ -79,10 +89,11 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
             progress=_progress_fn(bar, f"compressing ({settings['method']})"),
         )
         report = None
+        evaluation = _evaluation(settings["eval_upload"])
         if settings["evaluate"]:
-            report = compare(
-                loaded, compressed, _evaluation(settings["eval_upload"]), progress=_progress_fn(bar, "evaluating")
-            )
+            report = compare(loaded, compressed, evaluation, progress=_progress_fn(bar, "evaluating"))
+        run_store.attempt(lambda store: _record(store, loaded, compressed, calibration, report, evaluation, settings, bar),
+                          "Recording this run")  # fmt: skip
     finally:
         bar.empty()  # a failed step leaves no stale bar behind
     st.session_state[state.COMPRESSED] = compressed
@@ -150,6 +161,24 @@ def _figures_table(report: ComparisonReport) -> pd.DataFrame:
     return frame
 
 
+def _recorded(compressed) -> None:
+    """Which run this is, and what the calibration predicted beside what was measured."""
+    run_id = run_id_of(compressed)
+    if run_id is None:
+        return
+    run = run_store.attempt(lambda s: s.get(run_id), "Reading the run")
+    if run is None:
+        return
+    text = f"Recorded as run #{run_id} (the **Runs** page lists it; its checkpoint is kept in the cache folder)."
+    p, measured = run.prediction, run.row.perplexity
+    if p.get("perplexity") is not None and measured is not None:
+        text += (
+            f" Predicted perplexity {p['perplexity']:.2f} ({p['perplexity_low']:.2f}–{p['perplexity_high']:.2f}), "
+            f"measured {measured:.2f}."
+        )
+    st.caption(text)
+
+
 def _load_plan_into_sliders(plan: RankPlan) -> None:
     st.session_state[state.PLAN] = plan  # the Ranks controls adopt an outside plan on the next run
 
@@ -168,6 +197,7 @@ def results(source: str) -> None:
         f"({params(compressed.figures.get('params_compressed', 0))} parameters). "
         "It is ready for the LoRA and Export pages."
     )
+    _recorded(compressed)
     if report is not None:
         st.dataframe(
             _figures_table(report),

@@ -17,7 +17,8 @@ from lowrank_lab.export import EXPORT_KINDS, available_kinds, estimate_size, exp
 from lowrank_lab.export.adapter import peft_model_of
 from lowrank_lab.export.card import human_bytes
 from lowrank_lab.export.format import DTYPES, factorized_modules
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import record_export
+from lowrank_lab.ui import run_store, state
 
 BUILT = "export_built"  # session key: (ExportRequest, zip bytes) of the last zip built
 
@@ -115,6 +116,15 @@ def show_size(request: ExportRequest, compressed, adapter) -> None:
         )
 
 
+def _record(request: ExportRequest, size: int, compressed, adapter) -> None:
+    source = compressed if request.kind in ("compressed", "dense", "rank_pattern") else adapter
+    run_store.attempt(
+        lambda store: record_export(store, model=source.source.source, export_kind=request.kind, dtype=request.dtype,
+                                    name=request.name, size_bytes=size, source=source),
+        "Recording this export",
+    )  # fmt: skip
+
+
 def download(request: ExportRequest, compressed, adapter) -> None:
     """Build the zip on request and offer it for download."""
     built = st.session_state.get(BUILT)
@@ -129,6 +139,7 @@ def download(request: ExportRequest, compressed, adapter) -> None:
             st.error(str(err))
             st.stop()
         built = st.session_state[BUILT] = (request, data)
+        _record(request, len(data), compressed, adapter)
     if built is not None:
         data = built[1]
         st.download_button(

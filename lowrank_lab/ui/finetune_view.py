@@ -9,7 +9,8 @@ from lowrank_lab.data import TrainingSource, prepare
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.finetune import LoraSettings
 from lowrank_lab.models import LoadedModel
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import model_digest, record_finetune, run_id_of
+from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.finetune_charts import loss_figure
 from lowrank_lab.ui.finetune_job import TrainingJob
 
@@ -28,7 +29,16 @@ def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings:
     except LowrankLabError as err:
         st.error(str(err))
         st.stop()
-    st.session_state[JOB] = TrainingJob(base, data, settings).start()
+    store = run_store.writable_store()
+    record = None
+    if store is not None:  # in the training thread, once done: the adapter saved into the store's folder
+        details = dict(data=source.name, origin="app")
+        if isinstance(base, CompressedModel):
+            details["parent"] = run_id_of(base)
+        else:
+            details["model_digest"] = model_digest(base.model)
+        record = lambda adapter: record_finetune(store, adapter, **details)  # noqa: E731
+    st.session_state[JOB] = TrainingJob(base, data, settings, record).start()
 
 
 _WAITING = {
@@ -48,6 +58,8 @@ def _progress_text(job: TrainingJob) -> tuple[float, str]:
     )
     if job.phase == "samples after":
         text = f"Trained {last.step} steps; generating the samples after…"
+    elif job.phase == "recording":
+        text = f"Trained {last.step} steps; saving the adapter and recording the run…"
     return last.step / last.total_steps, text
 
 
@@ -125,6 +137,14 @@ def results(job: TrainingJob) -> None:
         f"LoRA adapter on the {adapter.base} model ({report.trainable_params:,} trainable parameters, "
         f"{report.train_seconds:.1f} s of training). It is kept for the **Export** page."
     )
+    if job.run_id is not None:
+        st.caption(f"Recorded as run #{job.run_id}: the **Runs** page lists it and can reopen its adapter.")
+    elif job.record_error is not None:
+        run_store.notice(job.record_error)
+    else:
+        _, err = run_store.store()
+        if err is not None:
+            run_store.notice(err)
     _metrics(job)
     st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")
     if job.prompts:
