@@ -29,6 +29,6 @@ st.navigation(
     [HOME]
     + [
         st.Page(f"pages/{name}.py", title=name.split("_", 1)[1])
-        for name in ("1_Spectra", "2_Ranks", "3_LoRA", "4_Export")
+        for name in ("1_Spectra", "2_Ranks", "3_LoRA", "4_Export", "5_Runs")
     ]
 ).run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
-from lowrank_lab.errors import RunStoreError
+from lowrank_lab.errors import LowrankLabError, RunStoreError
 from lowrank_lab.export import load_compressed
 from lowrank_lab.export.adapter import BASE_FOLDER
 from lowrank_lab.export.checkpoint import ranks_of
@@ -72,15 +72,30 @@ def reopen_compressed(run: Run, loaded: LoadedModel) -> CompressedModel:
     return compressed
 
 
-def _settings(run: Run) -> LoraSettings:
+_REPORT_KEYS = ("val_loss_before", "val_loss_after", "steps_done", "steps_planned", "tokens", "tokens_per_s",
+                "train_seconds", "trainable_params", "stopped")  # fmt: skip
+
+
+def _settings(run: Run) -> LoraSettings | None:
+    """The LoRA settings as recorded (None when the run recorded none)."""
     lora = dict(run.settings.get("lora") or {})
+    if not lora:
+        return None
     if isinstance(lora.get("targets"), list):
         lora["targets"] = tuple(lora["targets"])
-    return LoraSettings(**lora)
+    try:
+        return LoraSettings(**lora)
+    except (TypeError, LowrankLabError) as err:
+        raise RunStoreError(
+            f"run #{run.row.id} recorded LoRA settings this version cannot read ({err})", "unknown"
+        ) from None
 
 
-def _report(run: Run) -> TrainReport:
+def _report(run: Run) -> TrainReport | None:
+    """The training report as recorded (None when the run recorded none)."""
     f = run.figures
+    if any(f.get(k) is None for k in _REPORT_KEYS):
+        return None
     return TrainReport(
         losses=tuple(tuple(x) for x in f.get("losses", ())),
         val_losses=tuple(tuple(x) for x in f.get("val_losses", ())),

@@ -33,6 +33,12 @@ PAGES = (
     ),
     ("pages/3_LoRA.py", "LoRA", "Fine-tune LoRA adapters on the original or the compressed model."),
     ("pages/4_Export.py", "Export", "Download the compressed checkpoint (safetensors, plan, model card)."),
+    (
+        "pages/5_Runs.py",
+        "Runs",
+        "Every compression, fine-tune and export, recorded: reopen a run for the LoRA and Export pages, "
+        "delete it, and see the measured frontier beside the predicted one.",
+    ),
 )
 
 
