@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -24,8 +25,8 @@ from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import SCHEMA_VERSION, RunRecord, RunStore
 from lowrank_lab.runs.record import record_compression, record_finetune
-from lowrank_lab.ui import state
 from lowrank_lab.ui import runs_view as view
+from lowrank_lab.ui import state
 from lowrank_lab.ui.run_store import NOT_RECORDED
 from lowrank_lab.ui.runs_charts import frontier_spec
 from tests.unit.export_support import adapter_on_compressed, logits
@@ -117,11 +118,11 @@ def test_the_charts_show_the_frontier_and_predicted_against_measured(store, made
     front = next(t for t in frontier["data"] if t["name"] == "Pareto front (measured)")
     assert front["y"] == [570.0, 550.0, 520.0]  # the svd run is beaten by a smaller whitened one
     predicted = _figure(at, "runs_predicted")
-    assert "Spearman ρ = 1.00" in predicted["layout"]["title"]["text"] and "3 runs" in predicted["layout"]["title"]["text"]
+    assert (
+        "Spearman ρ = 1.00" in predicted["layout"]["title"]["text"] and "3 runs" in predicted["layout"]["title"]["text"]
+    )
     points = next(t for t in predicted["data"] if t.get("mode") == "markers")
     assert len(points["x"]) == 3
-    import plotly.graph_objects as go
-
     go.Figure(frontier_spec(store.runs(), [], 500.0))  # the dict validates
 
 

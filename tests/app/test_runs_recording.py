@@ -1,0 +1,94 @@
+"""The LoRA and Export pages record their runs (AppTest, tiny-llama); a broken store only warns."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lowrank_lab.runs import RunStore
+from lowrank_lab.runs.record import record_compression
+from lowrank_lab.ui import state
+from lowrank_lab.ui.export_panel import BUILT
+from lowrank_lab.ui.finetune_view import JOB
+from lowrank_lab.ui.run_store import NOT_RECORDED
+from tests.unit.export_support import compressed_model
+
+ROOT = Path(__file__).resolve().parents[2]
+LORA = str(ROOT / "pages" / "3_LoRA.py")
+EXPORT = str(ROOT / "pages" / "4_Export.py")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> RunStore:
+    path = tmp_path / "store" / "runs.sqlite3"
+    path.parent.mkdir()
+    monkeypatch.setenv("LOWRANK_LAB_RUNS", str(path))
+    return RunStore(path)
+
+
+def _page(path: str, **session) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=120)
+    at.session_state[state.MODEL_SOURCE] = "tiny-llama"
+    for key, value in session.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def _train(at: AppTest) -> AppTest:
+    at.number_input(key="lora_steps").set_value(2)
+    at.select_slider(key="lora_seq_len").set_value(32)
+    at.number_input(key="lora_eval").set_value(0)
+    at.button(key="lora_train").click().run()
+    at.session_state[JOB].join(timeout=120)
+    time.sleep(0.05)
+    return at.run()
+
+
+def test_a_fine_tune_of_a_recorded_compression_is_recorded_with_its_adapter(store, tiny_llama):
+    compressed = compressed_model(tiny_llama, keep=0.5)
+    parent = record_compression(store, compressed, allocation="uniform", keep=0.5, save=False)
+    at = _page(LORA, **{state.COMPRESSED: compressed})
+    at.radio(key="lora_base").set_value("compressed")
+    at = _train(at)
+    assert not at.exception and not at.error
+    job = at.session_state[JOB]
+    caption = next(c.value for c in at.caption if "Recorded as run" in c.value)
+    assert f"run #{job.run_id}" in caption
+    row = store.get(job.run_id).row
+    assert (row.kind, row.allocation, row.parent, row.origin) == ("finetune", "compressed", parent, "app")
+    assert (Path(row.artifact("adapter").path) / "adapter_model.safetensors").exists()
+    assert (Path(row.artifact("adapter").path) / "base" / "config.json").exists()  # the compressed base
+
+
+def test_a_broken_store_never_stops_a_fine_tune(store):
+    store.close()
+    store.path.write_bytes(b"garbage" * 100)
+    at = _train(_page(LORA))
+    assert not at.exception and at.session_state[state.ADAPTER] is not None
+    assert any(NOT_RECORDED in w.value for w in at.warning)
+    assert at.session_state[JOB].run_id is None
+
+
+def test_building_an_export_records_it(store, tiny_llama):
+    compressed = compressed_model(tiny_llama, keep=0.8)
+    parent = record_compression(store, compressed, allocation="plan", save=False)
+    at = _page(EXPORT, **{state.COMPRESSED: compressed})
+    at.selectbox(key="export_dtype").set_value("float16").run()
+    at.button(key="export_build").click().run()
+    assert not at.exception and not at.warning
+    export = store.runs(kind="export")[0]
+    run = store.get(export.id)
+    assert (export.method, export.parent, run.settings["dtype"]) == ("compressed", parent, "float16")
+    assert run.figures["bytes"] == len(at.session_state[BUILT][1])  # the zip served
+
+
+def test_a_broken_store_never_stops_an_export(store, tiny_llama):
+    store.close()
+    store.path.write_bytes(b"garbage" * 100)
+    at = _page(EXPORT, **{state.COMPRESSED: compressed_model(tiny_llama, keep=0.8)})
+    at.button(key="export_build").click().run()
+    assert not at.exception and at.get("download_button")
+    assert any(NOT_RECORDED in w.value and "not a readable SQLite database" in w.value for w in at.warning)
