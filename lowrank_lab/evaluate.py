@@ -14,7 +14,9 @@ from torch import nn
 
 from lowrank_lab.data.text import token_blocks
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.loss import block_batches, mean_next_token_loss
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.tasks import has_lm_head
 
 
 def perplexity(
@@ -45,28 +47,38 @@ def perplexity(
         SettingsError: the model has no language-model head.
         DataError: no tokenizer, or the text is shorter than one block.
     """
-    if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
+    check_lm_head(model)
+    blocks = eval_blocks(tokenizer, text, seq_len, max_blocks)
+    return block_perplexity(model, blocks, batch_size=batch_size, progress=progress)
+
+
+def eval_blocks(tokenizer, text: str, seq_len: int = 256, max_blocks: int | None = 32) -> torch.Tensor:
+    """The blocks :func:`perplexity` scores: consecutive from the start of ``text``, (n_blocks, seq_len) int64.
+
+    Raises:
+        DataError: no tokenizer, or the text is shorter than one block.
+    """
+    return token_blocks(tokenizer, text, max_blocks or 10**9, seq_len, allow_fewer=True)
+
+
+def block_perplexity(
+    model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 8, progress: ProgressFn | None = None
+) -> float:
+    """Perplexity of a causal language model on token blocks (n_blocks, seq_len) already cut from a text.
+
+    For several models on one text, tokenize once with :func:`eval_blocks` and score each.
+
+    Raises:
+        SettingsError: the model has no language-model head.
+    """
+    check_lm_head(model)
+    return math.exp(mean_next_token_loss(model, block_batches(blocks, batch_size), progress))
+
+
+def check_lm_head(model: nn.Module) -> None:
+    """Raises SettingsError unless ``model`` has a language-model head (so it has a perplexity)."""
+    if not has_lm_head(model):
         raise SettingsError(
             f"{type(model).__name__} has no language-model head, so it has no perplexity; "
             "use a causal language model (e.g. smollm2-135m)"
         )
-    blocks = token_blocks(tokenizer, text, max_blocks or 10**9, seq_len, allow_fewer=True)  # (n_blocks, seq_len)
-    n_blocks = blocks.shape[0]
-    device = next(model.parameters()).device
-    total_nll, total_count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n_blocks, batch_size):
-                ids = blocks[start : start + batch_size].to(device)  # (B, T)
-                logits = model(input_ids=ids).logits.float()  # (B, T, V)
-                nll = nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
-                )
-                total_nll += float(nll)
-                total_count += ids[:, 1:].numel()
-                report(progress, min(start + batch_size, n_blocks), n_blocks, "")
-    finally:
-        model.train(was_training)
-    return math.exp(total_nll / total_count)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.comparison import EvalSettings, compare
+from lowrank_lab.compress import CalibrationSettings, allocate, compress
+from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import DataError
+from lowrank_lab.export import save_compressed
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs.record import record_compression_run
@@ -38,8 +42,6 @@ def register(sub) -> None:
 
 
 def _read_text(path: Path, what: str) -> str:
-    from lowrank_lab.data.text import decode_text_upload
-
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist; give a UTF-8 text file")
     return decode_text_upload(path.read_bytes(), str(path))
@@ -52,8 +54,6 @@ def _read_plan(path: Path) -> RankPlan:
 
 
 def run(args) -> dict:
-    from lowrank_lab.compress import CalibrationSettings, allocate, compress
-
     calibration = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
     if args.calibration_text is not None:
         text = _read_text(args.calibration_text, "calibration text")
@@ -81,25 +81,29 @@ def run(args) -> dict:
         "factorized": len(compressed.plan),
         "calibration": compressed.calibration,
     }
-    report = None
+    comparison = None
     if not args.no_eval:
         with progress_bar("evaluating") as progress:
-            report = compare(loaded, compressed, evaluation, progress=progress)
-        result["generations"] = [g.__dict__ for g in report.generations]
-    result["figures"] = dict(compressed.figures)
+            comparison = compare(loaded, compressed, evaluation, progress=progress)
+        result["generations"] = [dataclasses.asdict(g) for g in comparison.generations]
+    result["figures"] = compressed.params.as_dict() | (comparison.figures() if comparison is not None else {})
     if args.out is not None:
-        from lowrank_lab.export import save_compressed
-
         with progress_bar("saving") as progress:
             written = save_compressed(
-                compressed, args.out, dtype=args.dtype, zip=args.zip, overwrite=args.overwrite, progress=progress
+                compressed,
+                args.out,
+                dtype=args.dtype,
+                zip=args.zip,
+                overwrite=args.overwrite,
+                progress=progress,
+                comparison=comparison,
             )
         result["out"] = str(written)
 
     def record(store):  # the checkpoint is kept in the store's folder unless --out saved it already
         with progress_bar("recording (predicting from calibration)") as progress:
             return record_compression_run(
-                store, loaded, compressed, calibration, comparison=report, evaluation=evaluation, progress=progress,
+                store, loaded, compressed, calibration, comparison=comparison, evaluation=evaluation, progress=progress,
                 allocation=args.allocate if args.plan is None else "plan", keep=result["keep"], origin="cli",
                 save=args.out is None, exported_to=args.out,
             )  # fmt: skip

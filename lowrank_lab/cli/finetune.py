@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.export import save_adapter
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, StepInfo, finetune
-from lowrank_lab.models import LoadedModel, ModelSpec, load_model
+from lowrank_lab.models import CompressedModel, LoadedModel, ModelSpec, load_compressed, load_model
 from lowrank_lab.runs.record import model_digest, record_finetune
 
 
@@ -29,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
     p.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (default 0)")
-    p.add_argument("--targets", default=ALL_LINEAR, help=f"{ALL_LINEAR} or kinds, e.g. q_proj,v_proj")
+    p.add_argument("--targets", default=ALL_LINEAR, help=f"{ALL_LINEAR} or layer names, e.g. q_proj,v_proj")
     p.add_argument("--init", default="default", choices=INITS, help="adapter initialisation (default: PEFT's)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--schedule", default="linear", choices=SCHEDULES, help="learning-rate schedule")
@@ -66,20 +65,13 @@ def settings_from(args) -> LoraSettings:
 
 
 def compressed_base(folder: str, source: ModelSpec) -> CompressedModel:
-    """A compressed checkpoint folder as the :class:`CompressedModel` to heal."""
-    from lowrank_lab.export.checkpoint import ranks_of
-    from lowrank_lab.export.loader import load_checkpoint
-
-    path = Path(folder).expanduser()
-    loaded = load_model(ModelSpec(str(path)))
-    if not ranks_of(loaded.model):
+    """A compressed checkpoint folder as the :class:`CompressedModel` to heal, made from ``source``."""
+    compressed = load_compressed(folder)
+    if not compressed.plan:
         raise SettingsError(
             f"--compressed {folder}: no factorized layer in it; pass a lowrank_lab compressed checkpoint"
         )
-    _, section = load_checkpoint(path)
-    return CompressedModel(
-        loaded.model, loaded.tokenizer, source, ranks_of(loaded.model), section.method, dict(section.calibration)
-    )
+    return dataclasses.replace(compressed, source=source)
 
 
 def _bar_step(progress):
@@ -104,8 +96,6 @@ def run(args) -> dict:
         adapter = finetune(base, data, settings, on_step=_bar_step(progress))
     out = None
     if args.out:
-        from lowrank_lab.export import save_adapter
-
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
+from lowrank_lab.errors import SettingsError
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.spectra import SpectrumCache, compute_spectra, write_spectra
 from lowrank_lab.spectra.stream import stream_spectra
@@ -29,8 +30,6 @@ def register(sub) -> None:
 
 def run(args) -> dict:
     if args.out and not args.out.endswith((".json", ".csv")):
-        from lowrank_lab.errors import SettingsError
-
         raise SettingsError(f"--out {args.out}: use a file name ending in .json or .csv")
     cache = SpectrumCache() if not args.no_cache else False
     if args.stream:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
-from lowrank_lab.artifacts import Method
+from lowrank_lab.checks import is_fraction
 from lowrank_lab.compress.apply import check_method
+from lowrank_lab.compress.auto import auto_plan
 from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import LoadedModel, Method
 from lowrank_lab.plan import RankPlan, plan_keep_params
 from lowrank_lab.progress import ProgressFn
 from lowrank_lab.spectra.engine import LayerSpectrum, spectrum_of
@@ -22,7 +21,7 @@ STRATEGIES: tuple[Strategy, ...] = ("uniform", "auto")
 
 def check_keep(keep: float) -> None:
     """Raises SettingsError unless ``keep`` is a number in (0, 1]."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.floating)) or not 0 < keep <= 1:
+    if not is_fraction(keep):
         raise SettingsError(
             f"the budget keep={keep!r} must be the fraction of linear-layer parameters to keep, in (0, 1]; "
             "e.g. 0.8 removes 20%"
@@ -35,7 +34,6 @@ def allocate(
     strategy: Strategy = "uniform",
     method: Method = "whitened",
     calibration: CalibrationSettings | None = None,
-    spectra: list[LayerSpectrum] | None = None,
     progress: ProgressFn | None = None,
 ) -> RankPlan:
     """Ranks for every linear matrix so that about ``keep`` of their parameters remain.
@@ -47,7 +45,6 @@ def allocate(
             where the calibration loss is least hurt; see :mod:`lowrank_lab.compress.auto`).
         method: the compression method the plan is meant for.
         calibration: calibration text and sizes for ``auto`` (default: built-in split, 32×256).
-        spectra: unused by ``uniform``; accepted so callers may pass what they have.
         progress: called as ``progress(done, total, message)``.
 
     Returns:
@@ -71,8 +68,6 @@ def allocate(
             f"auto allocation measures how each matrix hurts the language-model loss, and {loaded.title} "
             f"({loaded.architecture}) is an encoder with no such loss; use strategy 'uniform'"
         )
-    from lowrank_lab.compress.auto import auto_plan
-
     return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress)
 
 

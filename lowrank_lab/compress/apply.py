@@ -5,14 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lowrank_lab.artifacts import METHODS, CompressedModel, Method
 from lowrank_lab.compress.calibration import CalibrationSettings
+from lowrank_lab.compress.decompositions import (
+    input_stats,
+    linear_matrices,
+    svd_decompositions,
+    whitened_decompositions,
+)
 from lowrank_lab.compress.factorize import lapack_thread, pca_factors
-from lowrank_lab.compress.methods import input_stats, linear_matrices, svd_decompositions, whitened_decompositions
 from lowrank_lab.errors import InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method, ParamCounts
 from lowrank_lab.plan import RankPlan, factorizes
 from lowrank_lab.progress import ProgressFn, report
 
@@ -71,8 +75,7 @@ def compress(
 
     Returns:
         The :class:`CompressedModel`; ``plan`` holds the ranks actually factorized and
-        ``figures`` the parameter counts (``params_dense``, ``params_compressed``,
-        ``linear_params_dense``, ``linear_params_compressed``).
+        ``params`` the parameter counts, of the whole model and of its linear layers.
 
     Raises:
         InvalidRankPlan: the plan names modules the model lacks, embeddings, or ranks above full rank.
@@ -112,7 +115,7 @@ def compress(
         plan=done,
         method=method,
         calibration={} if method == "svd" else settings.describe(),
-        figures=param_figures(loaded, model),
+        params=param_counts(loaded, model),
     )
 
 
@@ -121,7 +124,7 @@ def _layer(b: torch.Tensor, a: torch.Tensor, bias: torch.Tensor | None, like: to
     return LowRankLinear.from_factors(b.to(**cast), a.to(**cast), None if bias is None else bias.to(**cast))
 
 
-def param_figures(loaded: LoadedModel, compressed: nn.Module) -> dict:
+def param_counts(loaded: LoadedModel, compressed: nn.Module) -> ParamCounts:
     """Parameter counts before and after, over the whole model and over its linear layers' weights."""
     linear_dense = sum(m.params for m in linear_matrices(loaded))
     linear_compressed = 0
@@ -135,9 +138,9 @@ def param_figures(loaded: LoadedModel, compressed: nn.Module) -> dict:
     linear_compressed += sum(
         m.params for m in weight_matrices(compressed, include_embeddings=False) if id(m.weight) not in factor_ids
     )
-    return {
-        "params_dense": loaded.n_params,
-        "params_compressed": sum(p.numel() for p in compressed.parameters()),
-        "linear_params_dense": linear_dense,
-        "linear_params_compressed": linear_compressed,
-    }
+    return ParamCounts(
+        dense=loaded.n_params,
+        compressed=sum(p.numel() for p in compressed.parameters()),
+        linear_dense=linear_dense,
+        linear_compressed=linear_compressed,
+    )

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowrank_lab.compress.apply import compress
 from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings, calibration_blocks
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
 from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import LoadedModel
@@ -97,8 +98,6 @@ def auto_plan(
         Of the loss-weighted Lagrangian plan and the uniform plan, the one whose compression
         with ``method`` has the lower loss on (up to) the first ``SCORE_BLOCKS`` calibration blocks.
     """
-    from lowrank_lab.compress.apply import compress
-
     matrices = linear_matrices(loaded)
     costs = component_costs(loaded, settings, progress)
     candidates = [lagrangian_plan(matrices, costs, keep), plan_keep_params(matrices, keep)]

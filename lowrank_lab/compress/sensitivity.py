@@ -11,13 +11,12 @@ far more sensitive to some layers and directions than to others; the gradient su
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
 from lowrank_lab.compress.factorize import Decomposition
+from lowrank_lab.loss import block_batches, mean_next_token_loss
 from lowrank_lab.progress import ProgressFn, report
 
 
@@ -79,14 +78,4 @@ def output_fisher(
 
 def calibration_loss(model: nn.Module, blocks: torch.Tensor, batch_size: int = 4) -> float:
     """Mean next-token negative log-likelihood of ``model`` on ``blocks`` (samples, seq_len)."""
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, blocks.shape[0], batch_size):
-            ids = blocks[start : start + batch_size]  # (B, T)
-            logits = model(input_ids=ids).logits.float()  # (B, T, V)
-            nll = nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
-            )
-            total += float(nll)
-            count += ids[:, 1:].numel()
-    return total / count if count else math.nan
+    return mean_next_token_loss(model, block_batches(blocks, batch_size))

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.data.sources import Record, TrainingSource
+from lowrank_lab.data.sources import Record, RecordStyle, TrainingSource
 from lowrank_lab.errors import DataError
-
-IGNORE = -100  # the label the loss skips (Hugging Face's and PyTorch's convention)
+from lowrank_lab.loss import IGNORE
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class PreparedData:
 
     Attributes:
         name: the source's name.
-        kind: ``text`` or ``pairs``.
+        style: ``text`` or ``pairs``.
         train, validation: the examples.
         pad_id: the token id used to pad a batch.
         max_seq_len: the longest an example may be.
@@ -45,7 +44,7 @@ class PreparedData:
     """
 
     name: str
-    kind: str
+    style: RecordStyle
     train: tuple[Example, ...]
     validation: tuple[Example, ...]
     pad_id: int
@@ -103,8 +102,8 @@ def _text_examples(tokenizer, records: tuple[Record, ...], max_seq_len: int) -> 
     return [Example(tuple(b), tuple(b)) for b in blocks if len(b) >= 2]
 
 
-def _examples(tokenizer, records: tuple[Record, ...], kind: str, max_seq_len: int, name: str) -> list[Example]:
-    if kind == "pairs":
+def _examples(tokenizer, records: tuple[Record, ...], style: RecordStyle, max_seq_len: int, name: str) -> list[Example]:
+    if style == "pairs":
         return [_pair_example(tokenizer, r, max_seq_len, name) for r in records]
     return _text_examples(tokenizer, records, max_seq_len)
 
@@ -132,12 +131,12 @@ def prepare(
         raise DataError("this model has no tokenizer, so it cannot read training text; load a model that ships one")
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction {val_fraction} is not between 0 and 1; use e.g. 0.1")
-    train = _examples(tokenizer, source.records, source.kind, max_seq_len, source.name)
+    train = _examples(tokenizer, source.records, source.style, max_seq_len, source.name)
     if source.validation:
-        validation = _examples(tokenizer, source.validation, source.kind, max_seq_len, source.name)
+        validation = _examples(tokenizer, source.validation, source.style, max_seq_len, source.name)
     else:
         if len(train) < 2:
-            unit = "rows" if source.kind == "pairs" else f"blocks of {max_seq_len} tokens"
+            unit = "rows" if source.style == "pairs" else f"blocks of {max_seq_len} tokens"
             raise DataError(
                 f"{source.name} gives {len(train)} of the {unit} it needs (at least 2: one to train on, one to "
                 "validate on); add more data or lower the maximum sequence length"
@@ -150,7 +149,7 @@ def prepare(
         train = [e for i, e in enumerate(train) if i not in held]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     return PreparedData(
-        source.name, source.kind, tuple(train), tuple(validation), pad, max_seq_len, tuple(source.demo_prompts())
+        source.name, source.style, tuple(train), tuple(validation), pad, max_seq_len, tuple(source.demo_prompts())
     )
 
 

@@ -19,7 +19,7 @@ from lowrank_lab.data.instructions import INSTRUCTION_TASK, instruction_pairs
 from lowrank_lab.data.text import builtin_topics, decode_text_upload
 from lowrank_lab.errors import DataError
 
-Kind = Literal["text", "pairs"]
+RecordStyle = Literal["text", "pairs"]
 UPLOAD_SUFFIXES = (".txt", ".jsonl", ".csv")
 MAX_TRAINING_UPLOAD_BYTES = 10 * 2**20  # 10 MiB of text is hours of CPU training already
 MAX_ROW_CHARS = 20_000
@@ -46,14 +46,14 @@ class TrainingSource:
 
     Attributes:
         name: a short name (a built-in name or the file name).
-        kind: ``text`` (language modelling) or ``pairs`` (prompt → response).
+        style: ``text`` (language modelling) or ``pairs`` (prompt → response).
         records: the training records (all of them, for an upload that gets split later).
         validation: held-out records; empty means "split ``records``".
         description: one line for people.
     """
 
     name: str
-    kind: Kind
+    style: RecordStyle
     records: tuple[Record, ...]
     validation: tuple[Record, ...] = ()
     description: str = ""
@@ -64,14 +64,14 @@ class TrainingSource:
         def cut(s: str) -> str:
             return s if len(s) <= chars else s[: chars - 1] + "…"
 
-        if self.kind == "pairs":
+        if self.style == "pairs":
             return [{"prompt": cut(r.prompt or ""), "response": cut(r.text)} for r in self.records[:rows]]
         return [{"text": cut(r.text)} for r in self.records[:rows]]
 
     def demo_prompts(self, count: int = 3, words: int = 12) -> list[str]:
         """Prompts to generate from before and after training: held-out prompts, or openings of held-out text."""
         pool = self.validation or self.records[::-1]
-        if self.kind == "pairs":
+        if self.style == "pairs":
             return [r.prompt or "" for r in pool[:count]]
         return [" ".join(r.text.split()[:words]) for r in pool[:count] if r.text.split()]
 
@@ -168,10 +168,10 @@ def _source_from_rows(rows: list[tuple[str, dict]], filename: str) -> TrainingSo
         raise DataError(f"{filename} holds no rows; add at least a few examples")
     columns = set(rows[0][1])
     if "prompt" in columns and "response" in columns:
-        kind: Kind = "pairs"
+        style: RecordStyle = "pairs"
         keys = ("prompt", "response")
     elif "text" in columns:
-        kind, keys = "text", ("text",)
+        style, keys = "text", ("text",)
     else:
         found = ", ".join(sorted(str(c) for c in columns)) or "none"
         raise DataError(
@@ -189,11 +189,11 @@ def _source_from_rows(rows: list[tuple[str, dict]], filename: str) -> TrainingSo
                     f"{filename}, {where}: {key!r} has {len(value):,} characters, over the limit of "
                     f"{MAX_ROW_CHARS:,}; split the row or shorten it"
                 )
-        if kind == "pairs":
+        if style == "pairs":
             records.append(Record(values[1], values[0], where))
         else:
             records.append(Record(values[0], where=where))
-    return TrainingSource(filename, kind, tuple(records), description=f"{len(records)} rows ({', '.join(keys)})")
+    return TrainingSource(filename, style, tuple(records), description=f"{len(records)} rows ({', '.join(keys)})")
 
 
 def source_from_name_or_file(name_or_path: str) -> TrainingSource:

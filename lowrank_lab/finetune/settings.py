@@ -25,9 +25,9 @@ class LoraSettings:
         r: the adapter's rank.
         alpha: LoRA's alpha; the update is scaled by ``alpha / r``.
         dropout: dropout on the adapter's input.
-        targets: ``"all-linear"`` (every linear layer but the output head) or a tuple of module
-            kinds such as ``("q_proj", "v_proj")``. On a compressed model a factorized layer's
-            adapters sit on its thin ``A`` and ``B`` Linears.
+        targets: ``"all-linear"`` (every linear layer but the output head) or a tuple of the
+            last parts of layer names, such as ``("q_proj", "v_proj")``. On a compressed model a
+            factorized layer's adapters sit on its thin ``A`` and ``B`` Linears.
         init: ``"default"`` (PEFT's: A random, B zero) or ``"pissa"`` (A, B from each weight's
             top singular vectors, the rest left in the base; saved as a plain LoRA adapter).
         learning_rate: AdamW's peak learning rate.
@@ -71,7 +71,7 @@ class LoraSettings:
         ok_targets = self.targets == ALL_LINEAR or (
             isinstance(self.targets, tuple) and self.targets and all(isinstance(t, str) and t for t in self.targets)
         )
-        _check(ok_targets, f"targets {self.targets!r}: use {ALL_LINEAR!r} or module kinds such as ('q_proj', 'v_proj')")
+        _check(ok_targets, f"targets {self.targets!r}: use {ALL_LINEAR!r} or layer names such as ('q_proj', 'v_proj')")
         _check(self.init in INITS, f"init {self.init!r} is unknown; use one of {', '.join(INITS)}")
         _check(
             0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate!r}; use e.g. 1e-3"

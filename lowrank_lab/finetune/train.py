@@ -18,12 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
-from lowrank_lab.data.examples import IGNORE, Example, PreparedData, collate
+from lowrank_lab.data.examples import Example, PreparedData, collate
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.finetune.result import TrainedAdapter
 from lowrank_lab.finetune.settings import LoraSettings, StepInfo, TrainControl, TrainReport
 from lowrank_lab.finetune.targets import target_modules
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.loss import mean_next_token_loss
+from lowrank_lab.models import CompressedModel, LoadedModel
 
 StepFn = Callable[[StepInfo], None]
 
@@ -58,21 +59,10 @@ def _base_copy(base: LoadedModel | CompressedModel) -> nn.Module:
 
 def validation_loss(model: nn.Module, examples: tuple[Example, ...], batch_size: int, pad_id: int) -> float:
     """Mean next-token loss over every label token of ``examples`` (token-weighted), in eval mode."""
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            batch = collate(list(examples[start : start + batch_size]), pad_id)
-            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False)
-            logits = logits.logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
-            labels = batch["labels"][:, 1:].to(device)  # (B, T-1)
-            total += float(nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="sum"))
-            count += int((labels != IGNORE).sum())
-    model.train(was_training)
-    return total / max(count, 1)
+    batches = [
+        collate(list(examples[start : start + batch_size]), pad_id) for start in range(0, len(examples), batch_size)
+    ]
+    return mean_next_token_loss(model, batches)
 
 
 def _forever(loader) -> Iterator[dict]:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
+from lowrank_lab.dtypes import DTYPES, Dtype
 from lowrank_lab.errors import ModelLoadError
-
-Dtype = Literal["float32", "bfloat16", "float16"]
-DTYPES: tuple[Dtype, ...] = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ calibration text and cached on disk, so tiny models read real text quickly.
 from __future__ import annotations
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     BertConfig,
     BertModel,
@@ -18,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from lowrank_lab.data.text import builtin_text
 from lowrank_lab.paths import cache_dir
 
 TINY_VOCAB = 512
@@ -35,10 +37,6 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     folder = cache_dir("tokenizers", _TOKENIZER_VERSION)
     path = folder / "tokenizer.json"
     if not path.exists():
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        from lowrank_lab.data.text import builtin_text
-
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()

@@ -20,12 +20,12 @@ import torch
 import xxhash
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
-from lowrank_lab.comparison import ComparisonReport, EvalSettings
+from lowrank_lab.comparison import Comparison, EvalSettings
 from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import RunStoreError
 from lowrank_lab.export import save_adapter, save_compressed
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.finetune import TrainedAdapter
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.prediction import Prediction, prediction_basis
 from lowrank_lab.progress import ProgressFn
 from lowrank_lab.runs.frontier import PREDICTED_METHOD, fit_from_runs
@@ -107,7 +107,7 @@ def compression_record(
     *,
     allocation: str,
     keep: float | None = None,
-    comparison: ComparisonReport | None = None,
+    comparison: Comparison | None = None,
     evaluation: EvalSettings | None = None,
     prediction: Prediction | None = None,
     stages: Sequence[Mapping] = (),
@@ -117,7 +117,7 @@ def compression_record(
     uid: str | None = None,
 ) -> RunRecord:
     """The record of one compression (nothing is saved or written)."""
-    figures = dict(compressed.figures)
+    figures = compressed.params.as_dict()
     if comparison is not None:
         figures |= comparison.figures()
         figures["generations"] = [dataclasses.asdict(g) for g in comparison.generations]
@@ -171,7 +171,7 @@ def record_compression(
     def save_all(folder: Path) -> list[Artifact]:
         artifacts = []
         if save:
-            path = save_compressed(compressed, folder / CHECKPOINT)
+            path = save_compressed(compressed, folder / CHECKPOINT, comparison=details.get("comparison"))
             artifacts.append(Artifact(CHECKPOINT, str(path)))
         if exported_to is not None:
             artifacts.append(Artifact(EXPORT, str(Path(exported_to).expanduser().resolve()), owned=False))
@@ -210,7 +210,7 @@ def record_compression_run(
     compressed: CompressedModel,
     calibration: CalibrationSettings,
     *,
-    comparison: ComparisonReport | None = None,
+    comparison: Comparison | None = None,
     progress: ProgressFn | None = None,
     **details,
 ) -> int:
@@ -241,6 +241,16 @@ def _plain(settings) -> dict:
     return dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings or {})
 
 
+def _base_of(compressed: CompressedModel | None) -> dict:
+    """What an adapter's compressed base was, for reopening it (nothing for the original model)."""
+    if compressed is None:
+        return {}
+    p = compressed.params
+    counts = {"dense": p.dense, "compressed": p.compressed, "linear_dense": p.linear_dense,
+              "linear_compressed": p.linear_compressed}  # fmt: skip
+    return {"compressed": {"method": compressed.method, "calibration": dict(compressed.calibration), "params": counts}}
+
+
 def finetune_record(
     adapter: TrainedAdapter,
     *,
@@ -266,7 +276,7 @@ def finetune_record(
         method="lora" if lora.get("init", "default") == "default" else f"lora-{lora['init']}",
         allocation=adapter.base,
         plan=base.plan if base is not None else None,
-        settings={"lora": lora, "data": data or figures.get("data", ""), "base": adapter.base},
+        settings={"lora": lora, "data": data or figures.get("data", ""), "base": adapter.base, **_base_of(base)},
         figures=figures,
         parent=parent if parent is not None else run_id_of(base),
         artifacts=tuple(artifacts),

@@ -7,15 +7,14 @@ The shared source model is not changed: an adapter on the original model goes on
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.comparison import Comparison, Generation, ModelFigures
 from lowrank_lab.errors import LowrankLabError, RunStoreError
-from lowrank_lab.export import load_compressed
 from lowrank_lab.export.adapter import BASE_FOLDER
-from lowrank_lab.export.checkpoint import ranks_of
-from lowrank_lab.finetune import LoraSettings, TrainReport
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.finetune import LoraSettings, TrainedAdapter, TrainReport
+from lowrank_lab.models import CompressedModel, LoadedModel, ParamCounts, factorized_plan, load_compressed
 from lowrank_lab.runs.record import ADAPTER, CHECKPOINT, EXPORT, remember
 from lowrank_lab.runs.records import Run
 
@@ -57,19 +56,33 @@ def reopen_compressed(run: Run, loaded: LoadedModel) -> CompressedModel:
     if run.row.kind != "compression":
         raise RunStoreError(f"run #{run.row.id} is a {run.row.kind}, not a compression", "unknown")
     _check_source(run, loaded)
-    model = load_compressed(_folder(run, (CHECKPOINT, EXPORT)))
-    figures = {k: v for k, v in run.figures.items() if not isinstance(v, (list, dict))}
-    compressed = CompressedModel(
-        model=model,
-        tokenizer=loaded.tokenizer,
-        source=loaded.spec,
-        plan=ranks_of(model),
-        method=run.row.method or "whitened",
-        calibration=dict(run.settings.get("calibration") or {}),
-        figures=figures,
+    opened = load_compressed(_folder(run, (CHECKPOINT, EXPORT)))
+    f = run.figures
+    params = opened.params
+    if f.get("linear_params_dense") is not None and f.get("params_compressed") == params.compressed:
+        params = ParamCounts(params.dense, params.compressed, f["linear_params_dense"], f["linear_params_compressed"])
+    compressed = dataclasses.replace(
+        opened, source=loaded.spec, tokenizer=loaded.tokenizer or opened.tokenizer, params=params
     )
     remember(compressed, run.row.id)
     return compressed
+
+
+_MODEL_FIGURES = ("params", "bytes", "perplexity", "latency_ms", "peak_memory_bytes")
+
+
+def recorded_comparison(run: Run) -> Comparison | None:
+    """The comparison a compression run measured, rebuilt from its figures (None when it measured none)."""
+    f = run.figures
+    sides = []
+    for side in ("dense", "compressed"):
+        values = {k: f.get(f"{k}_{side}") for k in _MODEL_FIGURES}
+        if any(values[k] is None for k in ("params", "bytes", "latency_ms", "peak_memory_bytes")):
+            return None
+        sides.append(ModelFigures(**values))
+    generations = tuple(Generation(g["prompt"], g["dense"], g["compressed"]) for g in f.get("generations", ()))
+    return Comparison(sides[0], sides[1], generations, f.get("eval_text", ""), f.get("eval_tokens", 0),
+                      f.get("latency_tokens", 0))  # fmt: skip
 
 
 _REPORT_KEYS = ("val_loss_before", "val_loss_after", "steps_done", "steps_planned", "tokens", "tokens_per_s",
@@ -126,17 +139,20 @@ def reopen_adapter(run: Run, loaded: LoadedModel) -> TrainedAdapter:
     _check_source(run, loaded)
     folder = _folder(run, (ADAPTER, EXPORT))
     on_compressed = run.settings.get("base") == "compressed"
-    base = load_compressed(folder / BASE_FOLDER) if on_compressed else loaded.copy()
+    base = load_compressed(folder / BASE_FOLDER).model if on_compressed else loaded.copy()
     model = PeftModel.from_pretrained(base.requires_grad_(False), str(folder)).eval()
     compressed = None
+    recorded = run.settings.get("compressed") or {}
     if on_compressed:
         # The base as the run saved it (inside the PEFT model): for its method, calibration and figures.
         compressed = CompressedModel(
             model=model.get_base_model(),
             tokenizer=loaded.tokenizer,
             source=loaded.spec,
-            plan=run.plan or ranks_of(base),
-            method=(run.settings.get("calibration") or {}).get("method", "whitened"),
+            plan=run.plan or factorized_plan(base),
+            method=recorded.get("method", "whitened"),
+            calibration=dict(recorded.get("calibration") or {}),
+            params=ParamCounts(**recorded["params"]) if recorded.get("params") else None,
         )
     adapter = TrainedAdapter(
         model=model,

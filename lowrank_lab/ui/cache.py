@@ -17,9 +17,10 @@ from collections.abc import Callable, Hashable
 
 import streamlit as st
 
+from lowrank_lab.compress import whitened_spectra
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
-from lowrank_lab.plan_views import PlanCalculator, TradeoffCurve, tradeoff_curves
+from lowrank_lab.plan import PlanCalculator, TradeoffCurve, tradeoff_curves
 from lowrank_lab.spectra import LayerSpectrum, compute_spectra
 
 
@@ -123,8 +124,6 @@ def whitened_with_progress(spec: ModelSpec, calibration) -> list[LayerSpectrum]:
     Raises:
         LowrankLabError: calibration is impossible (no tokenizer, text too short); the page shows it.
     """
-    from lowrank_lab.compress import whitened_spectra
-
     bar = st.empty()
 
     def progress(done: int, total: int, message: str) -> None:

@@ -1,8 +1,9 @@
 """The Ranks page's "Compress and evaluate": settings in a form, the run with progress, the results.
 
-The compressed model is a copy (the shared model is untouched) and goes to
-``st.session_state[state.COMPRESSED]`` for the LoRA and Export pages. A failed run shows its
-message and keeps whatever an earlier run finished.
+The compressed model is a copy (the shared model is untouched) and goes, with what was measured,
+to ``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
+the LoRA and Export pages. A failed run shows its message and keeps whatever an earlier run
+finished.
 """
 
 from __future__ import annotations
@@ -10,17 +11,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from lowrank_lab.artifacts import METHODS
-from lowrank_lab.comparison import ComparisonReport, EvalSettings, compare
+from lowrank_lab.comparison import Comparison, EvalSettings, compare
+from lowrank_lab.compress import CalibrationSettings, allocate, compress
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import METHODS, LoadedModel
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs.record import record_compression_run, run_id_of
 from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.formatting import params
 
-REPORT = "compress_report"  # (CompressedModel, ComparisonReport | None): the last finished run
 FORM = "compress_form"
 
 METHOD_HELP = {
@@ -43,8 +43,6 @@ def _progress_fn(bar, what: str):
 
 
 def _calibration(samples: int, seq_len: int, upload):
-    from lowrank_lab.compress import CalibrationSettings
-
     if upload is None:
         return CalibrationSettings(samples=int(samples), seq_len=int(seq_len))
     text = decode_text_upload(upload.getvalue(), upload.name)
@@ -67,8 +65,6 @@ def _record(store, loaded, compressed, calibration, report, evaluation, settings
 
 
 def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
-    from lowrank_lab.compress import allocate, compress
-
     bar = st.progress(0.0, text="starting")
     try:
         calibration = _calibration(settings["samples"], settings["seq_len"], settings["upload"])
@@ -88,18 +84,17 @@ def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
             calibration,
             progress=_progress_fn(bar, f"compressing ({settings['method']})"),
         )
-        report = None
+        comparison = None
         evaluation = _evaluation(settings["eval_upload"])
         if settings["evaluate"]:
-            report = compare(loaded, compressed, evaluation, progress=_progress_fn(bar, "evaluating"))
-        run_store.attempt(lambda store: _record(store, loaded, compressed, calibration, report, evaluation, settings, bar),
-                          "Recording this run")  # fmt: skip
+            comparison = compare(loaded, compressed, evaluation, progress=_progress_fn(bar, "evaluating"))
+        record = lambda store: _record(store, loaded, compressed, calibration, comparison, evaluation, settings, bar)  # noqa: E731
+        run_store.attempt(record, "Recording this run")
     finally:
         bar.empty()  # a failed step leaves no stale bar behind
-    st.session_state[state.COMPRESSED] = compressed
-    st.session_state[REPORT] = (compressed, report, settings["ranks"])
+    st.session_state[state.COMPRESSED] = state.CompressionRun(compressed, comparison, settings["ranks"])
     if settings["method"] != "svd":
-        st.session_state[state.CALIBRATION] = (loaded.spec.source, calibration)
+        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, calibration)
 
 
 def form(loaded: LoadedModel, plan: RankPlan) -> None:
@@ -146,7 +141,7 @@ def form(loaded: LoadedModel, plan: RankPlan) -> None:
             st.error(f"Compression stopped: {err}")
 
 
-def _figures_table(report: ComparisonReport) -> pd.DataFrame:
+def _figures_table(report: Comparison) -> pd.DataFrame:
     d, c = report.dense, report.compressed
     mib = 2**20
     rows = [
@@ -185,16 +180,16 @@ def _load_plan_into_sliders(plan: RankPlan) -> None:
 
 def results(source: str) -> None:
     """The last run's figures, generations side by side, and its plan offered to the sliders."""
-    saved = st.session_state.get(REPORT)
-    if saved is None:
+    run = st.session_state.get(state.COMPRESSED)
+    if not isinstance(run, state.CompressionRun):
         return
-    compressed, report, ranks = saved
+    compressed, report, ranks = run.compressed, run.comparison, run.ranks_from
     if compressed.source.source != source:
         st.info(f"The last compressed model was made from {compressed.source.source}; it stays on the Export page.")
         return
     st.success(
         f"Compressed {len(compressed.plan)} layers with {compressed.method} "
-        f"({params(compressed.figures.get('params_compressed', 0))} parameters). "
+        f"({params(compressed.params.compressed)} parameters). "
         "It is ready for the LoRA and Export pages."
     )
     _recorded(compressed)

@@ -78,9 +78,9 @@ def basis(loaded: LoadedModel) -> PredictionBasis | None:
     spec = loaded.spec
     saved = st.session_state.get(state.CALIBRATION)
     found = None
-    if saved is not None and saved[0] == spec.source:
+    if isinstance(saved, state.Calibration) and saved.source == spec.source:
         try:
-            found = _build(spec, saved[1])
+            found = _build(spec, saved.settings)
         except LowrankLabError as err:
             st.session_state.pop(state.CALIBRATION, None)
             st.error(f"Calibration failed, so there is no prediction: {err}")
@@ -103,7 +103,7 @@ def _offer_calibration(loaded: LoadedModel) -> None:
     )
     cost = "one forward and backward pass" if loaded.task == "causal-lm" else "one forward pass"
     if st.button(f"Calibrate on the built-in text ({default.samples} × {default.seq_len} tokens; {cost})", key=BUTTON):
-        st.session_state[state.CALIBRATION] = (loaded.spec.source, default)
+        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, default)
         st.rerun()
 
 

@@ -19,7 +19,7 @@ from lowrank_lab.prediction.curves import best_curve, uniform_curve
 from lowrank_lab.runs import KINDS, RunStore
 from lowrank_lab.runs.frontier import measured, score_runs
 from lowrank_lab.runs.records import RunRow
-from lowrank_lab.runs.reopen import reopen_adapter, reopen_compressed
+from lowrank_lab.runs.reopen import recorded_comparison, reopen_adapter, reopen_compressed
 from lowrank_lab.ui import prediction_view, state
 from lowrank_lab.ui.cache import loaded_model
 from lowrank_lab.ui.runs_charts import frontier_figure, prediction_figure
@@ -171,7 +171,10 @@ def _reopen(store: RunStore, row: RunRow) -> None:
         with st.spinner(f"Loading run #{row.id}…"):
             loaded = loaded_model(ModelSpec(row.model))
             if row.kind == "compression":
-                st.session_state[state.COMPRESSED] = reopen_compressed(run, loaded)
+                compressed = reopen_compressed(run, loaded)
+                st.session_state[state.COMPRESSED] = state.CompressionRun(
+                    compressed, recorded_comparison(run), row.allocation or "plan"
+                )
                 text = f"Run #{row.id}'s compressed model is open: the **LoRA** page can heal it, the **Export** page download it."  # noqa: E501
             else:
                 st.session_state[state.ADAPTER] = reopen_adapter(run, loaded)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lowrank_lab.compress.decompositions import linear_matrices
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import CalibrationSettings, compress
-from lowrank_lab.compress.methods import linear_matrices
 from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import RunStore
@@ -23,6 +23,7 @@ from lowrank_lab.runs.record import record_compression
 from lowrank_lab.ui import prediction_view as pv
 from lowrank_lab.ui import state
 from lowrank_lab.ui.run_store import NOT_RECORDED
+from tests.unit.runs_support import measured
 
 ROOT = Path(__file__).resolve().parents[2]
 RANKS = str(ROOT / "pages" / "2_Ranks.py")
@@ -79,7 +80,7 @@ def test_before_calibration_the_page_offers_it(store):
     assert "Predicted loss" in at.info[0].value
     at.button(key=pv.BUTTON).click().run()
     assert not at.exception and not at.error
-    assert at.session_state[state.CALIBRATION] == ("tiny-llama", CAL)
+    assert at.session_state[state.CALIBRATION] == state.Calibration("tiny-llama", CAL)
     assert metric(at, pv.ACT_ERROR) is not None
 
 
@@ -117,7 +118,9 @@ def test_the_error_chart_draws_the_whitened_curve(store, basis):
 
 
 def test_a_calibration_made_elsewhere_turns_predictions_on(store):
-    at = page(**{state.CALIBRATION: ("tiny-llama", CAL)})  # as the Spectra page's button or a compression leaves it
+    at = page(
+        **{state.CALIBRATION: state.Calibration("tiny-llama", CAL)}
+    )  # as the Spectra page's button or a compression leaves it
     assert metric(at, pv.PREDICTED_PPL) is not None
 
 
@@ -126,8 +129,8 @@ def test_a_plan_already_measured_is_marked(store, tiny_llama):
     plan = at.session_state[state.PLAN]
     assert not any("Already measured" in s.value for s in at.success)
     compressed = compress(tiny_llama, plan, "whitened", CalibrationSettings(samples=4, seq_len=32))
-    compressed.figures["perplexity_compressed"] = 640.0
-    run_id = record_compression(store, compressed, allocation="plan", save=False)
+    run_id = record_compression(store, compressed, allocation="plan", save=False,
+                                comparison=measured(compressed, 600.0, 640.0))  # fmt: skip
     at.run()
     marked = next(s.value for s in at.success if "Already measured" in s.value)
     assert f"run #{run_id} (whitened, plan): perplexity 640.00" in marked
@@ -139,8 +142,8 @@ def test_the_fit_from_measured_runs_tightens_the_band(store, tiny_llama, basis):
     for keep in (0.8, 0.6, 0.4, 0.2):  # measured runs whose loss increase is 2 × the raw prediction
         c = compress(tiny_llama, plan_keep_params(linear_matrices(tiny_llama), keep), "whitened", CAL)
         raw = basis.predict(c.plan).raw_loss_increase
-        c.figures |= {"perplexity_dense": 100.0, "perplexity_compressed": 100.0 * math.exp(2 * raw)}
-        record_compression(store, c, allocation="uniform", keep=keep, save=False, prediction=basis.predict(c.plan))
+        record_compression(store, c, allocation="uniform", keep=keep, save=False, prediction=basis.predict(c.plan),
+                           comparison=measured(c, 100.0, 100.0 * math.exp(2 * raw)))  # fmt: skip
     at.run()
     assert before == f"×/÷ {math.exp(math.log(3)):.2f}"
     assert metric(at, "Uncertainty").value == "×/÷ 1.05"  # exact data: the floor

@@ -16,11 +16,12 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 import torch
+from lowrank_lab.compress.decompositions import linear_matrices
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import CalibrationSettings, compress
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
-from lowrank_lab.compress.methods import linear_matrices
+from lowrank_lab.finetune import TrainedAdapter
+from lowrank_lab.models import CompressedModel
 from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import SCHEMA_VERSION, RunRecord, RunStore
@@ -30,6 +31,7 @@ from lowrank_lab.ui import state
 from lowrank_lab.ui.run_store import NOT_RECORDED
 from lowrank_lab.ui.runs_charts import frontier_spec
 from tests.unit.export_support import adapter_on_compressed, logits
+from tests.unit.runs_support import measured
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "5_Runs.py")
@@ -52,19 +54,17 @@ def made(tiny_llama):
     out = []
     for keep in (0.8, 0.5, 0.3):
         c = compress(tiny_llama, plan_keep_params(mats, keep), "whitened", CAL)
-        c.figures |= {"perplexity_dense": 500.0, "perplexity_compressed": 500.0 + 100 * (1 - keep)}
-        out.append((c, keep, basis.predict(c.plan)))
+        out.append((c, keep, basis.predict(c.plan), measured(c, 500.0, 500.0 + 100 * (1 - keep))))
     svd = compress(tiny_llama, plan_keep_params(mats, 0.5), "svd")
-    svd.figures |= {"perplexity_dense": 500.0, "perplexity_compressed": 900.0}
-    out.append((svd, 0.5, None))
+    out.append((svd, 0.5, None, measured(svd, 500.0, 900.0)))
     return out
 
 
 def _fill(store: RunStore, made, save_first: bool = True) -> list[int]:
     ids = []
-    for i, (c, keep, prediction) in enumerate(made):
+    for i, (c, keep, prediction, comparison) in enumerate(made):
         ids.append(record_compression(store, c, allocation="uniform", keep=keep, prediction=prediction,
-                                      save=save_first and i == 0))  # fmt: skip
+                                      comparison=comparison, save=save_first and i == 0))  # fmt: skip
     return ids
 
 
@@ -137,8 +137,10 @@ def test_reopening_a_compression_serves_the_lora_and_export_pages(store, made, t
     at.button(key=view.REOPEN).click().run()
     assert not at.exception and not at.error
     assert f"Run #{run_id}'s compressed model is open" in at.success[0].value
-    reopened = at.session_state[state.COMPRESSED]
+    run = at.session_state[state.COMPRESSED]
+    reopened = run.compressed
     assert isinstance(reopened, CompressedModel) and reopened.plan == made[0][0].plan
+    assert run.comparison.compressed.perplexity == 520.0 and run.ranks_from == "uniform"  # the measured figures too
     assert torch.allclose(logits(reopened.model), logits(made[0][0].model), atol=1e-5)
     at.switch_page("pages/4_Export.py").run()
     assert not at.exception and "Compressed model of **tiny-llama**" in at.success[0].value
@@ -161,7 +163,7 @@ def test_reopening_an_adapter_and_a_run_of_another_model(store, tiny_llama, tiny
     at.button(key=view.REOPEN).click().run()
     assert not at.exception
     assert at.session_state[state.MODEL_SOURCE] == "tiny-gpt2"  # the app follows the run's model
-    assert at.session_state[state.COMPRESSED].source.source == "tiny-gpt2"
+    assert at.session_state[state.COMPRESSED].compressed.source.source == "tiny-gpt2"
 
 
 def test_deleting_asks_first_and_removes_the_saved_files(store, made):

@@ -50,7 +50,7 @@ def _train(at: AppTest) -> AppTest:
 def test_a_fine_tune_of_a_recorded_compression_is_recorded_with_its_adapter(store, tiny_llama):
     compressed = compressed_model(tiny_llama, keep=0.5)
     parent = record_compression(store, compressed, allocation="uniform", keep=0.5, save=False)
-    at = _page(LORA, **{state.COMPRESSED: compressed})
+    at = _page(LORA, **{state.COMPRESSED: state.CompressionRun(compressed, None, "uniform")})
     at.radio(key="lora_base").set_value("compressed")
     at = _train(at)
     assert not at.exception and not at.error
@@ -75,20 +75,20 @@ def test_a_broken_store_never_stops_a_fine_tune(store):
 def test_building_an_export_records_it(store, tiny_llama):
     compressed = compressed_model(tiny_llama, keep=0.8)
     parent = record_compression(store, compressed, allocation="plan", save=False)
-    at = _page(EXPORT, **{state.COMPRESSED: compressed})
+    at = _page(EXPORT, **{state.COMPRESSED: state.CompressionRun(compressed, None, "uniform")})
     at.selectbox(key="export_dtype").set_value("float16").run()
     at.button(key="export_build").click().run()
     assert not at.exception and not at.warning
     export = store.runs(kind="export")[0]
     run = store.get(export.id)
     assert (export.method, export.parent, run.settings["dtype"]) == ("compressed", parent, "float16")
-    assert run.figures["bytes"] == len(at.session_state[BUILT][1])  # the zip served
+    assert run.figures["bytes"] == len(at.session_state[BUILT].data)  # the zip served
 
 
 def test_a_broken_store_never_stops_an_export(store, tiny_llama):
     store.close()
     store.path.write_bytes(b"garbage" * 100)
-    at = _page(EXPORT, **{state.COMPRESSED: compressed_model(tiny_llama, keep=0.8)})
+    at = _page(EXPORT, **{state.COMPRESSED: state.CompressionRun(compressed_model(tiny_llama, keep=0.8), None, "plan")})
     at.button(key="export_build").click().run()
     assert not at.exception and at.get("download_button")
     assert any(NOT_RECORDED in w.value and "not a readable SQLite database" in w.value for w in at.warning)

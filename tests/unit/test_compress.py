@@ -16,7 +16,7 @@ from lowrank_lab import (
     whitened_spectra,
 )
 from lowrank_lab.compress.calibration import calibration_blocks, collect_input_stats
-from lowrank_lab.compress.methods import linear_matrices
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.plan import break_even_rank, factorizes
 from tests.unit.export_support import logits
 
@@ -70,7 +70,7 @@ def test_shared_model_untouched_and_plan_holds_what_was_factorized(tiny_llama):
     assert not any(isinstance(m, LowRankLinear) for m in tiny_llama.model.modules())
     after = tiny_llama.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    f = c.figures
+    f = c.params.as_dict()
     saved = big.params - 4 * sum(big.shape)
     assert f["linear_params_dense"] - f["linear_params_compressed"] == saved
     assert f["params_dense"] - f["params_compressed"] == saved
@@ -125,7 +125,7 @@ def test_uniform_budget_keeps_the_fraction(tiny_llama, tiny_gpt2):
     for loaded in (tiny_llama, tiny_gpt2):
         for keep in (0.3, 0.6):
             plan = allocate(loaded, keep)
-            f = compress(loaded, plan, "svd").figures
+            f = compress(loaded, plan, "svd").params.as_dict()
             kept = f["linear_params_compressed"] / f["linear_params_dense"]
             assert keep - 0.05 < kept <= keep
     assert len(allocate(tiny_llama, 1.0)) == 0  # nothing factorizes when everything is kept

@@ -9,7 +9,7 @@ import torch
 from lowrank_lab import CalibrationSettings, allocate, compress
 from lowrank_lab.compress.auto import lagrangian_plan
 from lowrank_lab.compress.calibration import calibration_blocks
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
 from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
 from lowrank_lab.matrices import WeightMatrix
 
@@ -64,7 +64,7 @@ def test_output_fisher_matches_autograd(tiny_llama):
 def test_auto_fits_the_budget_and_is_no_worse_than_uniform_on_calibration(tiny_llama, keep):
     auto = allocate(tiny_llama, keep, "auto", calibration=CAL)
     uniform = allocate(tiny_llama, keep, "uniform")
-    fig = compress(tiny_llama, auto, "whitened", CAL).figures
+    fig = compress(tiny_llama, auto, "whitened", CAL).params.as_dict()
     assert fig["linear_params_compressed"] <= keep * fig["linear_params_dense"]
     blocks = calibration_blocks(tiny_llama, CAL)
     losses = [calibration_loss(compress(tiny_llama, p, "whitened", CAL).model, blocks) for p in (auto, uniform)]

@@ -11,7 +11,7 @@ import pytest
 
 from lowrank_lab import CalibrationSettings, RankPlan, compress, whitened_spectra
 from lowrank_lab.compress.auto import component_costs
-from lowrank_lab.compress.methods import linear_matrices
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.plan import break_even_rank, plan_keep_params
 from lowrank_lab.prediction import LossFit, PredictionBasis, fit_loss, loss_scale, prediction_basis

@@ -3,19 +3,23 @@ folder, reopened with the same outputs, deleted with their artifacts."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+
 import pytest
 import torch
+from lowrank_lab.compress.decompositions import linear_matrices
 
 from lowrank_lab import CalibrationSettings, LoraSettings, compress, finetune
 from lowrank_lab.comparison import EvalSettings, compare
-from lowrank_lab.compress.methods import linear_matrices
 from lowrank_lab.data import builtin_source, prepare
 from lowrank_lab.errors import RunStoreError
+from lowrank_lab.export import save_compressed
 from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import RunStore
 from lowrank_lab.runs.record import model_digest, record_compression, record_export, record_finetune, run_id_of
-from lowrank_lab.runs.reopen import reopen_adapter, reopen_compressed
+from lowrank_lab.runs.reopen import recorded_comparison, reopen_adapter, reopen_compressed
 from tests.unit.export_support import logits
 
 CAL = CalibrationSettings(samples=4, seq_len=64)
@@ -50,7 +54,7 @@ def test_a_compression_is_recorded_with_its_prediction_and_reopens_with_the_same
     assert row.perplexity_dense == pytest.approx(comparison.dense.perplexity)
     assert row.predicted_perplexity == pytest.approx(prediction.perplexity)
     assert row.predicted_loss_raw == pytest.approx(prediction.raw_loss_increase)
-    assert row.params_kept == compressed.figures["params_compressed"]
+    assert row.params_kept == compressed.params.compressed
     assert run.plan == compressed.plan
     assert run.settings["calibration"] == {"text": CAL.source, "samples": 4, "seq_len": 64}
     assert run.settings["evaluation"]["max_blocks"] == 4
@@ -60,8 +64,14 @@ def test_a_compression_is_recorded_with_its_prediction_and_reopens_with_the_same
     assert row.status == "ok"
 
     again = reopen_compressed(run, tiny_llama)
-    assert again.plan == compressed.plan and again.method == "whitened"
-    assert again.figures["perplexity_compressed"] == pytest.approx(comparison.compressed.perplexity)
+    assert again.plan == compressed.plan and again.method == "whitened" and again.params == compressed.params
+    rebuilt = recorded_comparison(run)  # the measured figures (latency rounded to µs in the record)
+    assert rebuilt.generations == comparison.generations and rebuilt.eval_tokens == comparison.eval_tokens
+    for side in ("dense", "compressed"):
+        got, want = getattr(rebuilt, side), getattr(comparison, side)
+        assert (got.params, got.bytes, got.perplexity, got.peak_memory_bytes) == (
+            want.params, want.bytes, want.perplexity, want.peak_memory_bytes)  # fmt: skip
+        assert got.latency_ms == pytest.approx(want.latency_ms, abs=1e-3)
     assert torch.allclose(logits(again.model), logits(compressed.model), atol=1e-5)
     assert run_id_of(again) == run_id
 
@@ -101,8 +111,6 @@ def test_an_adapter_on_the_original_model_reopens_on_a_copy(tiny_llama, store):
 
 
 def test_a_run_whose_checkpoint_was_removed_cannot_reopen_but_can_be_deleted(tiny_llama, compressed, store):
-    import shutil
-
     run_id = record_compression(store, compressed, allocation="plan")
     path = store.get(run_id).row.artifact("checkpoint").path
     shutil.rmtree(path)
@@ -120,8 +128,6 @@ def test_reopening_on_another_model_is_refused(tiny_gpt2, compressed, store):
 
 
 def test_a_failed_record_keeps_no_checkpoint(compressed, store):
-    import sqlite3
-
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     store.timeout = 0.2
@@ -137,8 +143,6 @@ def test_a_failed_record_keeps_no_checkpoint(compressed, store):
 
 
 def test_a_user_export_is_recorded_but_never_deleted_with_the_run(compressed, store, tmp_path):
-    from lowrank_lab.export import save_compressed
-
     out = save_compressed(compressed, tmp_path / "mine")
     run_id = record_compression(store, compressed, allocation="plan", save=False, exported_to=out)
     row = store.get(run_id).row
