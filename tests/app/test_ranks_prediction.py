@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lowrank_lab.compress.decompositions import linear_matrices
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import CalibrationSettings, compress
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import RunStore

@@ -16,10 +16,10 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 import torch
-from lowrank_lab.compress.decompositions import linear_matrices
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import CalibrationSettings, compress
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.models import CompressedModel
 from lowrank_lab.plan import plan_keep_params

@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 import torch
-from lowrank_lab.compress.decompositions import linear_matrices
 
 from lowrank_lab import CalibrationSettings, LoraSettings, compress, finetune
 from lowrank_lab.comparison import EvalSettings, compare
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.data import builtin_source, prepare
 from lowrank_lab.errors import RunStoreError
 from lowrank_lab.export import save_compressed
