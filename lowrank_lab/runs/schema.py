@@ -5,8 +5,9 @@ missing ones in one transaction, so an older store upgrades in place and keeps i
 store from a newer lowrank_lab (a higher version) is never touched.
 
 Listing reads only the scalar columns of ``runs`` (and ``artifacts``); everything else about a
-run — plan, settings, figures, prediction, stage report — is one JSON document in ``data``,
-read when one run is opened.
+run — plan, settings, figures, prediction, stage report — is one JSON document in ``run_data``,
+read when one run is opened. It has its own table so that a list never reads through it (SQLite
+stores a row's columns in one record: a later column sits behind a large earlier one).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ CREATE TABLE runs (
     perplexity_dense REAL,
     plan_digest TEXT,
     origin TEXT NOT NULL,
-    parent INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    parent INTEGER REFERENCES runs(id) ON DELETE SET NULL
+);
+CREATE TABLE run_data (
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
     data TEXT NOT NULL
 );
 CREATE TABLE artifacts (

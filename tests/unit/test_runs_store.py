@@ -105,9 +105,10 @@ def test_an_older_schema_is_migrated_on_open_and_keeps_its_runs(tmp_path):
     conn = sqlite3.connect(path)
     conn.executescript(V1 + "PRAGMA user_version = 1;")
     conn.execute(
-        "INSERT INTO runs (uid, kind, created, model, method, origin, perplexity, data) "
-        "VALUES ('old1', 'compression', 1.0, 'tiny-llama', 'svd', 'cli', 42.0, '{\"plan\": {\"a\": 3}}')"
+        "INSERT INTO runs (uid, kind, created, model, method, origin, perplexity) "
+        "VALUES ('old1', 'compression', 1.0, 'tiny-llama', 'svd', 'cli', 42.0)"
     )
+    conn.execute('INSERT INTO run_data (run_id, data) VALUES (1, \'{"plan": {"a": 3}}\')')
     conn.commit()
     conn.close()
     store = RunStore(path)
