@@ -43,7 +43,10 @@ class LossFit:
 
     def describe(self) -> str:
         if self.runs == 0:
-            return "uncalibrated: second-order estimate, no measured run of this model yet"
+            return (
+                f"uncalibrated: the second-order estimate as it is, until {MIN_FIT_RUNS} whitened compressions of "
+                "this model have measured a loss increase"
+            )
         return f"fitted on {self.runs} measured runs of this model"
 
     def loss_increase(self, raw: float) -> tuple[float, float, float]:

@@ -24,7 +24,7 @@ from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.cache import _Memo, loaded_model
 
 BUTTON = "ranks_calibrate"
-ACT_ERROR = "Activation-aware error ‖(W−Wᵣ)X‖/‖WX‖"
+ACT_ERROR = "Activation-aware error"
 PREDICTED_PPL = "Predicted perplexity (whitened)"
 PREDICTED_LOSS = "Predicted loss increase"
 
@@ -117,7 +117,7 @@ def totals(prediction: Prediction, basis: PredictionBasis) -> None:
     c[0].metric(
         ACT_ERROR,
         f"{prediction.activation_error:.4f}",
-        help="The relative output error of all linear layers together on the calibration tokens: "
+        help="‖(W−Wᵣ)X‖/‖WX‖: the relative output error of all linear layers together on the calibration tokens, "
         r"$\sqrt{\sum \text{dropped } \tilde\sigma_i^2 / \sum \tilde\sigma_i^2}$ over the whitened singular values "
         "of W·S (its square is the fraction of output energy dropped). Exact for the whitened method.",
     )

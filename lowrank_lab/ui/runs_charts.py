@@ -15,7 +15,7 @@ from lowrank_lab.runs.frontier import PredictionScore, measured, pareto_front, p
 from lowrank_lab.runs.records import RunRow
 from lowrank_lab.ui.rank_charts import fast_figure
 
-_MARGIN = {"t": 50, "b": 40, "l": 60, "r": 10}
+_MARGIN = {"t": 50, "b": 40, "l": 60, "r": 10}  # the frontier's legend sits below its axis
 FRONT_COLOR, PREDICTED_COLOR = "#222222", "#7f7f7f"
 
 
@@ -75,8 +75,8 @@ def frontier_spec(rows: list[RunRow], curves: list[PredictedCurve], dense: float
                   "font": {"size": 13}},
         "xaxis": {"title": {"text": "parameters kept, % of linear layers"}, "range": [0, 101]},
         "yaxis": {"title": {"text": "perplexity (log)"}, "type": "log"},
-        "height": 420, "margin": _MARGIN, "shapes": shapes,
-        "legend": {"x": 1.02, "y": 1, "xanchor": "left"},
+        "height": 460, "margin": _MARGIN, "shapes": shapes,
+        "legend": {"orientation": "h", "x": 0, "y": -0.18, "yanchor": "top"},
     }  # fmt: skip
     return {"data": data, "layout": layout}
 
@@ -118,7 +118,7 @@ def prediction_spec(rows: list[RunRow], score: PredictionScore) -> dict:
         "title": {"text": _title(score), "font": {"size": 13}},
         "xaxis": {**axis, "title": {"text": "predicted perplexity (recorded before measuring)"}},
         "yaxis": {**axis, "title": {"text": "measured perplexity"}},
-        "height": 420, "margin": _MARGIN, "showlegend": False,
+        "height": 460, "margin": _MARGIN, "showlegend": False,
     }  # fmt: skip
     return {"data": data, "layout": layout}
 
