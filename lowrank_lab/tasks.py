@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM
 
 Task = Literal["causal-lm", "encoder"]
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
@@ -34,4 +33,6 @@ def has_lm_head(model: nn.Module) -> bool:
 
 def auto_model_class(task: Task):
     """The transformers auto class that builds a model for ``task``."""
+    from transformers import AutoModel, AutoModelForCausalLM  # heavy: imported on first use, not with lowrank_lab
+
     return AutoModelForCausalLM if task == "causal-lm" else AutoModel

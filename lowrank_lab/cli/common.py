@@ -6,6 +6,8 @@ import argparse
 import sys
 from contextlib import contextmanager
 
+from tqdm import tqdm
+
 from lowrank_lab.models.spec import BUILTIN_MODELS, DEFAULT_MODEL, TINY_MODELS
 
 
@@ -30,8 +32,6 @@ def progress_bar(description: str):
     if not sys.stderr.isatty():
         yield None
         return
-    from tqdm import tqdm
-
     bar = tqdm(desc=description, unit="", file=sys.stderr, leave=False)
 
     def update(done: int, total: int, message: str) -> None:

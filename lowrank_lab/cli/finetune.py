@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from lowrank_lab.cache import model_digest
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
 from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
@@ -11,7 +12,7 @@ from lowrank_lab.errors import SettingsError
 from lowrank_lab.export import save_adapter
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, StepInfo, finetune
 from lowrank_lab.models import CompressedModel, LoadedModel, ModelSpec, load_compressed, load_model
-from lowrank_lab.runs.record import model_digest, record_finetune
+from lowrank_lab.runs.record import record_finetune
 
 
 def register(sub) -> None:

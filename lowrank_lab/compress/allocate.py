@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.checks import is_fraction
 from lowrank_lab.compress.apply import check_method
 from lowrank_lab.compress.auto import auto_plan
@@ -35,6 +36,7 @@ def allocate(
     method: Method = "whitened",
     calibration: CalibrationSettings | None = None,
     progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> RankPlan:
     """Ranks for every linear matrix so that about ``keep`` of their parameters remain.
 
@@ -46,6 +48,8 @@ def allocate(
         method: the compression method the plan is meant for.
         calibration: calibration text and sizes for ``auto`` (default: built-in split, 32×256).
         progress: called as ``progress(done, total, message)``.
+        cache: where ``auto`` keeps what calibration computes (default:
+            :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
 
     Returns:
         The plan; matrices it leaves out stay dense (all of them at ``keep=1``).
@@ -68,11 +72,14 @@ def allocate(
             f"auto allocation measures how each matrix hurts the language-model loss, and {loaded.title} "
             f"({loaded.architecture}) is an encoder with no such loss; use strategy 'uniform'"
         )
-    return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress)
+    return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress, cache)
 
 
 def whitened_spectra(
-    loaded: LoadedModel, calibration: CalibrationSettings | None = None, progress: ProgressFn | None = None
+    loaded: LoadedModel,
+    calibration: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> list[LayerSpectrum]:
     """Singular values of W·S for every linear matrix (S Sᵀ = XᵀX of its calibration inputs).
 
@@ -82,5 +89,5 @@ def whitened_spectra(
     Raises:
         DataError: no tokenizer, or calibration text too short.
     """
-    decs = whitened_decompositions(loaded, calibration or CalibrationSettings(), progress)
+    decs = whitened_decompositions(loaded, calibration or CalibrationSettings(), progress, cache)
     return [spectrum_of(m, decs[m.name].s.double().numpy().copy()) for m in linear_matrices(loaded)]

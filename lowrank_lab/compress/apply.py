@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.calibration import CalibrationSettings
 from lowrank_lab.compress.decompositions import (
     input_stats,
@@ -55,6 +56,7 @@ def compress(
     progress: ProgressFn | None = None,
     *,
     dense_past_break_even: bool = True,
+    cache: KeyedCache | None = None,
 ) -> CompressedModel:
     """Factorize the planned linear layers of a copy of the model.
 
@@ -72,6 +74,8 @@ def compress(
         progress: called as ``progress(done, total, message)``.
         dense_past_break_even: False factorizes every planned layer, even at full rank (for
             parity checks).
+        cache: where calibration statistics and whitened decompositions are kept (default:
+            :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
 
     Returns:
         The :class:`CompressedModel`; ``plan`` holds the ranks actually factorized and
@@ -87,12 +91,12 @@ def compress(
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
     if method == "whitened" and todo:
-        decs = whitened_decompositions(loaded, settings, progress)
+        decs = whitened_decompositions(loaded, settings, progress, cache)
     elif method == "svd":
         decs = svd_decompositions(loaded, [m.name for m in todo])
     else:
         decs = {}
-    stats = input_stats(loaded, settings, progress) if method == "pca" and todo else {}
+    stats = input_stats(loaded, settings, progress, cache) if method == "pca" and todo else {}
     model = loaded.copy()
     with torch.no_grad():
         for i, m in enumerate(todo):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.apply import compress
-from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings, calibration_blocks
+from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
 from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
 from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
 from lowrank_lab.matrices import WeightMatrix
@@ -73,21 +74,33 @@ def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], 
 
 
 def component_costs(
-    loaded: LoadedModel, settings: CalibrationSettings, progress: ProgressFn | None = None
+    loaded: LoadedModel,
+    settings: CalibrationSettings,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> dict[str, np.ndarray]:
-    """Loss-weighted cost of dropping each whitened component of each linear matrix (cached)."""
+    """Loss-weighted cost of dropping each whitened component of each linear matrix.
+
+    Kept in ``cache`` (default: :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
+    """
+    store = CALIBRATION_CACHE if cache is None else cache
 
     def make():
-        decs = whitened_decompositions(loaded, settings, progress)
+        decs = whitened_decompositions(loaded, settings, progress, store)
         blocks = calibration_blocks(loaded, settings)
         fisher = output_fisher(loaded.copy(), decs, blocks, progress=progress)
         return {name: d.s.double().numpy() ** 2 * fisher[name] for name, d in decs.items()}
 
-    return STATS_CACHE.get_or_make(loaded.model, ("costs", settings.key()), make)
+    return store.get_or_compute(calibration_key(loaded, "costs", settings), make)
 
 
 def auto_plan(
-    loaded: LoadedModel, keep: float, method: str, settings: CalibrationSettings, progress: ProgressFn | None = None
+    loaded: LoadedModel,
+    keep: float,
+    method: str,
+    settings: CalibrationSettings,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> RankPlan:
     """The ``auto`` allocation (see the module docstring).
 
@@ -99,12 +112,12 @@ def auto_plan(
         with ``method`` has the lower loss on (up to) the first ``SCORE_BLOCKS`` calibration blocks.
     """
     matrices = linear_matrices(loaded)
-    costs = component_costs(loaded, settings, progress)
+    costs = component_costs(loaded, settings, progress, cache)
     candidates = [lagrangian_plan(matrices, costs, keep), plan_keep_params(matrices, keep)]
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
     scores = []
     for i, plan in enumerate(candidates):
-        model = compress(loaded, plan, method, settings).model
+        model = compress(loaded, plan, method, settings, cache=cache).model
         scores.append(calibration_loss(model, blocks))
         del model
         report(progress, i + 1, len(candidates), "scoring candidate plans on calibration text")

@@ -12,14 +12,14 @@ calibration split (or the user's text) only.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
+import xxhash
 from torch import nn
 
+from lowrank_lab.cache import GiB, KeyedCache, model_digest
 from lowrank_lab.data.text import builtin_text, token_blocks
 from lowrank_lab.errors import DataError, SettingsError
 from lowrank_lab.models import LoadedModel
@@ -60,8 +60,9 @@ class CalibrationSettings:
         return {"text": self.source, "samples": self.samples, "seq_len": self.seq_len}
 
     def key(self) -> tuple:
-        """A hashable key of the settings (the text by a hash, not in full)."""
-        return (self.samples, self.seq_len, None if self.text is None else hash(self.text), self.source)
+        """A hashable key of the settings (the text by a content hash, not in full)."""
+        text = None if self.text is None else xxhash.xxh3_128_hexdigest(self.text.encode())
+        return (self.samples, self.seq_len, text, self.source)
 
 
 def calibration_blocks(loaded: LoadedModel, settings: CalibrationSettings) -> torch.Tensor:
@@ -166,40 +167,9 @@ def collect_input_stats(
     return stats
 
 
-class _StatsCache:
-    """The last few models' input statistics, keyed by the model object and the settings.
-
-    ``whitened_spectra``, ``allocate`` and ``compress`` on the same model and settings share
-    one collection pass. Entries die with their model (a weak reference checks it).
-    """
-
-    def __init__(self, size: int = 6):
-        self.size = size
-        self._items: OrderedDict[tuple, tuple[weakref.ref, dict]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, model: nn.Module, key: tuple, make) -> dict:
-        # Parameters' version counters move on any in-place change, so stale entries miss.
-        version = sum(p._version for p in model.parameters())
-        full = (id(model), version, *key)
-        with self._lock:
-            item = self._items.get(full)
-            if item is not None and item[0]() is model:
-                self._items.move_to_end(full)
-                return item[1]
-        value = make()
-        with self._lock:
-            self._items[full] = (weakref.ref(model), value)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-STATS_CACHE = _StatsCache()
+# What calibration computes (statistics, whitened decompositions, loss gradients), kept for the
+# command line and scripts; the app passes its own cache (see lowrank_lab.ui.cache).
+CALIBRATION_CACHE = KeyedCache(max_bytes=4 * GiB, name="calibration")
 
 
 def layer_input_stats(
@@ -207,16 +177,28 @@ def layer_input_stats(
     names: list[str],
     settings: CalibrationSettings,
     progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> dict[str, InputStats]:
     """Input statistics of the named layers of the shared model, from the cache when it has them.
 
     The hooks go on a copy, so other users of the shared model never run them.
 
+    Args:
+        loaded: the model (not changed).
+        names: the layers, as ``named_modules()`` gives them.
+        settings: the calibration text and sizes.
+        progress: called as ``progress(done, total, message)`` while collecting.
+        cache: where computed statistics are kept (default: :data:`CALIBRATION_CACHE`).
+
     Raises:
         DataError: no tokenizer, or the calibration text is too short.
     """
     blocks = calibration_blocks(loaded, settings)
-    key = ("input_stats", settings.key(), tuple(names))
-    return STATS_CACHE.get_or_make(
-        loaded.model, key, lambda: collect_input_stats(loaded.copy(), names, blocks, progress)
-    )
+    key = calibration_key(loaded, "input_stats", settings, tuple(names))
+    store = CALIBRATION_CACHE if cache is None else cache
+    return store.get_or_compute(key, lambda: collect_input_stats(loaded.copy(), names, blocks, progress))
+
+
+def calibration_key(loaded: LoadedModel, what: str, settings: CalibrationSettings, *extra: Hashable) -> tuple:
+    """The cache key of something computed from ``loaded`` on ``settings``: the model by its content."""
+    return (model_digest(loaded.model), what, settings.key(), *extra)

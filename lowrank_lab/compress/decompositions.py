@@ -1,15 +1,22 @@
 """Decompositions of every linear matrix of a model, per method, cached per calibration.
 
 Whitened decompositions cost one calibration pass and one SVD per matrix, so they are kept
-(float32) for the last few (model, calibration) pairs: ``whitened_spectra``, ``allocate`` and
-``compress`` on the same settings compute them once.
+(float32) in a :class:`~lowrank_lab.cache.KeyedCache` per (model content, calibration):
+``whitened_spectra``, ``allocate`` and ``compress`` on the same settings compute them once.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings, InputStats, layer_input_stats
+from lowrank_lab.cache import KeyedCache
+from lowrank_lab.compress.calibration import (
+    CALIBRATION_CACHE,
+    CalibrationSettings,
+    InputStats,
+    calibration_key,
+    layer_input_stats,
+)
 from lowrank_lab.compress.factorize import (
     Decomposition,
     lapack_thread,
@@ -27,24 +34,33 @@ def linear_matrices(loaded: LoadedModel) -> list[WeightMatrix]:
 
 
 def input_stats(
-    loaded: LoadedModel, settings: CalibrationSettings, progress: ProgressFn | None = None
+    loaded: LoadedModel,
+    settings: CalibrationSettings,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> dict[str, InputStats]:
-    """Input statistics of every linear matrix (cached per model and settings)."""
+    """Input statistics of every linear matrix (cached per model and settings in ``cache``)."""
     names = [m.name for m in linear_matrices(loaded)]
-    return layer_input_stats(loaded, names, settings, progress)
+    return layer_input_stats(loaded, names, settings, progress, cache)
 
 
 def whitened_decompositions(
-    loaded: LoadedModel, settings: CalibrationSettings, progress: ProgressFn | None = None
+    loaded: LoadedModel,
+    settings: CalibrationSettings,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> dict[str, Decomposition]:
     """Whitened decomposition of every linear matrix, name → :class:`Decomposition` (float32).
+
+    Kept in ``cache`` (default: :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`)
+    with the input statistics they come from.
 
     Raises:
         DataError: no tokenizer, or calibration text too short.
     """
 
     def make():
-        stats = input_stats(loaded, settings, _stage(progress, 0, 2))
+        stats = input_stats(loaded, settings, _stage(progress, 0, 2), store)
         matrices = linear_matrices(loaded)
         out = {}
         with torch.no_grad(), lapack_thread():
@@ -54,7 +70,8 @@ def whitened_decompositions(
                 report(progress, len(matrices) + i + 1, 2 * len(matrices), f"whitened SVD {m.name}")
         return out
 
-    return STATS_CACHE.get_or_make(loaded.model, ("whitened", settings.key()), make)
+    store = CALIBRATION_CACHE if cache is None else cache
+    return store.get_or_compute(calibration_key(loaded, "whitened", settings), make)
 
 
 def svd_decompositions(loaded: LoadedModel, names: list[str]) -> dict[str, Decomposition]:

@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,6 +36,8 @@ RANK_PATTERN_FILE = "rank_pattern.json"
 
 def peft_model_of(adapter: TrainedAdapter):
     """The adapter's PEFT model, or a clear error when it is something else."""
+    from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
+
     if not isinstance(adapter.model, PeftModel):
         raise CheckpointError(
             f"the adapter's model is a {type(adapter.model).__name__}, not a PEFT model; "

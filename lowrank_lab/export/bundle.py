@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from peft import get_peft_model_state_dict
-
 from lowrank_lab.checkpoint.format import PLAN_FILE, count_elements, unique_state_dict
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
@@ -96,6 +94,8 @@ def _elements(
             counts = ParamCounts.of_model(compressed.model)
             floats += counts.dense - counts.compressed
         return floats, others, compressed.tokenizer
+    from peft import get_peft_model_state_dict  # heavy (seconds): imported on first use, not with lowrank_lab
+
     peft_model = peft_model_of(adapter)
     lora = count_elements(get_peft_model_state_dict(peft_model))  # exactly what PEFT saves
     base = count_elements(unique_state_dict(peft_model)) - lora

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import PreTrainedModel
 
 from lowrank_lab.checkpoint.format import (
     CARD_FILE,
@@ -44,6 +43,8 @@ LOADER_SOURCE = Path(__file__).with_name("load_lowrank.py")
 
 def check_exportable(model: nn.Module, what: str) -> None:
     """Raise a clear error unless ``model`` is a plain transformers model (not wrapped)."""
+    from transformers import PreTrainedModel  # heavy (seconds): imported on first use, not with lowrank_lab
+
     if not isinstance(model, PreTrainedModel):
         raise CheckpointError(
             f"{what} is a {type(model).__name__}, not a transformers model with a config; "

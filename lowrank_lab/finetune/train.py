@@ -31,7 +31,7 @@ StepFn = Callable[[StepInfo], None]
 
 def lora_config(model: nn.Module, settings: LoraSettings):
     """PEFT's ``LoraConfig`` for ``settings`` on ``model`` (targets resolved to full module names)."""
-    from peft import LoraConfig
+    from peft import LoraConfig  # heavy (seconds): imported on first use, not with lowrank_lab
 
     return LoraConfig(
         r=settings.r,
@@ -71,7 +71,7 @@ def _forever(loader) -> Iterator[dict]:
 
 
 def _optimizer_and_schedule(model: nn.Module, settings: LoraSettings, total: int):
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # heavy (seconds): imported on first use, not with lowrank_lab
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -83,7 +83,7 @@ def _optimizer_and_schedule(model: nn.Module, settings: LoraSettings, total: int
 
 def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: StepFn | None, control: TrainControl):
     """The loop. Returns (losses, val_losses, tokens, train_seconds, steps_done, model unwrapped)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator  # heavy (seconds): imported on first use, not with lowrank_lab
 
     total = settings.total_steps(len(data.train))
     val = data.validation[: settings.eval_examples]
@@ -129,7 +129,7 @@ def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: Step
 
 def _pissa_as_lora(peft_model, fresh_base: nn.Module, initial_dir: Path):
     """The trained PiSSA adapter rewritten by PEFT as a plain LoRA adapter (rank 2r) on the untouched base."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
 
     out = initial_dir.parent / "converted"
     peft_model.save_pretrained(str(out), path_initial_model_for_weight_conversion=str(initial_dir))
@@ -159,9 +159,9 @@ def finetune(
         The adapter (a PEFT model on a copy of the base) with its :class:`TrainReport`.
 
     Raises:
-        SettingsError: an encoder without a language-model head, or unknown target kinds.
+        SettingsError: an encoder without a language-model head, or targets the model does not have.
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import set_seed  # heavy (seconds): imported on first use, not with lowrank_lab
     from peft import get_peft_model
 
     control = control or TrainControl()

@@ -13,8 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from lowrank_lab.errors import ModelLoadError
 from lowrank_lab.models.spec import BUILTIN_MODELS
 from lowrank_lab.paths import cache_dir
@@ -64,6 +62,8 @@ def smollm2_folder(progress: ProgressFn | None = None) -> Path:
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
     report(progress, 0, 2, "converting the 4-bit GGUF to float (once, about 20 s)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: imported on first use, not with lowrank_lab
+
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF)

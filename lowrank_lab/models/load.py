@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig
 
 from lowrank_lab.checkpoint.format import SECTION
 from lowrank_lab.checkpoint.safetensors_file import check_safetensors
@@ -223,6 +222,8 @@ def _load_compressed_folder(spec: ModelSpec, path: Path) -> LoadedModel:
 
 
 def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: bool = False) -> LoadedModel:
+    from transformers import AutoConfig  # heavy: imported on first use, not with lowrank_lab
+
     is_local = not isinstance(source, str) or Path(source).exists()
     try:
         config = AutoConfig.from_pretrained(
@@ -267,6 +268,8 @@ def _from_safetensors_file(spec: ModelSpec, path: Path) -> LoadedModel:
     if path.name == "model.safetensors":
         return _load_local(spec, folder)
     check_safetensors(path)
+    from transformers import AutoConfig  # heavy: imported on first use, not with lowrank_lab
+
     try:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
         task = task_of_config(config)

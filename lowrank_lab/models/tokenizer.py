@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 _TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -27,6 +25,8 @@ def load_tokenizer(source: str | Path, local_only: bool = True, trust_remote_cod
     folder = Path(str(source))
     if folder.is_dir() and not any((folder / f).exists() for f in _TOKENIZER_FILES):
         return None  # transformers would otherwise build an empty tokenizer from defaults
+    from transformers import AutoTokenizer  # heavy: imported on first use, not with lowrank_lab
+
     try:
         return AutoTokenizer.from_pretrained(
             str(source), local_files_only=local_only, trust_remote_code=trust_remote_code

@@ -8,6 +8,7 @@ the shared model.
 
 from __future__ import annotations
 
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.comparison import EvalSettings
 from lowrank_lab.compress import CalibrationSettings, whitened_spectra
 from lowrank_lab.compress.auto import component_costs
@@ -43,6 +44,7 @@ def prediction_basis(
     progress: ProgressFn | None = None,
     dense: float | None = None,
     measure_dense: bool = True,
+    cache: KeyedCache | None = None,
 ) -> PredictionBasis:
     """Everything a slider move needs to predict a plan's error and loss for ``loaded``.
 
@@ -55,6 +57,8 @@ def prediction_basis(
         dense: the dense perplexity on ``evaluation`` when already measured (a comparison
             measures it).
         measure_dense: without ``dense``, measure it here (else predict the loss increase only).
+        cache: where the calibration statistics, decompositions and costs are kept (default: the
+            process's :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`; the app passes its own).
 
     Raises:
         DataError: no tokenizer, or too little calibration or evaluation text.
@@ -62,12 +66,12 @@ def prediction_basis(
     calibration = calibration or CalibrationSettings()
     causal = loaded.task == "causal-lm"
     steps = 3 if causal else 1
-    whitened = whitened_spectra(loaded, calibration, progress=_part(progress, 0, steps, "whitening"))
+    whitened = whitened_spectra(loaded, calibration, progress=_part(progress, 0, steps, "whitening"), cache=cache)
     costs = None
     if not causal:  # an encoder has no next-token loss to weigh components by
         dense = None
     else:
-        costs = component_costs(loaded, calibration, _part(progress, 1, steps, "loss gradients"))
+        costs = component_costs(loaded, calibration, _part(progress, 1, steps, "loss gradients"), cache=cache)
         if dense is None and measure_dense:
             report(progress, 2, steps, "dense perplexity")
             dense = dense_perplexity(loaded, evaluation)

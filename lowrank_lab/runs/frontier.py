@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from lowrank_lab.prediction import LossFit, fit_loss
 from lowrank_lab.runs.records import RunRow
@@ -82,6 +81,8 @@ def score(predicted: Sequence[float], measured_: Sequence[float]) -> PredictionS
     ratio = float(np.median(m / p))
     if n < 3 or np.ptp(p) == 0 or np.ptp(m) == 0:
         return PredictionScore(n, None, None, ratio)
+    from scipy import stats  # heavy: imported on first use, not with lowrank_lab
+
     rho = float(stats.spearmanr(p, m).statistic)
     r = float(np.corrcoef(np.log(p), np.log(m))[0, 1])
     return PredictionScore(n, rho, r, ratio)

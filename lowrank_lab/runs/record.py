@@ -16,10 +16,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
-import xxhash
-from torch import nn
-
+from lowrank_lab.cache import KeyedCache, model_digest
 from lowrank_lab.comparison import Comparison, EvalSettings
 from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import RunStoreError
@@ -37,7 +34,6 @@ CHECKPOINT, ADAPTER, EXPORT = "checkpoint", "adapter", "export"
 # Which run an in-memory result came from (recorded or reopened), so a fine-tune of a compressed
 # model or an export can name its parent run. Entries die with the object.
 _RUN_OF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def run_id_of(result: CompressedModel | TrainedAdapter | None) -> int | None:
@@ -48,26 +44,6 @@ def run_id_of(result: CompressedModel | TrainedAdapter | None) -> int | None:
 def remember(result: CompressedModel | TrainedAdapter, run_id: int) -> None:
     """Note that ``result`` is run ``run_id`` (see :func:`run_id_of`)."""
     _RUN_OF[result] = run_id
-
-
-def model_digest(model: nn.Module) -> str:
-    """A 128-bit content hash of a model's parameters and buffers (names, shapes, dtypes, bytes).
-
-    Cached per module while its weights are unchanged (their version counters do not move).
-    """
-    version = sum(p._version for p in model.parameters())
-    cached = _DIGESTS.get(model)
-    if cached is not None and cached[0] == version:
-        return cached[1]
-    h = xxhash.xxh3_128()
-    for name, tensor in model.state_dict(keep_vars=False).items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        if t.numel():
-            h.update(memoryview(t.view(-1).view(torch.uint8).numpy()))
-    digest = h.hexdigest()
-    _DIGESTS[model] = (version, digest)
-    return digest
 
 
 def new_uid() -> str:
@@ -191,6 +167,7 @@ def predict_compression(
     calibration: CalibrationSettings,
     dense: float | None = None,
     progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> Prediction | None:
     """What the calibration predicts for a whitened compression's plan, fitted on the store's earlier runs.
 
@@ -200,7 +177,9 @@ def predict_compression(
     if compressed.method != PREDICTED_METHOD:
         return None
     fit = fit_from_runs(store.runs(model=loaded.spec.source, kind="compression")) if store is not None else None
-    basis = prediction_basis(loaded, calibration, fit=fit, dense=dense, measure_dense=False, progress=progress)
+    basis = prediction_basis(
+        loaded, calibration, fit=fit, dense=dense, measure_dense=False, progress=progress, cache=cache
+    )
     return basis.predict(compressed.plan)
 
 
@@ -212,6 +191,7 @@ def record_compression_run(
     *,
     comparison: Comparison | None = None,
     progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
     **details,
 ) -> int:
     """Predict (whitened), digest the source model, save the checkpoint and record: what the app and CLI call.
@@ -223,6 +203,7 @@ def record_compression_run(
         calibration: the calibration it was made with.
         comparison: the measured comparison, when one ran.
         progress: told how the prediction's calibration goes (cached after the first time).
+        cache: the calibration cache the compression used (the app's; default: the process's).
         **details: as :func:`record_compression` (allocation, keep, evaluation, stages, save, exported_to, origin).
 
     Raises:
@@ -230,7 +211,7 @@ def record_compression_run(
     """
     _check_writable(store)
     dense = comparison.dense.perplexity if comparison is not None else None
-    prediction = predict_compression(store, loaded, compressed, calibration, dense, progress)
+    prediction = predict_compression(store, loaded, compressed, calibration, dense, progress, cache)
     return record_compression(
         store, compressed, comparison=comparison, prediction=prediction,
         model_digest=model_digest(loaded.model), **details,

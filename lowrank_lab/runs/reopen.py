@@ -132,7 +132,7 @@ def reopen_adapter(run: Run, loaded: LoadedModel) -> TrainedAdapter:
         RunStoreError: not a fine-tune, another source model, or the adapter folder was removed.
         CheckpointError: the saved compressed base is damaged.
     """
-    from peft import PeftModel
+    from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
 
     if run.row.kind != "finetune":
         raise RunStoreError(f"run #{run.row.id} is a {run.row.kind}, not a fine-tune", "unknown")

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoConfig
 
 from lowrank_lab.checkpoint.safetensors_file import check_safetensors
 from lowrank_lab.errors import ModelLoadError, NoWeightMatricesError
@@ -54,6 +53,8 @@ def _architecture_layers(folder: Path) -> tuple[frozenset[str], frozenset[str]] 
     """
     if not (folder / "config.json").exists():
         return None
+    from transformers import AutoConfig  # heavy: imported on first use, not with lowrank_lab
+
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         with torch.device("meta"):

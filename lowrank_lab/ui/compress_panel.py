@@ -8,6 +8,8 @@ finished.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import streamlit as st
 
@@ -15,10 +17,11 @@ from lowrank_lab.comparison import Comparison, EvalSettings, compare
 from lowrank_lab.compress import CalibrationSettings, allocate, compress
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
-from lowrank_lab.models import METHODS, LoadedModel
+from lowrank_lab.models import METHODS, LoadedModel, Method
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs.record import record_compression_run, run_id_of
 from lowrank_lab.ui import run_store, state
+from lowrank_lab.ui.cache import calibration_cache
 from lowrank_lab.ui.formatting import params
 
 FORM = "compress_form"
@@ -55,45 +58,61 @@ def _evaluation(upload) -> EvalSettings:
     return EvalSettings(text=decode_text_upload(upload.getvalue(), upload.name), source=f"uploaded {upload.name}")
 
 
-def _record(store, loaded, compressed, calibration, report, evaluation, settings: dict, bar) -> int:
+@dataclass(frozen=True, eq=False)
+class FormValues:
+    """What the form was submitted with (uploads as Streamlit's uploaded files, or None)."""
+
+    method: Method
+    ranks: str  # "plan" (the sliders) or an allocation strategy
+    keep: float
+    samples: int
+    seq_len: int
+    upload: object | None
+    eval_upload: object | None
+    evaluate: bool
+
+
+def _record(store, loaded, compressed, calibration, comparison, evaluation, values: FormValues, bar) -> int:
     """Record the run (its checkpoint saved into the store's folder, its prediction beside what was measured)."""
     return record_compression_run(
-        store, loaded, compressed, calibration, comparison=report, evaluation=evaluation, allocation=settings["ranks"],
-        keep=None if settings["ranks"] == "plan" else settings["keep"], origin="app",
+        store, loaded, compressed, calibration, comparison=comparison, evaluation=evaluation, allocation=values.ranks,
+        keep=None if values.ranks == "plan" else values.keep, origin="app", cache=calibration_cache(),
         progress=_progress_fn(bar, "recording the run (predicting from calibration)"),
     )  # fmt: skip
 
 
-def _run(loaded: LoadedModel, plan: RankPlan, settings: dict) -> None:
+def _run(loaded: LoadedModel, plan: RankPlan, values: FormValues) -> None:
     bar = st.progress(0.0, text="starting")
     try:
-        calibration = _calibration(settings["samples"], settings["seq_len"], settings["upload"])
-        if settings["ranks"] != "plan":
+        calibration = _calibration(values.samples, values.seq_len, values.upload)
+        if values.ranks != "plan":
             plan = allocate(
                 loaded,
-                settings["keep"],
-                settings["ranks"],
-                settings["method"],
+                values.keep,
+                values.ranks,
+                values.method,
                 calibration,
-                progress=_progress_fn(bar, f"allocating ({settings['ranks']})"),
+                progress=_progress_fn(bar, f"allocating ({values.ranks})"),
+                cache=calibration_cache(),
             )
         compressed = compress(
             loaded,
             plan,
-            settings["method"],
+            values.method,
             calibration,
-            progress=_progress_fn(bar, f"compressing ({settings['method']})"),
+            progress=_progress_fn(bar, f"compressing ({values.method})"),
+            cache=calibration_cache(),
         )
         comparison = None
-        evaluation = _evaluation(settings["eval_upload"])
-        if settings["evaluate"]:
+        evaluation = _evaluation(values.eval_upload)
+        if values.evaluate:
             comparison = compare(loaded, compressed, evaluation, progress=_progress_fn(bar, "evaluating"))
-        record = lambda store: _record(store, loaded, compressed, calibration, comparison, evaluation, settings, bar)  # noqa: E731
+        record = lambda store: _record(store, loaded, compressed, calibration, comparison, evaluation, values, bar)  # noqa: E731
         run_store.attempt(record, "Recording this run")
     finally:
         bar.empty()  # a failed step leaves no stale bar behind
-    st.session_state[state.COMPRESSED] = state.CompressionRun(compressed, comparison, settings["ranks"])
-    if settings["method"] != "svd":
+    st.session_state[state.COMPRESSED] = state.CompressionRun(compressed, comparison, values.ranks)
+    if values.method != "svd":
         st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, calibration)
 
 
@@ -125,18 +144,9 @@ def form(loaded: LoadedModel, plan: RankPlan) -> None:
         )
         submitted = st.form_submit_button("Compress and evaluate", type="primary")
     if submitted:
-        settings = dict(
-            method=method,
-            ranks=ranks,
-            keep=keep / 100,
-            samples=samples,
-            seq_len=seq_len,
-            upload=upload,
-            eval_upload=eval_upload,
-            evaluate=evaluate,
-        )
+        values = FormValues(method, ranks, keep / 100, int(samples), int(seq_len), upload, eval_upload, evaluate)
         try:
-            _run(loaded, plan, settings)
+            _run(loaded, plan, values)
         except LowrankLabError as err:
             st.error(f"Compression stopped: {err}")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lowrank_lab.cache import model_digest
 from lowrank_lab.data import TrainingSource, prepare
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.finetune import LoraSettings
 from lowrank_lab.models import CompressedModel, LoadedModel
-from lowrank_lab.runs.record import model_digest, record_finetune, run_id_of
+from lowrank_lab.runs.record import record_finetune, run_id_of
 from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.finetune_charts import loss_figure
 from lowrank_lab.ui.finetune_job import TrainingJob

@@ -14,6 +14,7 @@ import math
 
 import streamlit as st
 
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec
@@ -21,7 +22,7 @@ from lowrank_lab.prediction import LossFit, Prediction, PredictionBasis, predict
 from lowrank_lab.runs.frontier import fit_from_runs
 from lowrank_lab.runs.records import RunRow
 from lowrank_lab.ui import run_store, state
-from lowrank_lab.ui.cache import _Memo, loaded_model
+from lowrank_lab.ui.cache import calibration_cache, loaded_model
 
 BUTTON = "ranks_calibrate"
 ACT_ERROR = "Activation-aware error"
@@ -30,35 +31,53 @@ PREDICTED_LOSS = "Predicted loss increase"
 
 
 @st.cache_resource(show_spinner=False)
-def _bases() -> _Memo:
-    return _Memo(max_entries=4)
+def basis_cache() -> KeyedCache:
+    """Prediction bases per (model spec, calibration): small arrays, a few MiB per model."""
+    return KeyedCache(max_bytes=256 * 2**20, name="prediction bases")
 
 
 @st.cache_resource(show_spinner=False)
-def _fits() -> _Memo:
-    return _Memo(max_entries=16)
+def _latest() -> dict:
+    """Model spec → the key of the basis last built for it (so any session can show it)."""
+    return {}
+
+
+@st.cache_resource(show_spinner=False)
+def _fits() -> KeyedCache:
+    return KeyedCache(max_bytes=2**20, name="loss fits")
 
 
 def cached_basis(spec: ModelSpec) -> PredictionBasis | None:
-    """A basis some session already built for ``spec`` (the most recent), without computing one."""
-    memo = _bases()
-    with memo.lock:
-        found = [value for key, value in memo.items.items() if key[0] == spec]
-    return found[-1] if found else None
+    """The basis some session last built for ``spec``, if still cached; never computes one."""
+    key = _latest().get(spec)
+    if key is None or key not in basis_cache():
+        return None
+
+    def gone() -> PredictionBasis:  # evicted between the check and the read
+        raise KeyError(key)
+
+    try:
+        return basis_cache().get_or_compute(key, gone)
+    except KeyError:
+        return None
 
 
-def _build(spec: ModelSpec, calibration) -> PredictionBasis:
+def _build(spec: ModelSpec, calibration: CalibrationSettings) -> PredictionBasis:
     bar = st.empty()
 
     def progress(done: int, total: int, message: str) -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=f"Predicting from calibration: {message}")
 
+    def compute() -> PredictionBasis:
+        return prediction_basis(loaded_model(spec), calibration, progress=progress, cache=calibration_cache())
+
+    key = (spec, calibration.key())
     try:
-        return _bases().get(
-            (spec, calibration), lambda: prediction_basis(loaded_model(spec), calibration, progress=progress)
-        )
+        found = basis_cache().get_or_compute(key, compute)
     finally:
         bar.empty()
+    _latest()[spec] = key
+    return found
 
 
 def fit_for(model: str) -> LossFit:
@@ -68,7 +87,8 @@ def fit_for(model: str) -> LossFit:
         return LossFit()
     try:
         signature = store.signature(model)
-        return _fits().get((str(store.path), model, signature), lambda: fit_from_runs(store.runs(model, "compression")))
+        key = (str(store.path), model, signature)
+        return _fits().get_or_compute(key, lambda: fit_from_runs(store.runs(model, "compression")))
     except LowrankLabError:
         return LossFit()
 

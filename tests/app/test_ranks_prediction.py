@@ -74,7 +74,8 @@ def calibrated(store) -> AppTest:
 
 
 def test_before_calibration_the_page_offers_it(store):
-    pv._bases().clear()
+    pv.basis_cache().clear()
+    pv._latest().clear()
     at = page()
     assert metric(at, pv.ACT_ERROR) is None and metric(at, pv.PREDICTED_PPL) is None
     assert "Predicted loss" in at.info[0].value

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lowrank_lab import CalibrationSettings, LoraSettings, compress, finetune
+from lowrank_lab.cache import model_digest
 from lowrank_lab.comparison import EvalSettings, compare
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.data import builtin_source, prepare
@@ -18,7 +19,7 @@ from lowrank_lab.export import save_compressed
 from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import RunStore
-from lowrank_lab.runs.record import model_digest, record_compression, record_export, record_finetune, run_id_of
+from lowrank_lab.runs.record import record_compression, record_export, record_finetune, run_id_of
 from lowrank_lab.runs.reopen import recorded_comparison, reopen_adapter, reopen_compressed
 from tests.unit.export_support import logits
 
