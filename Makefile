@@ -44,3 +44,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/runs_store.py
+	$(BIN)/python bench/prediction.py
