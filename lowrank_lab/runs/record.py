@@ -54,7 +54,7 @@ def _check_writable(store: RunStore) -> None:
     if store.read_only:
         raise RunStoreError(
             f"the run store {store.path} is read-only, so nothing is recorded; give this user write access "
-            "or point LOWRANK_LAB_CACHE elsewhere",
+            "or set LOWRANK_LAB_RUNS to another file",
             "read-only",
         )
 

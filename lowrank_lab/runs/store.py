@@ -21,15 +21,16 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import wraps
 from pathlib import Path
 from urllib.parse import quote
 
 from lowrank_lab.errors import RunStoreError
 from lowrank_lab.paths import cache_dir
 from lowrank_lab.plan import RankPlan
-from lowrank_lab.runs.records import Artifact, Run, RunRecord, RunRow, plan_digest
+from lowrank_lab.runs.records import Run, RunRecord, RunRow, plan_digest
+from lowrank_lab.runs.rows import artifacts_of, list_columns, run_row, where_clause
 from lowrank_lab.runs.schema import MIGRATIONS, ROW_COLUMNS, SCHEMA_VERSION
+from lowrank_lab.runs.sqlite_errors import FIX, store_error, translated
 
 DB_NAME = "runs.sqlite3"
 STORE_ENV = "LOWRANK_LAB_RUNS"  # another database file (the tests use a fresh one per session)
@@ -42,50 +43,6 @@ def default_path() -> Path:
     """``$LOWRANK_LAB_RUNS`` if set, else ``runs.sqlite3`` in the lowrank_lab cache folder (``$LOWRANK_LAB_CACHE``)."""
     chosen = os.environ.get(STORE_ENV)
     return Path(chosen).expanduser() if chosen else cache_dir() / DB_NAME
-
-
-def _reason(err: sqlite3.Error) -> str:
-    name = getattr(err, "sqlite_errorname", "")
-    text = str(err).lower()
-    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or "malformed" in text:
-        return "corrupt"
-    if name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED") or "locked" in text:
-        return "locked"
-    if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
-        return "read-only"
-    return "io"
-
-
-_FIX = {
-    "corrupt": "lowrank_lab left it untouched; move it aside (or point LOWRANK_LAB_CACHE elsewhere) to start a new store",
-    "locked": "another process holds it; close that process or try again in a moment",
-    "read-only": "give this user write access to the file and its folder, or point LOWRANK_LAB_CACHE elsewhere",
-    "io": "check the disk and the file's permissions, or point LOWRANK_LAB_CACHE elsewhere",
-}
-
-
-def store_error(path: Path, err: sqlite3.Error, doing: str) -> RunStoreError:
-    """A :class:`RunStoreError` for a SQLite error met while ``doing`` something with ``path``."""
-    reason = _reason(err)
-    what = {"corrupt": "is not a readable SQLite database", "locked": "is locked",
-            "read-only": "is read-only", "io": "could not be used"}[reason]  # fmt: skip
-    return RunStoreError(f"the run store {path} {what} while {doing} ({err}); {_FIX[reason]}", reason)
-
-
-def _translated(doing: str):
-    """Turn SQLite errors raised by a store method into RunStoreError naming the file."""
-
-    def wrap(fn):
-        @wraps(fn)
-        def inner(self, *args, **kwargs):
-            try:
-                return fn(self, *args, **kwargs)
-            except sqlite3.Error as err:
-                raise store_error(self.path, err, doing) from None
-
-        return inner
-
-    return wrap
 
 
 def _statements(script: str) -> list[str]:
@@ -121,12 +78,12 @@ class RunStore:
     # -- opening ---------------------------------------------------------------------------
     def _open(self) -> None:
         if self.path.exists() and not self.path.is_file():
-            raise RunStoreError(f"the run store {self.path} is not a file; move it aside or point LOWRANK_LAB_CACHE elsewhere", "io")  # fmt: skip
+            raise RunStoreError(f"the run store {self.path} is not a file; move it aside or set LOWRANK_LAB_RUNS to another file", "io")  # fmt: skip
         folder_writable = os.access(self.path.parent, os.W_OK)
         if not self.path.exists():
             if not folder_writable:
                 raise RunStoreError(
-                    f"the run store {self.path} cannot be created: {self.path.parent} is read-only; {_FIX['read-only']}",
+                    f"the run store {self.path} cannot be created: {self.path.parent} is read-only; {FIX['read-only']}",
                     "read-only",
                 )
         elif not (os.access(self.path, os.W_OK) and folder_writable):
@@ -140,14 +97,14 @@ class RunStore:
                 raise RunStoreError(
                     f"the run store {self.path} was written by a newer lowrank_lab (schema {version}; this one reads "
                     f"up to {SCHEMA_VERSION}); lowrank_lab left it untouched. Upgrade lowrank_lab, or point "
-                    "LOWRANK_LAB_CACHE elsewhere to use a separate store",
+                    "LOWRANK_LAB_RUNS at another file to use a separate store",
                     "newer",
                 )
             if version < SCHEMA_VERSION:
                 if self.read_only:
                     raise RunStoreError(
                         f"the run store {self.path} needs an upgrade (schema {version} to {SCHEMA_VERSION}) but is "
-                        f"read-only; {_FIX['read-only']}",
+                        f"read-only; {FIX['read-only']}",
                         "read-only",
                     )
                 self._migrate(conn)
@@ -199,7 +156,7 @@ class RunStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         if self.read_only:
-            raise RunStoreError(f"the run store {self.path} is read-only, so nothing is recorded; {_FIX['read-only']}", "read-only")  # fmt: skip
+            raise RunStoreError(f"the run store {self.path} is read-only, so nothing is recorded; {FIX['read-only']}", "read-only")  # fmt: skip
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -225,7 +182,7 @@ class RunStore:
         """The folder where a run's own artifacts go: ``runs/<uid>`` beside the database."""
         return self.artifact_root / uid
 
-    @_translated("recording a run")
+    @translated("recording a run")
     def record(self, record: RunRecord) -> int:
         """Store one run; returns its id.
 
@@ -248,7 +205,7 @@ class RunStore:
             "method": record.method,
             "allocation": record.allocation,
             "keep": record.keep,
-            **_scalars(record),
+            **list_columns(record),
             "plan_digest": plan_digest(record.plan),
             "origin": record.origin,
             "parent": record.parent,
@@ -266,7 +223,7 @@ class RunStore:
             )
         return run_id
 
-    @_translated("deleting a run")
+    @translated("deleting a run")
     def delete(self, run_id: int, remove_artifacts: bool = True) -> list[str]:
         """Delete a run, and (by default) the artifacts lowrank_lab wrote for it.
 
@@ -281,7 +238,7 @@ class RunStore:
             RunStoreError: no such run, or the store is read-only, locked or broken.
         """
         with self._write() as conn:
-            artifacts = _artifacts_of(conn, [run_id]).get(run_id, ())
+            artifacts = artifacts_of(conn, [run_id]).get(run_id, ())
             if conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
                 raise RunStoreError(f"there is no run #{run_id} in {self.path} (deleted in another session?)", "unknown")  # fmt: skip
         if not remove_artifacts:
@@ -313,16 +270,16 @@ class RunStore:
         return True
 
     # -- reading ---------------------------------------------------------------------------
-    @_translated("listing runs")
+    @translated("listing runs")
     def runs(self, model: str | None = None, kind: str | None = None) -> list[RunRow]:
         """Stored runs, newest first, optionally of one model and kind; each says which artifacts are missing."""
-        where, args = _where(model, kind)
+        where, args = where_clause(model, kind)
         with self._read() as conn:
             rows = conn.execute(f"{_SELECT_ROWS}{where} ORDER BY id DESC", args).fetchall()
-            artifacts = _artifacts_of(conn, None if not args else [r[0] for r in rows])
-        return [_row(r, artifacts.get(r[0], ())) for r in rows]
+            artifacts = artifacts_of(conn, None if not args else [r[0] for r in rows])
+        return [run_row(r, artifacts.get(r[0], ())) for r in rows]
 
-    @_translated("looking up a plan")
+    @translated("looking up a plan")
     def runs_with_plan(self, model: str, plan: RankPlan) -> list[RunRow]:
         """Compressions of ``model`` that factorized exactly ``plan`` (by content), newest first."""
         with self._read() as conn:
@@ -330,10 +287,10 @@ class RunStore:
                 f"{_SELECT_ROWS} WHERE model = ? AND plan_digest = ? AND kind = 'compression' ORDER BY id DESC",
                 (model, plan_digest(plan)),
             ).fetchall()
-            artifacts = _artifacts_of(conn, [r[0] for r in rows])
-        return [_row(r, artifacts.get(r[0], ())) for r in rows]
+            artifacts = artifacts_of(conn, [r[0] for r in rows])
+        return [run_row(r, artifacts.get(r[0], ())) for r in rows]
 
-    @_translated("reading a run")
+    @translated("reading a run")
     def get(self, run_id: int) -> Run:
         """One run in full.
 
@@ -348,11 +305,11 @@ class RunStore:
             ).fetchone()
             if found is None:
                 raise RunStoreError(f"there is no run #{run_id} in {self.path} (deleted in another session?)", "unknown")  # fmt: skip
-            artifacts = _artifacts_of(conn, [run_id]).get(run_id, ())
+            artifacts = artifacts_of(conn, [run_id]).get(run_id, ())
         data = json.loads(found[-1] or "{}")
         plan = data.get("plan")
         return Run(
-            row=_row(found[:-1], artifacts),
+            row=run_row(found[:-1], artifacts),
             plan=None if plan is None else RankPlan(plan),
             settings=data.get("settings") or {},
             figures=data.get("figures") or {},
@@ -360,87 +317,26 @@ class RunStore:
             stages=tuple(data.get("stages") or ()),
         )
 
-    @_translated("looking up an artifact")
+    @translated("looking up an artifact")
     def run_with_artifact(self, path: str | Path) -> int | None:
         """The newest run that saved (or exported to) ``path``, if any."""
         resolved = str(Path(path).expanduser().resolve())
         found = self._conn().execute("SELECT max(run_id) FROM artifacts WHERE path = ?", (resolved,)).fetchone()
         return found[0] if found else None
 
-    @_translated("reading the store's state")
+    @translated("reading the store's state")
     def signature(self, model: str | None = None) -> tuple[int, int]:
         """(number of runs, newest id), of one model or all: changes whenever a run is added or deleted."""
-        where, args = _where(model, None)
+        where, args = where_clause(model, None)
         count, newest = self._conn().execute(f"SELECT count(*), max(id) FROM runs{where}", args).fetchone()
         return count, newest or 0
 
-    @_translated("counting runs")
+    @translated("counting runs")
     def count(self) -> int:
         return self._conn().execute("SELECT count(*) FROM runs").fetchone()[0]
 
-    @_translated("listing models")
+    @translated("listing models")
     def models(self) -> list[str]:
         """The models that have runs, most recent first."""
         rows = self._conn().execute("SELECT model FROM runs GROUP BY model ORDER BY max(id) DESC").fetchall()
         return [r[0] for r in rows]
-
-
-def _where(model: str | None, kind: str | None) -> tuple[str, tuple]:
-    clauses, args = [], []
-    if model is not None:
-        clauses.append("model = ?")
-        args.append(model)
-    if kind is not None:
-        clauses.append("kind = ?")
-        args.append(kind)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
-
-
-def _artifacts_of(conn: sqlite3.Connection, ids: list[int] | None) -> dict[int, tuple[Artifact, ...]]:
-    """run id → its artifacts, for the given runs (None: every run)."""
-    if ids is None:
-        found = conn.execute("SELECT run_id, role, path, owned FROM artifacts").fetchall()
-    else:
-        found = []
-        for start in range(0, len(ids), 500):  # SQLite limits the number of parameters
-            part = ids[start : start + 500]
-            sql = f"SELECT run_id, role, path, owned FROM artifacts WHERE run_id IN ({', '.join('?' * len(part))})"
-            found += conn.execute(sql, part).fetchall()
-    out: dict[int, list[Artifact]] = {}
-    for run_id, role, path, owned in found:
-        artifact = object.__new__(Artifact)  # stored, so already checked: filled directly (see _row)
-        artifact.__dict__.update(role=role, path=path, owned=bool(owned))
-        out.setdefault(run_id, []).append(artifact)
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _row(values: tuple, artifacts: tuple[Artifact, ...]) -> RunRow:
-    # A list builds thousands of rows from our own database: they are filled directly, without
-    # the frozen dataclass's setattr per field (a third of the time of listing 10,000 runs).
-    row = object.__new__(RunRow)
-    fields = row.__dict__
-    fields.update(zip(ROW_COLUMNS, values))
-    fields["artifacts"] = artifacts
-    fields["missing"] = tuple(a.role for a in artifacts if not os.path.exists(a.path))
-    return row
-
-
-def _first(figures: dict, *keys):
-    return next((figures[k] for k in keys if figures.get(k) is not None), None)
-
-
-def _scalars(record: RunRecord) -> dict:
-    """The columns a list shows, read from the record's figures and prediction under their canonical keys."""
-    f, p = record.figures, record.prediction
-    linear_dense, linear_kept = f.get("linear_params_dense"), f.get("linear_params_compressed")
-    return {
-        "params_kept": _first(f, "params_compressed", "params_kept"),
-        "params_dense": f.get("params_dense"),
-        "linear_kept": linear_kept / linear_dense if linear_dense and linear_kept is not None else None,
-        "perplexity": _first(f, "perplexity_compressed", "perplexity_after"),
-        "perplexity_dense": _first(f, "perplexity_dense", "perplexity_before"),
-        "predicted_perplexity": p.get("perplexity"),
-        "predicted_low": p.get("perplexity_low"),
-        "predicted_high": p.get("perplexity_high"),
-        "predicted_loss_raw": p.get("raw_loss_increase"),
-    }
