@@ -38,7 +38,7 @@ GENERATIONS = [{"prompt": "What is a Python list comprehension?", "dense": "A li
                 "compressed": "A compact way " * 12}] * 3  # fmt: skip
 
 
-def record(i: int, root: Path, uid: str | None = None) -> RunRecord:
+def record(i: int, store: RunStore, uid: str | None = None) -> RunRecord:
     uid = uid or f"r{i:06d}"
     keep = 0.5 + (i % 5) / 10
     return RunRecord(
@@ -51,7 +51,7 @@ def record(i: int, root: Path, uid: str | None = None) -> RunRecord:
                  "linear_params_compressed": int(106168320 * keep), "generations": GENERATIONS},
         prediction={"perplexity": 18.86 * (2 - keep), "perplexity_low": 15.0, "perplexity_high": 40.0,
                     "raw_loss_increase": 1 - keep, "activation_error": 0.05},
-        artifacts=(Artifact("checkpoint", str(root / uid / "checkpoint")),), origin="bench", uid=uid,
+        artifacts=(Artifact("checkpoint", str(store.artifact_path(uid, "checkpoint"))),), origin="bench", uid=uid,
     )  # fmt: skip
 
 
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         files = tmp / "json-per-run"
         files.mkdir()
         start = time.perf_counter()
-        records = [record(i, store.artifact_root) for i in range(args.runs)]
-        for i, r in enumerate(records):
+        for i in range(args.runs):  # one at a time: 10,000 plans held at once would slow every later step (GC)
+            r = record(i, store)
             store.record(r)
             if i % 2 == 0:  # half the checkpoints are still there, half were removed by hand
                 Path(r.artifacts[0].path).mkdir(parents=True)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 barrier.wait()
                 for i in range(per_writer):
-                    store.record(record(i, store.artifact_root, uid=f"{tag}{i:05d}"))
+                    store.record(record(i, store, uid=f"{tag}{i:05d}"))
             except Exception as err:  # noqa: BLE001 - reported below
                 errors.append(err)
 

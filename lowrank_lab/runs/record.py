@@ -1,8 +1,8 @@
 """Recording what the app and the command line make: compressions, fine-tunes, exports.
 
 Each ``record_*`` function saves the run's artifacts first (a compressed checkpoint, an
-adapter), in the existing formats, into the store's own folder ``runs/<uid>/`` beside the
-database, then writes the record in one short transaction. If the record cannot be written,
+adapter), in the existing formats, into the store's own folder (``runs/<uid>-<role>`` beside the
+database), then writes the record in one short transaction. If the record cannot be written,
 the artifacts just saved are removed again (no run points to them), and the error says why;
 the caller's objects are never changed.
 """
@@ -60,15 +60,22 @@ def _check_writable(store: RunStore) -> None:
 
 
 def _record_with(store: RunStore, uid: str, build, save) -> int:
-    """Save artifacts with ``save(folder)`` into the run's folder, then record ``build(artifacts)``."""
+    """Save artifacts with ``save(path_for)`` (``path_for(role)`` names each one's place in the
+    store's folder), then record ``build(artifacts)``."""
     _check_writable(store)
-    folder = store.artifact_folder(uid)
+    made: list[Path] = []
+
+    def path_for(role: str) -> Path:
+        made.append(store.artifact_path(uid, role))
+        return made[-1]
+
     try:
-        artifacts = save(folder)
+        artifacts = save(path_for)
         return store.record(build(artifacts))
     except BaseException:
-        if folder.is_dir():  # written just now, for this run only: no record points to it
-            shutil.rmtree(folder, ignore_errors=True)
+        for path in made:  # written just now, for this run only: no record points to them
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
         raise
 
 
@@ -144,10 +151,10 @@ def record_compression(
     """
     uid = new_uid()
 
-    def save_all(folder: Path) -> list[Artifact]:
+    def save_all(path_for) -> list[Artifact]:
         artifacts = []
         if save:
-            path = save_compressed(compressed, folder / CHECKPOINT, comparison=details.get("comparison"))
+            path = save_compressed(compressed, path_for(CHECKPOINT), comparison=details.get("comparison"))
             artifacts.append(Artifact(CHECKPOINT, str(path)))
         if exported_to is not None:
             artifacts.append(Artifact(EXPORT, str(Path(exported_to).expanduser().resolve()), owned=False))
@@ -283,10 +290,10 @@ def record_finetune(
     """
     uid = new_uid()
 
-    def save_all(folder: Path) -> list[Artifact]:
+    def save_all(path_for) -> list[Artifact]:
         artifacts = []
         if save:
-            artifacts.append(Artifact(ADAPTER, str(save_adapter(adapter, folder / ADAPTER))))
+            artifacts.append(Artifact(ADAPTER, str(save_adapter(adapter, path_for(ADAPTER)))))
         if exported_to is not None:
             artifacts.append(Artifact(EXPORT, str(Path(exported_to).expanduser().resolve()), owned=False))
         return artifacts

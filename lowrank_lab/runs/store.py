@@ -178,9 +178,13 @@ class RunStore:
                 conn.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------------
-    def artifact_folder(self, uid: str) -> Path:
-        """The folder where a run's own artifacts go: ``runs/<uid>`` beside the database."""
-        return self.artifact_root / uid
+    def artifact_path(self, uid: str, role: str) -> Path:
+        """Where a run's own artifact goes: ``runs/<uid>-<role>`` beside the database.
+
+        One flat folder, so a list learns which artifacts are still there from one directory
+        read instead of a ``stat`` per run.
+        """
+        return self.artifact_root / f"{uid}-{role}"
 
     @translated("recording a run")
     def record(self, record: RunRecord) -> int:
@@ -264,9 +268,6 @@ class RunStore:
             shutil.rmtree(path)
         else:
             path.unlink()
-        run_folder = root / inside.parts[0]
-        if run_folder != path.resolve() and run_folder.is_dir() and not any(run_folder.iterdir()):
-            run_folder.rmdir()
         return True
 
     # -- reading ---------------------------------------------------------------------------
@@ -277,7 +278,15 @@ class RunStore:
         with self._read() as conn:
             rows = conn.execute(f"{_SELECT_ROWS}{where} ORDER BY id DESC", args).fetchall()
             artifacts = artifacts_of(conn, None if not args else [r[0] for r in rows])
-        return [run_row(r, artifacts.get(r[0], ())) for r in rows]
+        present = self._present()
+        return [run_row(r, artifacts.get(r[0], ()), present) for r in rows]
+
+    def _present(self) -> tuple[str, set[str]]:
+        """The artifact folder and the names in it now (one directory read for a whole list)."""
+        try:
+            return str(self.artifact_root), set(os.listdir(self.artifact_root))
+        except OSError:
+            return str(self.artifact_root), set()
 
     @translated("looking up a plan")
     def runs_with_plan(self, model: str, plan: RankPlan) -> list[RunRow]:
@@ -288,7 +297,8 @@ class RunStore:
                 (model, plan_digest(plan)),
             ).fetchall()
             artifacts = artifacts_of(conn, [r[0] for r in rows])
-        return [run_row(r, artifacts.get(r[0], ())) for r in rows]
+        present = self._present()
+        return [run_row(r, artifacts.get(r[0], ()), present) for r in rows]
 
     @translated("reading a run")
     def get(self, run_id: int) -> Run:
@@ -309,7 +319,7 @@ class RunStore:
         data = json.loads(found[-1] or "{}")
         plan = data.get("plan")
         return Run(
-            row=run_row(found[:-1], artifacts),
+            row=run_row(found[:-1], artifacts, self._present()),
             plan=None if plan is None else RankPlan(plan),
             settings=data.get("settings") or {},
             figures=data.get("figures") or {},

@@ -77,7 +77,7 @@ def test_a_compression_is_recorded_with_its_prediction_and_reopens_with_the_same
     assert run_id_of(again) == run_id
 
     assert store.delete(run_id) == [checkpoint.path]
-    assert not store.artifact_folder(row.uid).exists()
+    assert not store.artifact_path(row.uid, "checkpoint").exists() and list(store.artifact_root.iterdir()) == []
 
 
 def test_a_fine_tune_of_a_recorded_compression_names_its_parent_and_reopens(tiny_llama, compressed, store):

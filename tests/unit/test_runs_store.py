@@ -321,7 +321,7 @@ def test_two_sessions_recording_at_once_lose_nothing(tmp_path):
 
 
 def test_removed_artifacts_show_as_missing_and_the_run_can_be_deleted(store):
-    folder = store.artifact_folder("u1") / "checkpoint"
+    folder = store.artifact_path("u1", "checkpoint")
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     run_id = store.record(_record(uid="u1", artifacts=(Artifact("checkpoint", str(folder)),)))
@@ -335,7 +335,7 @@ def test_removed_artifacts_show_as_missing_and_the_run_can_be_deleted(store):
 
 
 def test_deleting_removes_only_the_store_s_own_artifacts(store, tmp_path):
-    own = store.artifact_folder("u2") / "checkpoint"
+    own = store.artifact_path("u2", "checkpoint")
     own.mkdir(parents=True)
     (own / "model.safetensors").write_bytes(b"x")
     users = tmp_path / "my-export"  # the user's --out: recorded, not owned
@@ -347,7 +347,7 @@ def test_deleting_removes_only_the_store_s_own_artifacts(store, tmp_path):
                  Artifact("adapter", str(outside)))  # fmt: skip
     run_id = store.record(_record(uid="u2", artifacts=artifacts))
     assert store.delete(run_id) == [str(own)]
-    assert not own.exists() and not store.artifact_folder("u2").exists()
+    assert not own.exists() and list(store.artifact_root.iterdir()) == []
     assert (users / "config.json").exists() and outside.exists()
     with pytest.raises(RunStoreError, match=f"no run #{run_id}") as err:
         store.delete(run_id)
