@@ -89,7 +89,10 @@ def live(job: TrainingJob) -> None:
 
 
 def _metrics(job: TrainingJob) -> None:
-    report = job.result.report
+    _report_metrics(job.result.report)
+
+
+def _report_metrics(report) -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(
         "Validation loss",
@@ -150,3 +153,19 @@ def results(job: TrainingJob) -> None:
     if job.prompts:
         st.subheader("The same prompts, before and after")
         samples(job.prompts, job.before, job.after)
+
+
+def reopened() -> None:
+    """The adapter the Runs page reopened into this session, with its recorded figures."""
+    adapter = st.session_state.get(state.ADAPTER)
+    run_id = run_id_of(adapter)
+    if run_id is None or adapter.report is None:
+        return
+    report = adapter.report
+    st.subheader("Reopened adapter")
+    st.success(
+        f"Run #{run_id}: a LoRA adapter on the {adapter.base} model, reopened from the **Runs** page; it is "
+        "ready for the **Export** page."
+    )
+    _report_metrics(report)
+    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")

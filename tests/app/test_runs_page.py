@@ -279,3 +279,13 @@ def test_a_read_only_store_is_listed_and_said_to_be_read_only(store, made):
     shown = json.loads(out.stdout.strip().splitlines()[-1])
     assert shown["exception"] == [] and shown["runs"] == 1, out.stderr[-2000:]
     assert any("read-only" in w for w in shown["warnings"])
+
+
+def test_the_home_page_s_guide_and_the_sidebar_name_the_runs_page(store):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state[state.MODEL_SOURCE] = "tiny-llama"
+    at.run()
+    assert not at.exception
+    assert "**Runs**" in [p.proto.label for p in at.get("page_link")]
+    at.switch_page("pages/5_Runs.py").run()
+    assert not at.exception and "No runs here yet" in at.info[0].value

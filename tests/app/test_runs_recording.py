@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lowrank_lab import LoraSettings, finetune
+from lowrank_lab.data import builtin_source, prepare
 from lowrank_lab.runs import RunStore
-from lowrank_lab.runs.record import record_compression
+from lowrank_lab.runs.record import record_compression, record_finetune
 from lowrank_lab.ui import state
 from lowrank_lab.ui.export_panel import BUILT
 from lowrank_lab.ui.finetune_view import JOB
@@ -92,3 +94,20 @@ def test_a_broken_store_never_stops_an_export(store, tiny_llama):
     at.button(key="export_build").click().run()
     assert not at.exception and at.get("download_button")
     assert any(NOT_RECORDED in w.value and "not a readable SQLite database" in w.value for w in at.warning)
+
+
+def test_a_reopened_adapter_shows_on_the_lora_page_with_its_figures(store, tiny_llama):
+    settings = LoraSettings(r=2, steps=2, batch_size=2, max_seq_len=32, eval_every=0)
+    adapter = finetune(tiny_llama, prepare(builtin_source("domain-text"), tiny_llama.tokenizer, 32), settings)
+    run_id = record_finetune(store, adapter, data="domain-text")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state[state.MODEL_SOURCE] = "tiny-llama"
+    at.run()
+    at.switch_page("pages/5_Runs.py").run()
+    at.button(key="runs_reopen").click().run()
+    assert not at.exception and "adapter is open" in at.success[0].value
+    at.switch_page("pages/3_LoRA.py").run()
+    assert not at.exception
+    assert any(f"Run #{run_id}: a LoRA adapter on the original model" in s.value for s in at.success)
+    loss = next(m for m in at.metric if m.label == "Validation loss")
+    assert loss.value == f"{adapter.report.val_loss_after:.3f}"
