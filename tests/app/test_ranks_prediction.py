@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import CalibrationSettings, compress
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
@@ -41,7 +42,9 @@ def store(tmp_path, monkeypatch) -> RunStore:
 
 @pytest.fixture(scope="module")
 def basis(tiny_llama):
-    return prediction_basis(tiny_llama, CAL)
+    # Its own cache: the process-wide one would then answer later tests' calls on these settings
+    # without the work (and the checks) those tests are about.
+    return prediction_basis(tiny_llama, CAL, cache=KeyedCache(name="test"))
 
 
 def page(**session) -> AppTest:

@@ -19,6 +19,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import CalibrationSettings, compress
+from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.models import CompressedModel
@@ -26,6 +27,7 @@ from lowrank_lab.plan import plan_keep_params
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.runs import SCHEMA_VERSION, RunRecord, RunStore
 from lowrank_lab.runs.record import record_compression, record_finetune
+from lowrank_lab.ui import prediction_view as pv
 from lowrank_lab.ui import runs_view as view
 from lowrank_lab.ui import state
 from lowrank_lab.ui.run_store import NOT_RECORDED
@@ -49,7 +51,7 @@ def store(tmp_path, monkeypatch) -> RunStore:
 @pytest.fixture(scope="module")
 def made(tiny_llama):
     """Compressions of tiny-llama at three budgets (whitened, with a prediction) and one svd."""
-    basis = prediction_basis(tiny_llama, CAL)
+    basis = prediction_basis(tiny_llama, CAL, cache=KeyedCache(name="test"))
     mats = linear_matrices(tiny_llama)
     out = []
     for keep in (0.8, 0.5, 0.3):
@@ -109,13 +111,15 @@ def test_the_table_lists_filters_and_orders_runs(store, made):
     assert "No runs here yet" in at.info[0].value
 
 
-def test_the_charts_show_the_frontier_and_predicted_against_measured(store, made):
+def test_the_charts_show_the_frontier_and_predicted_against_measured(store, made, tiny_llama):
     _fill(store, made, save_first=False)
+    pv._latest().clear()  # no calibrated model in this process yet: measured points only
     at = _page()
+    assert any("predicted curve shows once" in c.value for c in at.caption)
     frontier = _figure(at, "runs_frontier")
     groups = {t["name"]: len(t["x"]) for t in frontier["data"] if t.get("mode") == "markers"}
     assert groups == {"whitened · uniform": 3, "svd · uniform": 1}
-    front = next(t for t in frontier["data"] if t["name"] == "Pareto front (measured)")
+    front = next(t for t in frontier["data"] if t.get("name") == "Pareto front (measured)")
     assert front["y"] == [570.0, 550.0, 520.0]  # the svd run is beaten by a smaller whitened one
     predicted = _figure(at, "runs_predicted")
     assert (
@@ -124,6 +128,15 @@ def test_the_charts_show_the_frontier_and_predicted_against_measured(store, made
     points = next(t for t in predicted["data"] if t.get("mode") == "markers")
     assert len(points["x"]) == 3
     go.Figure(frontier_spec(store.runs(), [], 500.0))  # the dict validates
+
+    # Once the model is calibrated (by any session), the predicted curves join the frontier.
+    basis = prediction_basis(tiny_llama, CAL, cache=KeyedCache(name="test"))
+    key = (tiny_llama.spec, CAL.key())
+    pv.basis_cache().get_or_compute(key, lambda: basis)
+    pv._latest()[tiny_llama.spec] = key
+    at.run()
+    names = [t.get("name") for t in _figure(at, "runs_frontier")["data"]]
+    assert "predicted: best plan for the size" in names and "predicted: uniform plans" in names
 
 
 def test_reopening_a_compression_serves_the_lora_and_export_pages(store, made, tiny_llama):
