@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RANKS = str(ROOT / "pages" / "2_Ranks.py")
 Q = "self_attn.q_proj"
 CAL = CalibrationSettings()  # what the Calibrate button uses
+# This module's own calibration cache: the process-wide one would then answer later tests' calls
+# on these (default) settings without the work, and the checks, those tests are about.
+CACHE = KeyedCache(name="test_ranks_prediction")
 
 
 @pytest.fixture
@@ -42,9 +45,7 @@ def store(tmp_path, monkeypatch) -> RunStore:
 
 @pytest.fixture(scope="module")
 def basis(tiny_llama):
-    # Its own cache: the process-wide one would then answer later tests' calls on these settings
-    # without the work (and the checks) those tests are about.
-    return prediction_basis(tiny_llama, CAL, cache=KeyedCache(name="test"))
+    return prediction_basis(tiny_llama, CAL, cache=CACHE)
 
 
 def page(**session) -> AppTest:
@@ -144,7 +145,7 @@ def test_the_fit_from_measured_runs_tightens_the_band(store, tiny_llama, basis):
     at = calibrated(store)
     before = metric(at, "Uncertainty").value
     for keep in (0.8, 0.6, 0.4, 0.2):  # measured runs whose loss increase is 2 × the raw prediction
-        c = compress(tiny_llama, plan_keep_params(linear_matrices(tiny_llama), keep), "whitened", CAL)
+        c = compress(tiny_llama, plan_keep_params(linear_matrices(tiny_llama), keep), "whitened", CAL, cache=CACHE)
         raw = basis.predict(c.plan).raw_loss_increase
         record_compression(store, c, allocation="uniform", keep=keep, save=False, prediction=basis.predict(c.plan),
                            comparison=measured(c, 100.0, 100.0 * math.exp(2 * raw)))  # fmt: skip
