@@ -51,10 +51,13 @@ def row_dict(row: RunRow) -> dict:
 def run(args) -> dict:
     store = RunStore(args.store)
     if args.delete is not None:
-        removed = store.delete(args.delete, remove_artifacts=not args.keep_files)
+        deleted = store.delete(args.delete, remove_artifacts=not args.keep_files)
         if not args.json:
-            print(f"deleted run #{args.delete}" + (f" and {', '.join(removed)}" if removed else ""))
-        return {"store": str(store.path), "deleted": args.delete, "removed": removed}
+            print(f"deleted run #{args.delete}" + (f" and {', '.join(deleted.removed)}" if deleted.removed else ""))
+            for note in deleted.kept:
+                print(f"kept {note}")
+        return {"store": str(store.path), "deleted": args.delete, "removed": list(deleted.removed),
+                "kept": list(deleted.kept)}  # fmt: skip
     if args.show is not None:
         found = store.get(args.show)
         result = {"store": str(store.path), "run": row_dict(found.row),

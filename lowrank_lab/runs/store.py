@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from urllib.parse import quote
 from lowrank_lab.errors import RunStoreError
 from lowrank_lab.paths import cache_dir
 from lowrank_lab.plan import RankPlan
+from lowrank_lab.runs.artifact_files import Deleted, remove_owned
 from lowrank_lab.runs.records import Run, RunRecord, RunRow, plan_digest
 from lowrank_lab.runs.rows import artifacts_of, list_columns, run_row, where_clause
 from lowrank_lab.runs.schema import MIGRATIONS, ROW_COLUMNS, SCHEMA_VERSION
@@ -228,15 +228,17 @@ class RunStore:
         return run_id
 
     @translated("deleting a run")
-    def delete(self, run_id: int, remove_artifacts: bool = True) -> list[str]:
-        """Delete a run, and (by default) the artifacts lowrank_lab wrote for it.
+    def delete(self, run_id: int, remove_artifacts: bool = True) -> Deleted:
+        """Delete a run, and (by default) the files lowrank_lab saved for it.
 
-        Only artifacts marked ``owned`` that lie inside :attr:`artifact_root` are removed;
-        a folder the user chose (``--out``) stays. A run whose artifacts are already gone is
-        deleted all the same.
+        Only artifacts marked ``owned`` inside :attr:`artifact_root` are touched, and of those
+        only the files their ownership manifest lists (``lowrank_lab_manifest.json``, written
+        with them): a file someone added or changed there stays, and so does its folder. A
+        folder the user chose (``--out``) is never touched. A run whose artifacts are already
+        gone is deleted all the same.
 
         Returns:
-            The paths removed from disk.
+            What was removed from disk, and what was kept (with why).
 
         Raises:
             RunStoreError: no such run, or the store is read-only, locked or broken.
@@ -245,30 +247,16 @@ class RunStore:
             artifacts = artifacts_of(conn, [run_id]).get(run_id, ())
             if conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount == 0:
                 raise RunStoreError(f"there is no run #{run_id} in {self.path} (deleted in another session?)", "unknown")  # fmt: skip
-        if not remove_artifacts:
-            return []
-        removed = []
-        for a in artifacts:
-            if a.owned and self._remove(Path(a.path)):
+        removed, kept = [], []
+        for a in artifacts if remove_artifacts else ():
+            if not a.owned:
+                continue
+            why = remove_owned(Path(a.path), self.artifact_root)
+            if why is None:
                 removed.append(a.path)
-        return removed
-
-    def _remove(self, path: Path) -> bool:
-        """Remove one of the store's own artifact folders; refuse anything outside its root."""
-        root = self.artifact_root.resolve()
-        if path.is_symlink() or not path.exists():
-            return False
-        try:
-            inside = path.resolve().relative_to(root)
-        except ValueError:
-            return False  # not ours to delete, whatever the record says
-        if not inside.parts:
-            return False
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        return True
+            elif why:
+                kept.append(f"{a.path}: {why}")
+        return Deleted(tuple(removed), tuple(kept))
 
     # -- reading ---------------------------------------------------------------------------
     @translated("listing runs")

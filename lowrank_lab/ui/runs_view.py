@@ -187,12 +187,13 @@ def _reopen(store: RunStore, row: RunRow) -> None:
 
 def _delete(store: RunStore, row: RunRow) -> None:
     try:
-        removed = store.delete(row.id)
+        deleted = store.delete(row.id)
     except LowrankLabError as err:
         st.session_state[MESSAGE] = ("error", f"Could not delete run #{row.id}: {err}")
         return
-    files = f" and {len(removed)} saved folder(s)" if removed else ""
-    st.session_state[MESSAGE] = ("success", f"Deleted run #{row.id}{files}.")
+    files = f" and {len(deleted.removed)} saved folder(s)" if deleted.removed else ""
+    kept = f" Kept: {'; '.join(deleted.kept)}." if deleted.kept else ""
+    st.session_state[MESSAGE] = ("success", f"Deleted run #{row.id}{files}.{kept}")
     st.session_state.pop(CHOSEN, None)
 
 

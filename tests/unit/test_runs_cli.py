@@ -48,7 +48,7 @@ def test_compress_records_a_run_that_lists_shows_and_deletes(store_path, capsys)
     assert shown["prediction"]["perplexity"] == pytest.approx(row["predicted_perplexity"])
 
     code, deleted, _ = _json(capsys, "runs", "--delete", str(out["run"]))
-    assert code == 0 and deleted["removed"] == [str(checkpoint)] and not checkpoint.exists()
+    assert code == 0 and deleted["removed"] == [str(checkpoint)] and deleted["kept"] == [] and not checkpoint.exists()
     code, missing, _ = _json(capsys, "runs", "--show", str(out["run"]))
     assert code == 2 and f"no run #{out['run']}" in missing["error"]
 

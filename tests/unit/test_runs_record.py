@@ -76,7 +76,7 @@ def test_a_compression_is_recorded_with_its_prediction_and_reopens_with_the_same
     assert torch.allclose(logits(again.model), logits(compressed.model), atol=1e-5)
     assert run_id_of(again) == run_id
 
-    assert store.delete(run_id) == [checkpoint.path]
+    assert store.delete(run_id).removed == (checkpoint.path,)
     assert not store.artifact_path(row.uid, "checkpoint").exists() and list(store.artifact_root.iterdir()) == []
 
 
@@ -119,7 +119,7 @@ def test_a_run_whose_checkpoint_was_removed_cannot_reopen_but_can_be_deleted(tin
     assert run.row.status == "missing"
     with pytest.raises(RunStoreError, match="was removed; delete the run"):
         reopen_compressed(run, tiny_llama)
-    assert store.delete(run_id) == []
+    assert store.delete(run_id).removed == ()
 
 
 def test_reopening_on_another_model_is_refused(tiny_gpt2, compressed, store):
@@ -148,5 +148,5 @@ def test_a_user_export_is_recorded_but_never_deleted_with_the_run(compressed, st
     run_id = record_compression(store, compressed, allocation="plan", save=False, exported_to=out)
     row = store.get(run_id).row
     assert row.artifact("export").owned is False and row.status == "ok"
-    assert store.delete(run_id) == []
+    assert store.delete(run_id).removed == ()
     assert (out / "config.json").exists()

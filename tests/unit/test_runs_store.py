@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lowrank_lab.errors import RunStoreError, SettingsError
+from lowrank_lab.outputs import write_manifest
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs import SCHEMA_VERSION, Artifact, RunRecord, RunStore
 from lowrank_lab.runs.schema import V1
@@ -321,37 +323,57 @@ def test_two_sessions_recording_at_once_lose_nothing(tmp_path):
 
 
 def test_removed_artifacts_show_as_missing_and_the_run_can_be_deleted(store):
-    folder = store.artifact_path("u1", "checkpoint")
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
+    folder = _saved(store.artifact_path("u1", "checkpoint"), {"config.json": b"{}"})
     run_id = store.record(_record(uid="u1", artifacts=(Artifact("checkpoint", str(folder)),)))
     assert store.runs()[0].status == "ok"
-    (folder / "config.json").unlink()
-    folder.rmdir()
+    shutil.rmtree(folder)
     row = store.runs()[0]
     assert row.status == "missing" and row.missing == ("checkpoint",)
-    assert store.delete(run_id) == []
+    assert store.delete(run_id).removed == ()
     assert store.count() == 0
 
 
+def _saved(folder: Path, files: dict[str, bytes]) -> Path:
+    """A folder as lowrank_lab writes one: its files and their ownership manifest."""
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    write_manifest(folder, "test")
+    return folder
+
+
 def test_deleting_removes_only_the_store_s_own_artifacts(store, tmp_path):
-    own = store.artifact_path("u2", "checkpoint")
-    own.mkdir(parents=True)
-    (own / "model.safetensors").write_bytes(b"x")
-    users = tmp_path / "my-export"  # the user's --out: recorded, not owned
-    users.mkdir()
-    (users / "config.json").write_text("{}")
-    outside = tmp_path / "elsewhere"  # marked owned but outside the store's folder: never removed
-    outside.mkdir()
+    own = _saved(store.artifact_path("u2", "checkpoint"), {"model.safetensors": b"x", "base/config.json": b"{}"})
+    users = _saved(tmp_path / "my-export", {"config.json": b"{}"})  # the user's --out: recorded, not owned
+    outside = _saved(tmp_path / "elsewhere", {"a": b"1"})  # marked owned but outside the store's folder
     artifacts = (Artifact("checkpoint", str(own)), Artifact("export", str(users), owned=False),
                  Artifact("adapter", str(outside)))  # fmt: skip
     run_id = store.record(_record(uid="u2", artifacts=artifacts))
-    assert store.delete(run_id) == [str(own)]
+    deleted = store.delete(run_id)
+    assert deleted.removed == (str(own),) and "outside the store's folder" in deleted.kept[0]
     assert not own.exists() and list(store.artifact_root.iterdir()) == []
-    assert (users / "config.json").exists() and outside.exists()
+    assert (users / "config.json").exists() and (outside / "a").exists()
     with pytest.raises(RunStoreError, match=f"no run #{run_id}") as err:
         store.delete(run_id)
     assert err.value.reason == "unknown"
+
+
+def test_deleting_keeps_files_lowrank_lab_did_not_write(store):
+    own = _saved(store.artifact_path("u3", "adapter"), {"adapter_model.safetensors": b"xy", "README.md": b"r"})
+    (own / "my-notes.txt").write_text("mine")  # added by hand
+    (own / "README.md").write_bytes(b"edited by hand")  # changed since it was written
+    bare = store.artifact_path("u3", "checkpoint")  # no manifest at all: nothing in it is known to be ours
+    bare.mkdir()
+    (bare / "weights.bin").write_bytes(b"?")
+    run_id = store.record(
+        _record(uid="u3", artifacts=(Artifact("adapter", str(own)), Artifact("checkpoint", str(bare))))
+    )
+    deleted = store.delete(run_id)
+    assert deleted.removed == () and len(deleted.kept) == 2
+    assert sorted(p.name for p in own.iterdir()) == ["README.md", "my-notes.txt"]  # the listed, unchanged file went
+    assert (bare / "weights.bin").exists() and "no readable lowrank_lab_manifest.json" in deleted.kept[1]
+    assert store.count() == 0
 
 
 def test_an_unknown_run_is_a_clear_error(store):
