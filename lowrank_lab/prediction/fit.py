@@ -17,6 +17,7 @@ from lowrank_lab.errors import SettingsError
 PRIOR_LOG_SD = math.log(3.0)  # without measured runs: a factor of 3 either way on the loss increase
 MIN_FIT_RUNS = 3  # a two-parameter fit needs at least three points to leave a residual
 BAND_Z = 1.0  # the band is ±1 standard deviation (about 68%)
+PRIOR_WEIGHT = 1.0  # the prior's spread counts as this many runs' residuals in the fitted band
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class LossFit:
 
     Attributes:
         a, b: the fitted scale and exponent (1, 1 before any run).
-        log_sd: standard deviation of log(ΔL_measured / ΔL_predicted) over the runs fitted
-            (the prior's when there are too few).
+        log_sd: standard deviation of log(ΔL_measured / ΔL_predicted): the fitted runs'
+            residuals pooled with the prior's spread (the prior's alone when there are too few).
         runs: how many measured runs the fit used (0: the prior).
     """
 
@@ -63,7 +64,8 @@ def fit_loss(raw: Iterable[float], measured: Iterable[float]) -> LossFit:
 
     Pairs with D ≤ 0 or ΔL ≤ 0 (a run that measured no loss, within noise) carry no scale and
     are left out; with fewer than :data:`MIN_FIT_RUNS` left the prior holds. The exponent is
-    kept in [0.5, 3], so a few odd runs cannot turn the curve over.
+    kept in [0.5, 3], so a few odd runs cannot turn the curve over, and the band's spread pools
+    the residuals with the prior's (:data:`PRIOR_WEIGHT`), so it narrows as runs accumulate.
     """
     pairs = [(d, m) for d, m in zip(raw, measured) if d is not None and m is not None and d > 0 and m > 0]
     if len(pairs) < MIN_FIT_RUNS:
@@ -76,6 +78,8 @@ def fit_loss(raw: Iterable[float], measured: Iterable[float]) -> LossFit:
         b = float(np.clip(np.polyfit(x, y, 1)[0], 0.5, 3.0))
     log_a = float(np.mean(y - b * x))
     resid = y - (log_a + b * x)
-    # Unbiased for two fitted parameters; never tighter than 5%: a handful of runs can agree by luck.
-    sd = float(np.sqrt(np.sum(resid**2) / max(len(pairs) - 2, 1)))
-    return LossFit(math.exp(log_a), b, max(sd, 0.05), len(pairs))
+    # The residual variance (two parameters fitted), pooled with the prior's as PRIOR_WEIGHT more
+    # runs: three runs that happen to agree must not promise a 5% band; many runs outweigh it.
+    df = len(pairs) - 2
+    sd = float(np.sqrt((np.sum(resid**2) + PRIOR_WEIGHT * PRIOR_LOG_SD**2) / (df + PRIOR_WEIGHT)))
+    return LossFit(math.exp(log_a), b, sd, len(pairs))

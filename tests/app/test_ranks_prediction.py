@@ -151,7 +151,7 @@ def test_the_fit_from_measured_runs_tightens_the_band(store, tiny_llama, basis):
                            comparison=measured(c, 100.0, 100.0 * math.exp(2 * raw)))  # fmt: skip
     at.run()
     assert before == f"×/÷ {math.exp(math.log(3)):.2f}"
-    assert metric(at, "Uncertainty").value == "×/÷ 1.05"  # exact data: the floor
+    assert metric(at, "Uncertainty").value == f"×/÷ {math.exp(math.log(3) / math.sqrt(3)):.2f}"  # 4 runs, exact
     plan = at.session_state[state.PLAN]
     expected = basis.dense_perplexity * math.exp(2 * basis.predict(plan).raw_loss_increase)
     assert metric(at, pv.PREDICTED_PPL).value == f"{expected:,.2f}"

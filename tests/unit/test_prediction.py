@@ -115,9 +115,12 @@ def test_the_fit_recovers_a_power_law_and_its_spread():
     raw = np.geomspace(0.01, 2.0, 9)
     fit = fit_loss(raw, 0.3 * raw**1.4)
     assert (fit.a, fit.b, fit.runs) == (pytest.approx(0.3), pytest.approx(1.4), 9)
-    assert fit.log_sd == 0.05  # exact data: the floor
+    # Exact data: only the prior's spread, counted as one run among 7 + 1 residual degrees of freedom.
+    assert fit.log_sd == pytest.approx(PRIOR_LOG_SD / math.sqrt(8))
     noisy = 0.3 * raw**1.4 * np.exp(np.resize([0.2, -0.2], 9))
-    assert 0.15 < fit_loss(raw, noisy).log_sd < 0.3
+    assert fit.log_sd < fit_loss(raw, noisy).log_sd < PRIOR_LOG_SD
+    few = fit_loss(raw[:3], 0.3 * raw[:3] ** 1.4)
+    assert few.log_sd == pytest.approx(PRIOR_LOG_SD / math.sqrt(2))  # three runs that agree promise little
     mid, low, high = fit.loss_increase(1.0)
     assert mid == pytest.approx(0.3) and low < mid < high
 
