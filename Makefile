@@ -44,4 +44,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/finetune.py
+<<<<<<< HEAD
 	$(BIN)/python bench/extract_lora.py
+=======
+	$(BIN)/python bench/runs_store.py
+	$(BIN)/python bench/prediction.py
+>>>>>>> runs

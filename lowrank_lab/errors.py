@@ -55,3 +55,16 @@ class ArgumentTypeError(SettingsError, TypeError):
 class ComparisonError(LowrankLabError):
     """Two models cannot be compared: different architectures, vocabularies or shapes, the same
     weights twice, or a non-finite weight."""
+
+
+class RunStoreError(LowrankLabError):
+    """The run store cannot be opened, read or written; the app goes on without it.
+
+    Attributes:
+        reason: ``corrupt``, ``newer``, ``read-only``, ``locked`` or ``io``, for callers that
+            react differently (the message already says what happened and what to do).
+    """
+
+    def __init__(self, message: str, reason: str = "io"):
+        super().__init__(message)
+        self.reason = reason

@@ -26,3 +26,5 @@ if st.button("Train", key="lora_train", type="primary"):
     st.rerun()
 if job is not None:
     finetune_view.results(job)
+else:
+    finetune_view.reopened()  # an adapter reopened from a recorded run (Runs page)

@@ -18,10 +18,10 @@ import errno
 import sys
 
 from lowrank_lab import strict_json
-from lowrank_lab.cli import compress, evaluate, extract_lora, finetune, spectra
+from lowrank_lab.cli import compress, evaluate, extract_lora, finetune, runs, spectra
 from lowrank_lab.errors import LowrankLabError
 
-SUBCOMMANDS = [spectra, compress, evaluate, finetune, extract_lora]
+SUBCOMMANDS = [spectra, compress, evaluate, finetune, extract_lora, runs]
 
 
 class UsageError(Exception):

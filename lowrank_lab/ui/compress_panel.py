@@ -19,7 +19,8 @@ from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import METHODS, LoadedModel, Method
 from lowrank_lab.plan import RankPlan
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import record_compression_run, run_id_of
+from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.cache import calibration_cache
 from lowrank_lab.ui.formatting import params
 
@@ -71,6 +72,15 @@ class FormValues:
     evaluate: bool
 
 
+def _record(store, loaded, compressed, calibration, comparison, evaluation, values: FormValues, bar) -> int:
+    """Record the run (its checkpoint saved into the store's folder, its prediction beside what was measured)."""
+    return record_compression_run(
+        store, loaded, compressed, calibration, comparison=comparison, evaluation=evaluation, allocation=values.ranks,
+        keep=None if values.ranks == "plan" else values.keep, origin="app", cache=calibration_cache(),
+        progress=_progress_fn(bar, "recording the run (predicting from calibration)"),
+    )  # fmt: skip
+
+
 def _run(loaded: LoadedModel, plan: RankPlan, values: FormValues) -> None:
     bar = st.progress(0.0, text="starting")
     try:
@@ -94,10 +104,11 @@ def _run(loaded: LoadedModel, plan: RankPlan, values: FormValues) -> None:
             cache=calibration_cache(),
         )
         comparison = None
+        evaluation = _evaluation(values.eval_upload)
         if values.evaluate:
-            comparison = compare(
-                loaded, compressed, _evaluation(values.eval_upload), progress=_progress_fn(bar, "evaluating")
-            )
+            comparison = compare(loaded, compressed, evaluation, progress=_progress_fn(bar, "evaluating"))
+        record = lambda store: _record(store, loaded, compressed, calibration, comparison, evaluation, values, bar)  # noqa: E731
+        run_store.attempt(record, "Recording this run")
     finally:
         bar.empty()  # a failed step leaves no stale bar behind
     st.session_state[state.COMPRESSED] = state.CompressionRun(compressed, comparison, values.ranks)
@@ -155,6 +166,24 @@ def _figures_table(report: Comparison) -> pd.DataFrame:
     return frame
 
 
+def _recorded(compressed) -> None:
+    """Which run this is, and what the calibration predicted beside what was measured."""
+    run_id = run_id_of(compressed)
+    if run_id is None:
+        return
+    run = run_store.attempt(lambda s: s.get(run_id), "Reading the run")
+    if run is None:
+        return
+    text = f"Recorded as run #{run_id} (the **Runs** page lists it; its checkpoint is kept in the cache folder)."
+    p, measured = run.prediction, run.row.perplexity
+    if p.get("perplexity") is not None and measured is not None:
+        text += (
+            f" Predicted perplexity {p['perplexity']:.2f} ({p['perplexity_low']:.2f}–{p['perplexity_high']:.2f}), "
+            f"measured {measured:.2f}."
+        )
+    st.caption(text)
+
+
 def _load_plan_into_sliders(plan: RankPlan) -> None:
     st.session_state[state.PLAN] = plan  # the Ranks controls adopt an outside plan on the next run
 
@@ -173,6 +202,7 @@ def results(source: str) -> None:
         f"({params(compressed.params.compressed)} parameters). "
         "It is ready for the LoRA and Export pages."
     )
+    _recorded(compressed)
     if report is not None:
         st.dataframe(
             _figures_table(report),

@@ -19,7 +19,8 @@ from lowrank_lab.export.adapter import peft_model_of
 from lowrank_lab.export.card import human_bytes
 from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.models import CompressedModel
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import record_export
+from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.state import CompressionRun
 
 BUILT = "export_built"  # session key: the BuiltZip of the last zip built
@@ -127,6 +128,15 @@ def show_size(request: ExportRequest, compressed, adapter) -> None:
         )
 
 
+def _record(request: ExportRequest, size: int, compressed, adapter) -> None:
+    source = adapter if request.fmt in ("adapter", "merged") else compressed
+    run_store.attempt(
+        lambda store: record_export(store, model=source.source.source, export_kind=request.fmt, dtype=request.dtype,
+                                    name=request.name, size_bytes=size, source=source),
+        "Recording this export",
+    )  # fmt: skip
+
+
 def download(request: ExportRequest, run: CompressionRun | None, adapter) -> None:
     """Build the zip on request and offer it for download (the card carries the run's measured figures)."""
     compressed, comparison = (run.compressed, run.comparison) if run is not None else (None, None)
@@ -149,6 +159,7 @@ def download(request: ExportRequest, run: CompressionRun | None, adapter) -> Non
             st.error(str(err))
             st.stop()
         built = st.session_state[BUILT] = BuiltZip(request, data)
+        _record(request, len(data), compressed, adapter)
     if built is not None:
         data = built.data
         st.download_button(

@@ -7,6 +7,7 @@ the page reads on each rerun (or each tick of a ``st.fragment(run_every=...)``).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from lowrank_lab.data import PreparedData
 from lowrank_lab.errors import LowrankLabError
@@ -22,13 +23,22 @@ class TrainingJob:
     Attributes:
         control: ``control.stop()`` ends training after the current step (the adapter is kept).
         steps: a :class:`StepInfo` per step done so far.
-        phase: ``starting``, ``samples before``, ``training``, ``samples after`` or ``done``.
+        phase: ``starting``, ``samples before``, ``training``, ``samples after``, ``recording`` or ``done``.
         result: the :class:`TrainedAdapter` once done (None on error).
         error: the error message, if it failed.
         prompts, before, after: the sample prompts and their generations before and after.
+        record: called in the thread with the finished adapter (the run store records it);
+            returns the run's id, kept in ``run_id``. Its error goes to ``record_error``, never
+            to ``error``: the adapter is there either way.
     """
 
-    def __init__(self, base: LoadedModel | CompressedModel, data: PreparedData, settings: LoraSettings):
+    def __init__(
+        self,
+        base: LoadedModel | CompressedModel,
+        data: PreparedData,
+        settings: LoraSettings,
+        record: Callable[[TrainedAdapter], int] | None = None,
+    ):
         self.base, self.data, self.settings = base, data, settings
         self.control = TrainControl()
         self.steps: list[StepInfo] = []
@@ -38,6 +48,9 @@ class TrainingJob:
         self.prompts = list(data.demo_prompts)
         self.before: list[str] = []
         self.after: list[str] = []
+        self.record = record
+        self.run_id: int | None = None
+        self.record_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="lowrank-lora", daemon=True)
 
     @property
@@ -64,9 +77,18 @@ class TrainingJob:
             self.result = finetune(self.base, self.data, self.settings, self.steps.append, self.control)
             self.phase = "samples after"
             self.after = generate(self.result.model, tokenizer, self.prompts, self.chat, SAMPLE_TOKENS)
+            if self.record is not None:
+                self.phase = "recording"
+                self._record()
         except LowrankLabError as err:
             self.error = str(err)
         except Exception as err:  # a background thread has no one else to tell: the page shows it
             self.error = f"training failed: {type(err).__name__}: {err}"
         finally:
             self.phase = "done"
+
+    def _record(self) -> None:
+        try:
+            self.run_id = self.record(self.result)
+        except LowrankLabError as err:
+            self.record_error = str(err)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lowrank_lab.cache import model_digest
 from lowrank_lab.data import TrainingSource, prepare
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.finetune import LoraSettings
 from lowrank_lab.models import CompressedModel, LoadedModel
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import record_finetune, run_id_of
+from lowrank_lab.ui import run_store, state
 from lowrank_lab.ui.finetune_charts import loss_figure
 from lowrank_lab.ui.finetune_job import TrainingJob
 
@@ -34,7 +36,16 @@ def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings:
         st.error(str(err))
         st.stop()
     bar.empty()
-    st.session_state[JOB] = TrainingJob(base, data, settings).start()
+    store = run_store.writable_store()
+    record = None
+    if store is not None:  # in the training thread, once done: the adapter saved into the store's folder
+        details = dict(data=source.name, origin="app")
+        if isinstance(base, CompressedModel):
+            details["parent"] = run_id_of(base)
+        else:
+            details["model_digest"] = model_digest(base.model)
+        record = lambda adapter: record_finetune(store, adapter, **details)  # noqa: E731
+    st.session_state[JOB] = TrainingJob(base, data, settings, record).start()
 
 
 _WAITING = {
@@ -54,6 +65,8 @@ def _progress_text(job: TrainingJob) -> tuple[float, str]:
     )
     if job.phase == "samples after":
         text = f"Trained {last.step} steps; generating the samples after…"
+    elif job.phase == "recording":
+        text = f"Trained {last.step} steps; saving the adapter and recording the run…"
     return last.step / last.total_steps, text
 
 
@@ -83,7 +96,10 @@ def live(job: TrainingJob) -> None:
 
 
 def _metrics(job: TrainingJob) -> None:
-    report = job.result.report
+    _report_metrics(job.result.report)
+
+
+def _report_metrics(report) -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(
         "Validation loss",
@@ -131,8 +147,32 @@ def results(job: TrainingJob) -> None:
         f"LoRA adapter on the {adapter.base} model ({report.trainable_params:,} trainable parameters, "
         f"{report.train_seconds:.1f} s of training). It is kept for the **Export** page."
     )
+    if job.run_id is not None:
+        st.caption(f"Recorded as run #{job.run_id}: the **Runs** page lists it and can reopen its adapter.")
+    elif job.record_error is not None:
+        run_store.notice(job.record_error)
+    else:
+        _, err = run_store.store()
+        if err is not None:
+            run_store.notice(err)
     _metrics(job)
     st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")
     if job.prompts:
         st.subheader("The same prompts, before and after")
         samples(job.prompts, job.before, job.after)
+
+
+def reopened() -> None:
+    """The adapter the Runs page reopened into this session, with its recorded figures."""
+    adapter = st.session_state.get(state.ADAPTER)
+    run_id = run_id_of(adapter)
+    if run_id is None or adapter.report is None:
+        return
+    report = adapter.report
+    st.subheader("Reopened adapter")
+    st.success(
+        f"Run #{run_id}: a LoRA adapter on the {adapter.base} model, reopened from the **Runs** page; it is "
+        "ready for the **Export** page."
+    )
+    _report_metrics(report)
+    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")

@@ -48,6 +48,12 @@ PAGES = (
         "Compare with a second model (a fine-tune, a compression): the spectrum and rank of every matrix's "
         "change, and a LoRA adapter extracted from it.",
     ),
+    StepPage(
+        "pages/6_Runs.py",
+        "Runs",
+        "Every compression, fine-tune and export, recorded: reopen a run for the LoRA and Export pages, "
+        "delete it, and see the measured frontier beside the predicted one.",
+    ),
 )
 
 

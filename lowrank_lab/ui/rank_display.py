@@ -76,7 +76,7 @@ def matrix_numbers(row: MatrixCost) -> None:
 
 
 ORDER = ("name", "shape", "rank", "break_even", "dense", "params_dense", "params_kept", "params_saved", "saved_pct",
-         "fp16_MiB_saved", "rel_frobenius_error", "spectral_error")  # fmt: skip
+         "fp16_MiB_saved", "rel_frobenius_error", "activation_error", "spectral_error")  # fmt: skip
 COLUMNS = {
     "name": st.column_config.TextColumn("matrix", width="medium"),
     "params_dense": st.column_config.NumberColumn("dense params", format="localized"),
@@ -86,11 +86,20 @@ COLUMNS = {
     "fp16_MiB_saved": st.column_config.NumberColumn("fp16 MiB saved", format="%.2f"),
     "rel_frobenius_error": st.column_config.NumberColumn("rel. Frobenius error", format="%.4f"),
     "spectral_error": st.column_config.NumberColumn("spectral error σᵣ₊₁/σ₁", format="%.4f"),
+    "activation_error": st.column_config.NumberColumn(
+        "act. error (whitened)", format="%.4f", help="‖(W−Wᵣ)X‖/‖WX‖ on the calibration tokens"
+    ),
     "break_even": st.column_config.NumberColumn("break-even r", format="%d"),
 }
 
 
-def matrix_table(summary: PlanSummary) -> None:
-    """Every matrix's numbers (sortable in the browser by clicking a header)."""
+def matrix_table(summary: PlanSummary, activation: dict[str, float] | None = None) -> None:
+    """Every matrix's numbers (sortable in the browser by clicking a header).
+
+    ``activation`` (matrix name → activation-aware error), once the model is calibrated, adds a
+    column beside the plain Frobenius error.
+    """
     frame = pd.DataFrame(summary_records(summary))
+    if activation is not None:
+        frame["activation_error"] = frame["name"].map(activation)
     st.dataframe(frame, hide_index=True, column_config=COLUMNS, column_order=ORDER, height=320)

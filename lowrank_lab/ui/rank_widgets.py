@@ -170,17 +170,27 @@ def preset_controls(spectra: list[LayerSpectrum]) -> None:
         message.show()
 
 
-def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None) -> str:
+def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None, activation: float | None = None) -> str:
     if rank >= kind.break_even or totals is None or totals.factorized == 0:
         return f"r ≥ {kind.break_even} (break-even): **keep dense**"
     dense = totals.matrices - totals.factorized
-    return f"keeps {pct(totals.params_kept / totals.params_dense, 0)} · error {totals.rel_frobenius_error:.3f}" + (
+    act = f" · act. {activation:.3f}" if activation is not None else ""
+    return f"keeps {pct(totals.params_kept / totals.params_dense, 0)} · error {totals.rel_frobenius_error:.3f}{act}" + (
         f" · {dense} dense" if dense else ""
     )
 
 
-def kind_sliders(kinds: list[KindInfo], spectra: list[LayerSpectrum], totals: dict[str, KindTotals]) -> None:
-    """One slider per matrix kind (every layer); a rank at or past break-even says "keep dense"."""
+def kind_sliders(
+    kinds: list[KindInfo],
+    spectra: list[LayerSpectrum],
+    totals: dict[str, KindTotals],
+    activation: dict[str, float] | None = None,
+) -> None:
+    """One slider per matrix kind (every layer); a rank at or past break-even says "keep dense".
+
+    ``activation`` (kind → activation-aware error), once the model is calibrated, joins each label.
+    """
+    activation = activation or {}
     controls = _controls()
     for kind in kinds:
         key = kind_key(kind.kind)
@@ -189,7 +199,8 @@ def kind_sliders(kinds: list[KindInfo], spectra: list[LayerSpectrum], totals: di
         st.session_state[key] = rank
         # The numbers go in the label (markdown), so they sit right above the slider they describe.
         st.slider(
-            f"**{kind.kind}** × {len(kind.names)} · :gray[{_kind_caption(kind, rank, totals.get(kind.kind))}]",
+            f"**{kind.kind}** × {len(kind.names)} · "
+            f":gray[{_kind_caption(kind, rank, totals.get(kind.kind), activation.get(kind.kind))}]",
             min_value=1,
             max_value=kind.full_rank,
             key=key,
