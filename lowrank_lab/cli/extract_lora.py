@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from lowrank_lab.cli.common import add_json_argument, progress_bar
+from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.errors import ComparisonError, SettingsError
 from lowrank_lab.extraction import ExtractionSettings, extract_lora
 from lowrank_lab.outputs import check_output_folder
+from lowrank_lab.runs.record import record_extraction
 from lowrank_lab.spectra import SpectrumCache
 from lowrank_lab.spectra.delta import model_delta
 from lowrank_lab.spectra.sources import open_source
@@ -28,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an adapter folder written before")
     p.add_argument("--no-cache", action="store_true", help="recompute every ΔW spectrum, ignoring the cache")
     p.add_argument("--device", default=None, help="where the SVDs run: cpu or cuda (default: cpu)")
+    add_record_argument(p)
     add_json_argument(p)
     p.set_defaults(run=run)
 
@@ -81,4 +84,5 @@ def run(args) -> dict:
         print(f"adapter {est.adapter_params:,} parameters; ΔW energy kept {est.energy_kept:.6f}")
         print(f"‖ΔW − B·A‖/‖ΔW‖ predicted {est.relative_error:.6f}, measured {result.measured_relative_error:.6f}")
         print(f"wrote {out} in {result.seconds:.2f} s")
-    return {**result.as_dict(), "matrices_changed": len(delta.changed), "matrices": len(delta.matrices)}
+    recorded = record_safely(args, lambda store: record_extraction(store, result, origin="cli"))
+    return {**result.as_dict(), "matrices_changed": len(delta.changed), "matrices": len(delta.matrices), **recorded}

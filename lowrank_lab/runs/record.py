@@ -1,4 +1,4 @@
-"""Recording what the app and the command line make: compressions, fine-tunes, exports.
+"""Recording what the app and the command line make: compressions, fine-tunes, extractions, exports.
 
 Each ``record_*`` function saves the run's artifacts first (a compressed checkpoint, an
 adapter), in the existing formats, into the store's own folder (``runs/<uid>-<role>`` beside the
@@ -21,6 +21,7 @@ from lowrank_lab.comparison import Comparison, EvalSettings
 from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import RunStoreError
 from lowrank_lab.export import save_adapter, save_compressed
+from lowrank_lab.extraction import ExtractionResult
 from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.prediction import Prediction, prediction_basis
@@ -330,3 +331,47 @@ def record_export(
         origin=origin,
     )
     return store.record(record)
+
+
+def extraction_record(result: ExtractionResult, *, artifacts: Sequence[Artifact] = (), origin: str = "api",
+                      uid: str | None = None) -> RunRecord:  # fmt: skip
+    """The record of one LoRA extraction from two models (nothing is saved or written)."""
+    est = result.estimate
+    figures = {
+        "lora_modules": est.lora_modules,
+        "whole_modules": len(result.whole_modules),
+        "adapter_params": est.adapter_params,
+        "changed_params": est.changed_params,
+        "stored_params": result.stored_params,
+        "energy_kept": est.energy_kept,
+        "relative_error_predicted": est.relative_error,
+        "relative_error_measured": result.measured_relative_error,
+        "relative_error_of_tuned": result.relative_error_of_tuned,
+        "seconds": result.seconds,
+    }
+    return RunRecord(
+        kind="extraction",
+        model=result.base,
+        method="lora-extraction",
+        allocation=result.settings.mode,
+        plan=result.plan,
+        settings={"tuned": result.tuned, "extraction": {"mode": result.settings.mode, "value": result.settings.value}},
+        figures=figures,
+        artifacts=tuple(artifacts),
+        origin=origin,
+        uid=uid or new_uid(),
+    )
+
+
+def record_extraction(store: RunStore, result: ExtractionResult, *, origin: str = "api") -> int:
+    """Record a LoRA extraction: the two models, how ranks were chosen, the errors and sizes.
+
+    The adapter folder the extraction wrote (``result.folder``, the user's ``--out``) is recorded
+    as an artifact the run does not own: deleting the run leaves it alone.
+
+    Raises:
+        RunStoreError: the store is read-only, locked or broken.
+    """
+    _check_writable(store)
+    artifacts = () if result.folder is None else (Artifact(ADAPTER, str(Path(result.folder).resolve()), owned=False),)
+    return store.record(extraction_record(result, artifacts=artifacts, origin=origin))

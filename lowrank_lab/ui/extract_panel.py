@@ -8,6 +8,7 @@ every setting's cost and error follow from the cached σ (Eckart–Young) on eac
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -16,8 +17,10 @@ from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.export.archive import zip_bytes
 from lowrank_lab.extraction import MODES, ExtractionSettings, estimate_plan, extract_lora, extraction_plan
 from lowrank_lab.plan import error_curve
+from lowrank_lab.runs.record import record_extraction
 from lowrank_lab.spectra.delta import MatrixDelta, ModelDelta
 from lowrank_lab.spectra.sources import WeightSource
+from lowrank_lab.ui import run_store
 from lowrank_lab.ui.compare_inputs import SecondModel
 from lowrank_lab.ui.formatting import params, pct
 from lowrank_lab.ui.rank_charts import error_rank_figure
@@ -105,6 +108,9 @@ def _build(delta: ModelDelta, base: WeightSource, second: SecondModel, settings:
             folder = Path(tmp) / "extracted-lora"
             result = extract_lora(base, second.source(), delta, settings, folder=folder, progress=progress)
             st.session_state[BUILT] = (request, result, zip_bytes(folder))
+        # Recorded without the temporary folder: the download is the adapter, nothing stays on disk.
+        run_store.attempt(lambda store: record_extraction(store, replace(result, folder=None), origin="app"),
+                          "Recording this extraction")  # fmt: skip
     except LowrankLabError as err:
         st.error(str(err))
     finally:

@@ -14,6 +14,7 @@ import torch
 from peft import PeftModel
 from streamlit.testing.v1 import AppTest
 
+from lowrank_lab.runs import RunStore
 from lowrank_lab.spectra.delta import model_delta
 from lowrank_lab.spectra.sources import ModuleSource
 from lowrank_lab.ui import compare_inputs, compare_view, extract_panel
@@ -92,7 +93,8 @@ def test_a_lora_merged_folder_changes_by_rank_r(tiny_llama, tuned_folder):
     assert len(table) == 15 and table.set_index("name").loc["model.layers.1.mlp.up_proj", "delta_rank"] == 4
 
 
-def test_extraction_estimates_live_and_downloads_a_peft_adapter(tiny_llama, tuned_folder, tmp_path):
+def test_extraction_estimates_live_and_downloads_a_peft_adapter(tiny_llama, tuned_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWRANK_LAB_RUNS", str(tmp_path / "runs.sqlite3"))
     folder, tuned = tuned_folder
     at = compare_with(start(), str(folder))
     assert metric(at, "LoRA matrices") == "6"
@@ -115,6 +117,9 @@ def test_extraction_estimates_live_and_downloads_a_peft_adapter(tiny_llama, tune
     zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path)
     adapter = PeftModel.from_pretrained(tiny_llama.copy(), str(tmp_path / "extracted-lora"))
     assert torch.allclose(logits(adapter), logits(tuned), atol=1e-5)
+    # The extraction is a run in the store (its adapter was the download: no artifact on disk).
+    [row] = RunStore(tmp_path / "runs.sqlite3").runs(kind="extraction")
+    assert row.origin == "app" and row.artifacts == () and row.model == "tiny-llama"
 
 
 def test_the_sessions_finetune_and_compression_are_offered(tiny_llama):

@@ -10,6 +10,7 @@ import torch
 from peft import PeftModel
 
 from lowrank_lab.cli import main
+from lowrank_lab.runs import RunStore
 from tests.unit.delta_support import logits, lora_merged
 
 
@@ -50,6 +51,28 @@ def test_extracts_an_adapter_that_peft_loads(tiny_llama, folders, tmp_path, caps
                  "--overwrite"]) == 0  # fmt: skip
     assert "LoRA on 6 matrices (rank 2)" in capsys.readouterr().out
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 2
+
+
+def test_an_extraction_is_recorded_as_a_run_that_does_not_own_the_folder(folders, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LOWRANK_LAB_RUNS", str(tmp_path / "runs.sqlite3"))
+    base, tuned_dir, _ = folders
+    out = tmp_path / "adapter"
+    assert main(["extract-lora", "--base", str(base), "--tuned", str(tuned_dir), "--rank", "4", "--out", str(out),
+                 "--json"]) == 0  # fmt: skip
+    result = _last(capsys.readouterr().out)
+    store = RunStore()
+    run = store.get(result["run"])
+    assert run.row.kind == "extraction" and run.row.model == str(base)
+    assert run.settings["tuned"] == str(tuned_dir) and run.settings["extraction"]["mode"] == "rank"
+    assert run.figures["adapter_params"] == result["adapter_params"]
+    assert run.plan.as_dict() == result["ranks"]
+    [artifact] = run.row.artifacts
+    assert artifact.path == str(out.resolve()) and not artifact.owned
+    store.delete(run.row.id)  # the user's --out folder is not the run's to delete
+    assert (out / "adapter_config.json").is_file()
+    assert main(["extract-lora", "--base", str(base), "--tuned", str(tuned_dir), "--rank", "4",
+                 "--out", str(tmp_path / "again"), "--no-record", "--json"]) == 0  # fmt: skip
+    assert "run" not in _last(capsys.readouterr().out) and len(store.runs()) == 0
 
 
 @pytest.mark.parametrize(
