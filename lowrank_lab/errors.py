@@ -34,3 +34,11 @@ class SettingsError(LowrankLabError):
 
 class CheckpointError(LowrankLabError):
     """A saved checkpoint is incomplete, corrupt or contradicts its config."""
+
+
+class Cancelled(LowrankLabError):
+    """Someone stopped a job on purpose (a Stop button): nothing is wrong, nothing was kept.
+
+    A progress callback raises it to end the work at its next report; the work's own
+    clean-up (hooks removed, nothing stored in a cache) runs as for any other error.
+    """
