@@ -21,7 +21,7 @@ import numpy as np
 from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.apply import compress
 from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
-from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, span, whitened_decompositions
 from lowrank_lab.compress.results import AllocationReport, Candidate, plan_linear_params
 from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
 from lowrank_lab.matrices import WeightMatrix
@@ -89,9 +89,9 @@ def component_costs(
     store = CALIBRATION_CACHE if cache is None else cache
 
     def make():
-        decs = whitened_decompositions(loaded, settings, progress, store)
+        decs = whitened_decompositions(loaded, settings, span(progress, 0.0, 0.6), store)
         blocks = calibration_blocks(loaded, settings)
-        fisher = output_fisher(loaded.copy(), decs, blocks, progress=progress)
+        fisher = output_fisher(loaded.copy(), decs, blocks, progress=span(progress, 0.6, 1.0))
         return {name: d.s.double().numpy() ** 2 * fisher[name] for name, d in decs.items()}
 
     return store.get_or_compute(calibration_key(loaded, "costs", settings), make)
@@ -116,14 +116,15 @@ def auto_allocation(
         chosen one has the lower loss.
     """
     matrices = linear_matrices(loaded)
-    costs = component_costs(loaded, settings, progress, cache)
+    costs = component_costs(loaded, settings, span(progress, 0.0, 0.7), cache)
+    score = span(progress, 0.7, 1.0)
     plans = {"loss-weighted": lagrangian_plan(matrices, costs, keep), "uniform": plan_keep_params(matrices, keep)}
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
     candidates = []
     for i, (name, plan) in enumerate(plans.items()):
         step = f"scoring candidate {i + 1}/{len(plans)} ({name})"
-        report(progress, i, len(plans), step)
-        scale = _within(progress, i, len(plans))
+        report(score, i, len(plans), step)
+        scale = _within(score, i, len(plans))
         model = compress(loaded, plan, method, settings, progress=scale(0, 2, step), cache=cache).model
         loss = calibration_loss(model, blocks, progress=scale(1, 2, f"{step}: calibration loss"))
         del model
