@@ -56,6 +56,13 @@ def calibration_cache() -> KeyedCache:
     return KeyedCache(max_bytes=4 * GiB, name="calibration")
 
 
+@st.cache_resource(show_spinner=False)
+def dense_figures_cache() -> KeyedCache:
+    """The dense model's perplexity, generations and peak memory per (model content, evaluation
+    settings): measured on the first compression of a model, reused by every later one."""
+    return KeyedCache(name="dense model figures")
+
+
 def _read_only(spectra: list[LayerSpectrum]) -> list[LayerSpectrum]:
     # Every session gets these very arrays: make an accidental in-place edit fail loudly.
     for sp in spectra:

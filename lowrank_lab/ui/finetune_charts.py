@@ -19,7 +19,9 @@ def loss_spec(losses: list[tuple[int, float]], val_losses: list[tuple[int, float
         "data": [
             {
                 "type": "scatter",
-                "mode": "lines",
+                # Markers while there are few points: one step alone draws no line.
+                "mode": "lines+markers" if len(losses) <= 40 else "lines",
+                "marker": {"size": 5},
                 "x": [s for s, _ in losses],
                 "y": [v for _, v in losses],
                 "name": "training loss",
@@ -36,7 +38,8 @@ def loss_spec(losses: list[tuple[int, float]], val_losses: list[tuple[int, float
         ],
         "layout": {
             "title": {"text": "Loss (mean next-token cross-entropy)", "font": {"size": 13}},
-            "xaxis": {"title": {"text": "step"}, "range": [0, max(total_steps, 1)]},
+            # A little room at both ends, so the markers at step 0 and the last step show whole.
+            "xaxis": {"title": {"text": "step"}, "range": [-0.03 * max(total_steps, 1), 1.03 * max(total_steps, 1)]},
             "yaxis": {"title": {"text": "loss"}},
             "height": 320,
             "margin": {"t": 40, "b": 40, "l": 60, "r": 10},

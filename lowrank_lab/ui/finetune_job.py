@@ -1,4 +1,13 @@
-"""A fine-tune running in a background thread, so the page stays live and a Stop button works.
+"""A fine-tune as a background :class:`~lowrank_lab.ui.jobs.Job`, so the page stays live and Stop works.
+
+Its stages: before training (the copy, the adapters, the validation loss before), training
+(one report per step), after training (the validation loss after) and the samples: the same
+prompts continued by the untouched base and by the trained adapter. The samples of the base
+come *after* training, because the base never changes: the first training step starts as soon
+as the loss before is known.
+
+Stop ends the job at its next report before training starts (nothing is kept), and during
+training ends it after the current step, keeping the adapter so far.
 
 The thread never touches Streamlit: it only appends to plain lists and sets attributes, which
 the page reads on each rerun (or each tick of a ``st.fragment(run_every=...)``).
@@ -6,67 +15,125 @@ the page reads on each rerun (or each tick of a ``st.fragment(run_every=...)``).
 
 from __future__ import annotations
 
-import threading
+import math
 
 from lowrank_lab.data import PreparedData
-from lowrank_lab.errors import LowrankLabError
+from lowrank_lab.errors import Cancelled
 from lowrank_lab.finetune import LoraSettings, StepInfo, TrainControl, TrainedAdapter, finetune, generate
 from lowrank_lab.models import CompressedModel, LoadedModel
+from lowrank_lab.ui.jobs import Job
 
 SAMPLE_TOKENS = 32
+# Relative costs, in training steps: a forward pass is about a third of a training step
+# (forward, backward through every layer, optimizer), and one generated token about 1/50 of
+# a step of 4 × 128 tokens.
+FORWARD_SHARE = 1 / 3
+TOKEN_SHARE = 1 / 50
+BEFORE, TRAINING, AFTER, SAMPLES = "before training", "training", "after training", "samples"
+
+
+def validation_steps(settings: LoraSettings, n_validation: int) -> float:
+    """What one validation costs, in training steps (its forward passes at a third of a step each)."""
+    batches = math.ceil(min(settings.eval_examples, n_validation) / settings.batch_size)
+    return batches * FORWARD_SHARE
 
 
 class TrainingJob:
-    """One fine-tune: samples before, training, samples after, in a daemon thread.
+    """One fine-tune: the validation loss before, training, the loss after and the samples.
 
     Attributes:
-        control: ``control.stop()`` ends training after the current step (the adapter is kept).
+        job: the :class:`Job` (progress, Stop, done, error, cancelled).
+        control: stops training after the current step.
         steps: a :class:`StepInfo` per step done so far.
-        phase: ``starting``, ``samples before``, ``training``, ``samples after`` or ``done``.
-        result: the :class:`TrainedAdapter` once done (None on error).
-        error: the error message, if it failed.
-        prompts, before, after: the sample prompts and their generations before and after.
+        validations: ``(step, validation loss)`` as measured: step 0 before training, then
+            every ``eval_every`` steps, then after the last step.
+        result: the :class:`TrainedAdapter` once done (None on error or cancel).
+        prompts, before, after: the sample prompts and their generations by the base and the adapter.
+        reported: set by the page once it has taken the result (so it is taken once).
     """
 
     def __init__(self, base: LoadedModel | CompressedModel, data: PreparedData, settings: LoraSettings):
         self.base, self.data, self.settings = base, data, settings
         self.control = TrainControl()
         self.steps: list[StepInfo] = []
-        self.phase = "starting"
-        self.result: TrainedAdapter | None = None
-        self.error: str | None = None
+        self.validations: list[tuple[int, float]] = []
         self.prompts = list(data.demo_prompts)
         self.before: list[str] = []
         self.after: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="lowrank-lora", daemon=True)
+        self.reported = False
+        total = settings.total_steps(len(data.train))
+        val = validation_steps(settings, len(data.validation))
+        middle = (total - 1) // settings.eval_every if settings.eval_every else 0
+        weights = {
+            BEFORE: 0.5 + val,  # half a step for the copy and the adapters
+            TRAINING: total + middle * val,
+            AFTER: val,
+            SAMPLES: 2 * max(len(self.prompts), 0) * SAMPLE_TOKENS * TOKEN_SHARE + 1e-3,
+        }
+        self.job: Job[TrainedAdapter] = Job("Training", weights, self._run)
+        self.job.on_stop(self.control.stop)
 
     @property
     def chat(self) -> bool:
         return self.data.style == "pairs"
 
-    def start(self) -> TrainingJob:
-        self._thread.start()
-        return self
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    @property
+    def total_steps(self) -> int:
+        return self.settings.total_steps(len(self.data.train))
 
     @property
     def done(self) -> bool:
-        return self.phase == "done"
+        return self.job.done
 
-    def _run(self) -> None:
+    @property
+    def result(self) -> TrainedAdapter | None:
+        return self.job.result
+
+    @property
+    def error(self) -> str | None:
+        return self.job.error
+
+    def start(self) -> TrainingJob:
+        self.job.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.job.join(timeout)
+
+    def _on_step(self, info: StepInfo) -> None:
+        self.steps.append(info)
+        if info.val_loss is not None:
+            self.validations.append((info.step, info.val_loss))
+        self.job.stage(TRAINING)(
+            info.step,
+            info.total_steps,
+            f"step {info.step}/{info.total_steps} · loss {info.loss:.3f} · {info.tokens_per_s:,.0f} tokens/s",
+        )
+
+    def _on_progress(self, done: int, total: int, message: str) -> None:
+        stage = AFTER if self.steps or not self.job.cancellable else BEFORE
+        self.job.stage(stage)(done, total, message)
+
+    def _on_validation(self, step: int, loss: float) -> None:
+        self.validations.append((step, loss))
+        if step == 0:
+            if self.job.stop_requested:
+                raise Cancelled("stopped before the first training step")
+            # From here on Stop ends training after the current step and keeps the adapter.
+            self.job.cancellable = False
+            self.job.tell(f"step 1/{self.total_steps}: the first training step")
+
+    def _run(self, job: Job) -> TrainedAdapter:
+        result = finetune(self.base, self.data, self.settings, self._on_step, self.control, self._on_progress,
+                          self._on_validation)  # fmt: skip
+        if result.report.steps_done == 0:  # Stop came between the loss before and the first step
+            raise Cancelled("stopped before the first training step")
+        samples = job.stage(SAMPLES)
+        n = len(self.prompts)
         tokenizer = self.base.tokenizer
-        try:
-            self.phase = "samples before"
-            self.before = generate(self.base.model, tokenizer, self.prompts, self.chat, SAMPLE_TOKENS)
-            self.phase = "training"
-            self.result = finetune(self.base, self.data, self.settings, self.steps.append, self.control)
-            self.phase = "samples after"
-            self.after = generate(self.result.model, tokenizer, self.prompts, self.chat, SAMPLE_TOKENS)
-        except LowrankLabError as err:
-            self.error = str(err)
-        except Exception as err:  # a background thread has no one else to tell: the page shows it
-            self.error = f"training failed: {type(err).__name__}: {err}"
-        finally:
-            self.phase = "done"
+        self.before = generate(self.base.model, tokenizer, self.prompts, self.chat, SAMPLE_TOKENS,
+                               progress=lambda d, t, m: samples(d, 2 * t, f"before training: {m}"))  # fmt: skip
+        self.after = generate(result.model, tokenizer, self.prompts, self.chat, SAMPLE_TOKENS,
+                              progress=lambda d, t, m: samples(t + d, 2 * t, f"after training: {m}"))  # fmt: skip
+        samples(2 * n, 2 * n, "done")
+        return result

@@ -10,7 +10,6 @@ plan put there by someone else (one the controls do not describe) is adopted on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import streamlit as st
 
@@ -28,6 +27,7 @@ from lowrank_lab.plan import (
 from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params, pct
+from lowrank_lab.ui.notices import Notice
 
 CONTROLS = "ranks_controls"  # SavedControls: the rank controls of the model in state.MODEL_SOURCE
 MATRIX_RANK = "ranks_matrix_rank"
@@ -43,18 +43,6 @@ class SavedControls:
 
     source: str
     controls: RankControls
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A message to show once: what happened to a preset or an uploaded plan file."""
-
-    level: Literal["success", "error"]
-    text: str
-    file_id: str | None = None
-
-    def show(self) -> None:
-        (st.success if self.level == "success" else st.error)(self.text)
 
 
 def kind_key(kind: str) -> str:
