@@ -25,7 +25,11 @@ from lowrank_lab.spectra import LayerSpectrum, compute_spectra
 
 
 # Streamlit shows the spinner on a cache miss only, so a rerun pays nothing for it.
-@st.cache_resource(show_spinner="Loading the model (the built-in one converts once, about 20 s)…", max_entries=3)
+@st.cache_resource(
+    show_spinner="Loading the model… the built-in one converts from GGUF on its first load (20 s to a minute on "
+    "two cores); later loads take seconds.",
+    max_entries=3,
+)
 def loaded_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` once per server process; shared read-only by every session."""
     return load_model(spec)
