@@ -21,7 +21,9 @@ from lowrank_lab.compress import CalibrationSettings, whitened_spectra
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
 from lowrank_lab.plan import PlanCalculator, TradeoffCurve, tradeoff_curves
+from lowrank_lab.progress import ProgressEvent, Stages
 from lowrank_lab.spectra import LayerSpectrum, compute_spectra
+from lowrank_lab.ui.jobs import Job, eta_text
 
 
 # Streamlit shows the spinner on a cache miss only, so a rerun pays nothing for it.
@@ -88,8 +90,14 @@ def spectra_with_progress(spec: ModelSpec) -> list[LayerSpectrum]:
     """:func:`model_spectra`, drawing a progress bar while a first computation runs."""
     bar = st.empty()
 
+    def draw(event: ProgressEvent) -> None:  # the look of every job: the step, one bar, the time left
+        bar.progress(event.fraction, text=f"{event.step} · {eta_text(event)}")
+
+    stages = Stages(draw, {"singular values": 1.0})
+    step = stages.stage("singular values")
+
     def progress(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"Singular values: {done}/{total} {message}")
+        step(done, total, f"singular values: {done}/{total} {message}")
 
     try:
         spectra = model_spectra(spec, _progress=progress)
@@ -113,20 +121,24 @@ def model_tradeoff(spec: ModelSpec) -> list[TradeoffCurve]:
     return tradeoff_curves(model_spectra(spec))
 
 
-def whitened_with_progress(spec: ModelSpec, calibration: CalibrationSettings) -> list[LayerSpectrum]:
-    """Whitened spectra (W·S) of the shared model for ``spec`` on ``calibration``, once per process.
+def whitened_key(spec: ModelSpec, calibration: CalibrationSettings) -> tuple:
+    return (spec, calibration.key())
 
-    Raises:
-        LowrankLabError: calibration is impossible (no tokenizer, text too short); the page shows it.
-    """
-    bar = st.empty()
 
-    def progress(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"Calibrating and whitening: {done}/{total} {message}")
+def cached_whitened(spec: ModelSpec, calibration: CalibrationSettings) -> list[LayerSpectrum] | None:
+    """The whitened spectra of ``spec`` on ``calibration`` if this process has them, else None."""
+    return whitened_cache().get(whitened_key(spec, calibration))
 
-    try:
-        loaded = loaded_model(spec)
-        compute = lambda: _read_only(whitened_spectra(loaded, calibration, progress, calibration_cache()))  # noqa: E731
-        return whitened_cache().get_or_compute((spec, calibration.key()), compute)
-    finally:
-        bar.empty()
+
+def whitened_job(spec: ModelSpec, calibration: CalibrationSettings) -> Job[list[LayerSpectrum]]:
+    """A background job computing the whitened spectra (W·S) of the shared model for ``spec`` on
+    ``calibration``, kept once per process; its error (no tokenizer, text too short) ends the job."""
+    loaded = loaded_model(spec)
+    spectra, stats = whitened_cache(), calibration_cache()  # resolved in the page's thread
+
+    def work(job: Job) -> list[LayerSpectrum]:
+        progress = job.stage("calibrate")
+        compute = lambda: _read_only(whitened_spectra(loaded, calibration, progress, stats))  # noqa: E731
+        return spectra.get_or_compute(whitened_key(spec, calibration), compute)
+
+    return Job("Calibrating", {"calibrate": 1.0}, work)

@@ -99,6 +99,11 @@ def test_whitened_spectrum_after_calibration(tiny_llama):
     at.button(key="spectra_calibrate").click()
     at.run()
     assert not at.exception, at.exception
+    _, job = at.session_state["spectra_calibration_job"]
+    assert at.button(key="spectra_calibrate_stop")  # the job runs in the background, with Stop
+    assert job.join(timeout=240)
+    at.run()
+    assert not at.exception, at.exception
     charts = [c for c in at.get("plotly_chart") if "spectra_whitened" in c.proto.id]
     assert len(charts) == 1
     assert at.session_state["calibration"].source == "tiny-llama"
