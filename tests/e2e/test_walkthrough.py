@@ -42,8 +42,20 @@ def wait_text(page, text: str, timeout_ms: int = JOB_TIMEOUT_MS) -> None:
 
 
 def progress_text(page) -> str:
-    bars = page.locator('[data-testid="stProgress"]')
-    return bars.first.inner_text() if bars.count() else ""
+    """The text of the progress bar on screen, or "" (read in one go: the bar may go at any moment)."""
+    return page.evaluate(
+        "() => { const p = document.querySelector('[data-testid=stProgress]'); return p ? p.innerText : ''; }"
+    )
+
+
+def wait_for_step(page, step: int) -> None:
+    """Wait until the bar reports training step ``step`` (or a later one) done, with its loss."""
+    page.wait_for_function(
+        "(n) => [...document.querySelectorAll('[data-testid=stProgress]')].some(p => {"
+        "  const m = /step (\\d+)\\/\\d+ · loss/.exec(p.innerText); return m && Number(m[1]) >= n; })",
+        arg=step,
+        timeout=JOB_TIMEOUT_MS,
+    )
 
 
 def set_number(page, label: str, value: int) -> None:
@@ -54,6 +66,14 @@ def set_number(page, label: str, value: int) -> None:
 
 
 def home(page, shots: Path) -> None:
+    """The sidebar names the pages from the first paint (never Streamlit's "app" listing); the model loads."""
+    seen = set()
+    for _ in range(30):
+        nav = page.locator('[data-testid="stSidebarNav"]')
+        if nav.count():
+            seen.add(nav.inner_text().split()[0])
+        page.wait_for_timeout(100)
+    assert seen == {"Home"}, seen
     page.get_by_text("Where to go next").wait_for(timeout=120_000)
     wait_until_idle(page)
     assert metric_value(page, "Weight matrices") == "15"
@@ -83,7 +103,7 @@ def ranks(page, shots: Path, tmp: Path) -> Path:
     wait_until_idle(page)
     wait_for_metric(page, "Parameters saved", f"{before + RANK_STEP * (rank - int(handle.input_value())):,}")
     page.get_by_role("button", name="Apply").first.click()
-    wait_text(page, "Applied:", 30_000)
+    wait_text(page, "Applied “", 30_000)
     wait_until_idle(page)
     saved = metric_value(page, "Parameters saved")
     with page.expect_download() as download:
@@ -92,9 +112,11 @@ def ranks(page, shots: Path, tmp: Path) -> Path:
     download.value.save_as(plan_file)
     plan = json.loads(plan_file.read_text())
     assert plan["model"] == MODEL and plan["ranks"]
-    # Move a slider away, then load the file: the plan comes back.
+    # Move a slider away (one rank more of q_proj), then load the file: the plan comes back.
     handle.focus()
     handle.press("ArrowRight")
+    wait_for_metric(page, "Parameters saved", f"{as_int(saved) - RANK_STEP:,}")
+    handle.evaluate("e => e.blur()")  # a focused slider may send its old value again when redrawn
     wait_until_idle(page)
     uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Load a plan")
     uploader.locator('input[type="file"]').set_input_files(str(plan_file))
@@ -118,6 +140,10 @@ def compress(page, shots: Path) -> list[str]:
     wait_until_idle(page)
     assert page.get_by_text("It is ready for the LoRA and Export pages").count()
     snap(page, shots / "walk_compressed.png")
+    # A download button drawn before the run still serves its file after it (no 404).
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download plan JSON").click()
+    assert json.loads(Path(download.value.path()).read_text())["model"] == MODEL
     return steps
 
 
@@ -134,10 +160,7 @@ def lora(page, shots: Path) -> None:
     snap(page, shots / "walk_lora.png")
     set_number(page, "Steps", 5000)
     page.get_by_role("button", name="Train").click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=stProgress]')].some(p => /step [1-9]/.test(p.innerText))",
-        timeout=JOB_TIMEOUT_MS,
-    )
+    wait_for_step(page, 1)
     snap(page, shots / "walk_lora_running.png")
     page.get_by_role("button", name="Stop (keep the adapter so far)").click()
     wait_text(page, "the adapter keeps them")
@@ -245,10 +268,7 @@ def two_sessions(browser, url: str, shots: Path) -> None:
     open_page(b, "LoRA", "LoRA fine-tune")
     assert b.get_by_role("button", name="Train").count() == 1  # b trains nothing: a's job is a's
     assert not b.locator('[data-testid="stProgress"]').count()
-    a.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=stProgress]')].some(p => /step [2-9]/.test(p.innerText))",
-        timeout=JOB_TIMEOUT_MS,
-    )
+    wait_for_step(a, 2)
     snap(b, shots / "walk_second_session.png")
     a.get_by_role("button", name="Stop (keep the adapter so far)").click()
     wait_text(a, "the adapter keeps them")
