@@ -12,12 +12,15 @@ command line, the tests and other programs use it directly::
 
 from lowrank_lab.compress import CalibrationSettings, allocate, compress, whitened_spectra
 from lowrank_lab.errors import (
+    ArgumentTypeError,
     CheckpointError,
     DataError,
     InvalidRankPlan,
     LowrankLabError,
     ModelLoadError,
+    NonFiniteError,
     NoWeightMatricesError,
+    OutputError,
     SettingsError,
 )
 from lowrank_lab.export import save_adapter, save_compressed
@@ -45,6 +48,7 @@ from lowrank_lab.spectra import LayerSpectrum, SpectrumCache, compute_spectra, s
 from lowrank_lab.version import __version__
 
 __all__ = [
+    "ArgumentTypeError",
     "BUILTIN_MODELS",
     "CalibrationSettings",
     "DEFAULT_MODEL",
@@ -60,6 +64,8 @@ __all__ = [
     "ModelLoadError",
     "ModelSpec",
     "NoWeightMatricesError",
+    "NonFiniteError",
+    "OutputError",
     "PlanSummary",
     "RankPlan",
     "SettingsError",

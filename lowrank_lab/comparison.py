@@ -21,12 +21,14 @@ import torch
 import xxhash
 
 from lowrank_lab.cache import KeyedCache, model_digest
+from lowrank_lab.checks import require
 from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text
-from lowrank_lab.errors import SettingsError
+from lowrank_lab.errors import ArgumentTypeError, SettingsError
 from lowrank_lab.evaluate import block_perplexity, eval_blocks
 from lowrank_lab.generate import generate
 from lowrank_lab.measure import model_bytes, paired_latency, peak_forward_memory
 from lowrank_lab.models import CompressedModel, LoadedModel
+from lowrank_lab.models.limits import check_seq_len
 from lowrank_lab.progress import ProgressFn, Stages
 from lowrank_lab.tasks import has_lm_head
 
@@ -69,6 +71,14 @@ class EvalSettings:
     latency_repeats: int = 5
 
     def __post_init__(self) -> None:
+        for name in ("seq_len", "max_blocks", "max_new_tokens", "latency_tokens", "latency_repeats"):
+            require(getattr(self, name), int, f"EvalSettings.{name}")
+        require(self.text, (str, type(None)), "EvalSettings.text")
+        require(self.source, str, "EvalSettings.source")
+        if isinstance(self.prompts, list):
+            object.__setattr__(self, "prompts", tuple(self.prompts))
+        if not isinstance(self.prompts, tuple) or not all(isinstance(p, str) for p in self.prompts):
+            raise ArgumentTypeError(f"EvalSettings.prompts must be a tuple of str, got {self.prompts!r:.60}")
         if self.seq_len < 2 or self.max_blocks < 1:
             raise SettingsError(
                 f"perplexity needs blocks of at least 2 tokens and at least 1 block, got "
@@ -198,13 +208,17 @@ def compare(
     Raises:
         DataError: no tokenizer, or the evaluation text is shorter than one block.
     """
+    require(loaded, LoadedModel, "compare's dense model", "pass the LoadedModel it was compressed from")
+    require(compressed, CompressedModel, "compare's compressed model", "pass what compress returned")
+    require(settings, (EvalSettings, type(None)), "compare's settings", "pass EvalSettings(...) or None")
     settings = settings or EvalSettings()
     store = DENSE_FIGURES if cache is None else cache
     causal = has_lm_head(loaded.model) and loaded.tokenizer is not None
     prompts = settings.prompts if causal else ()
-    blocks = (
-        eval_blocks(loaded.tokenizer, settings.eval_text(), settings.seq_len, settings.max_blocks) if causal else None
-    )
+    blocks = None
+    if causal:
+        check_seq_len(loaded.model, settings.seq_len, "the perplexity block length seq_len")
+        blocks = eval_blocks(loaded.tokenizer, settings.eval_text(), settings.seq_len, settings.max_blocks)
     key = (model_digest(loaded.model), settings.key(), causal)
     stages = Stages(_sink(progress), _weights(settings, blocks, prompts, dense=key not in store))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from lowrank_lab.cache import KeyedCache
-from lowrank_lab.checks import is_fraction
+from lowrank_lab.checks import is_fraction, require
 from lowrank_lab.compress.apply import check_method
 from lowrank_lab.compress.auto import auto_allocation
 from lowrank_lab.compress.calibration import CalibrationSettings
@@ -77,9 +77,10 @@ def allocate_explained(
         SettingsError: ``keep`` outside (0, 1], unknown strategy or method, ``auto`` on an encoder.
         DataError: ``auto`` on a model with no tokenizer, or too little calibration text.
     """
+    require(loaded, LoadedModel, "allocate's model", "load one with load_model")
     check_keep(keep)
     check_method(method)
-    if strategy not in STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise SettingsError(f"unknown allocation strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     matrices = linear_matrices(loaded)
     if keep == 1 or strategy == "uniform":
@@ -109,5 +110,7 @@ def whitened_spectra(
     Raises:
         DataError: no tokenizer, or calibration text too short.
     """
+    require(loaded, LoadedModel, "whitened_spectra's model", "load one with load_model")
+    require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
     decs = whitened_decompositions(loaded, calibration or CalibrationSettings(), progress, cache)
     return [spectrum_of(m, decs[m.name].s.double().numpy().copy()) for m in linear_matrices(loaded)]

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lowrank_lab.cache import KeyedCache
+from lowrank_lab.checks import require
 from lowrank_lab.compress.calibration import CalibrationSettings
 from lowrank_lab.compress.decompositions import (
     input_stats,
@@ -15,16 +16,17 @@ from lowrank_lab.compress.decompositions import (
     whitened_decompositions,
 )
 from lowrank_lab.compress.factorize import lapack_thread, pca_factors
-from lowrank_lab.errors import InvalidRankPlan, SettingsError
+from lowrank_lab.errors import ArgumentTypeError, InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method, ParamCounts
 from lowrank_lab.plan import RankPlan, factorizes
 from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.spectra.engine import check_finite
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise SettingsError(f"unknown compression method {method!r}; use one of {', '.join(METHODS)}")
 
 
@@ -33,20 +35,26 @@ def check_plan(loaded: LoadedModel, plan: RankPlan) -> list[WeightMatrix]:
 
     Raises:
         InvalidRankPlan: unknown module names, ranks above full rank, or embeddings in the plan.
+        NonFiniteError: a planned matrix holds NaN or infinity.
     """
     if not isinstance(plan, RankPlan):
         raise InvalidRankPlan(
             f"compress needs a RankPlan, got {type(plan).__name__}; build one with RankPlan({{name: rank}})"
         )
+    if not isinstance(loaded, LoadedModel):
+        raise ArgumentTypeError(f"compress takes a LoadedModel (from load_model), got {type(loaded).__name__}")
     everything = weight_matrices(loaded.model)
-    plan.validate(everything)
+    plan.validate(everything, model=loaded.model)
     embeddings = [m.name for m in everything if m.is_embedding and plan.get(m.name) is not None]
     if embeddings:
         raise InvalidRankPlan(
             f"{', '.join(embeddings)} is an embedding; only Linear and Conv1D layers can be factorized. "
             "Remove it from the plan"
         )
-    return [m for m in linear_matrices(loaded) if plan.get(m.name) is not None]
+    planned = [m for m in linear_matrices(loaded) if plan.get(m.name) is not None]
+    for m in planned:
+        check_finite(m)  # a NaN weight has no decomposition: say which, before any work
+    return planned
 
 
 def compress(
@@ -89,6 +97,7 @@ def compress(
     """
     check_method(method)
     planned = check_plan(loaded, plan)
+    require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
     # Calibration and decompositions take most of the time (when not cached), factorizing the rest.

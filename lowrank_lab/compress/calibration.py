@@ -21,8 +21,9 @@ from torch import nn
 
 from lowrank_lab.cache import GiB, KeyedCache, model_digest
 from lowrank_lab.data.text import builtin_text, token_blocks
-from lowrank_lab.errors import DataError, SettingsError
+from lowrank_lab.errors import ArgumentTypeError, DataError, SettingsError
 from lowrank_lab.models import LoadedModel
+from lowrank_lab.models.limits import check_seq_len
 from lowrank_lab.progress import ProgressFn, report
 
 BUILTIN_SOURCE = "built-in pydoc_data calibration split"
@@ -52,6 +53,10 @@ class CalibrationSettings:
         for what, value, low in (("samples", self.samples, 1), ("seq_len", self.seq_len, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SettingsError(f"calibration {what} must be an integer ≥ {low}, got {value!r}")
+        if self.text is not None and not isinstance(self.text, str):
+            raise ArgumentTypeError(f"calibration text must be a str (or None), got {type(self.text).__name__}")
+        if not isinstance(self.source, str):
+            raise ArgumentTypeError(f"calibration source must be a str, got {type(self.source).__name__}")
         if self.text is not None and not self.text.strip():
             raise DataError("the calibration text is empty; give some prose, or None for the built-in split")
 
@@ -76,8 +81,18 @@ def calibration_blocks(loaded: LoadedModel, settings: CalibrationSettings) -> to
             f"{loaded.title} has no tokenizer, so it cannot read calibration text; "
             "use method 'svd' (needs no data) or load a model that ships a tokenizer"
         )
+    check_seq_len(loaded.model, settings.seq_len, "the calibration block length seq_len")
     text = settings.text if settings.text is not None else builtin_text("calibration")
-    return token_blocks(loaded.tokenizer, text, settings.samples, settings.seq_len, spread=True)
+    fix = "give more text, or fewer or shorter samples (samples, seq_len; --samples, --seq-len on the command line)"
+    return token_blocks(
+        loaded.tokenizer,
+        text,
+        settings.samples,
+        settings.seq_len,
+        spread=True,
+        what=f"the calibration text ({settings.source})",
+        fix=fix,
+    )
 
 
 class InputStats:

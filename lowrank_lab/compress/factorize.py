@@ -21,6 +21,7 @@ import torch
 
 from lowrank_lab.compress.calibration import InputStats
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.threads import one_lapack_thread
 
 # Regularisation of XᵀX before its Cholesky factor, as multiples of its mean diagonal: the
 # first that works is used (rank-deficient XᵀX, e.g. fewer tokens than inputs, needs one).
@@ -29,17 +30,15 @@ _RIDGE = (1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
 
 @contextmanager
 def lapack_thread() -> Iterator[None]:
-    """Run LAPACK (SVD, Cholesky, eigh) on one thread.
+    """Run LAPACK (SVD, Cholesky, eigh) on one thread, in the calling thread only.
 
-    On a shared two-core machine torch's two-thread pool makes a 576×1536 float64 SVD take
-    13 s instead of 0.8 s (its threads wait on each other while another process holds a core).
+    On a shared two-core machine torch's two-thread pool makes float64 decompositions about
+    10× slower (its threads wait on each other while another process holds a core). The limit
+    is thread-scoped (see :mod:`lowrank_lab.threads`): ``torch.set_num_threads`` would change
+    every other session's threads too, and interleaved save/restore could leave them on one.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_lapack_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, eq=False)

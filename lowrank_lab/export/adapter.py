@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from collections import Counter
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lowrank_lab import outputs
 from lowrank_lab.checkpoint.format import factorized_modules
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
-from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.archive import staged_folder, zip_folder
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
 from lowrank_lab.export.compressed import write_compressed
 from lowrank_lab.export.dense import write_hf_folder
 from lowrank_lab.finetune.result import TrainedAdapter
@@ -34,10 +34,26 @@ BASE_FOLDER = "base"
 RANK_PATTERN_FILE = "rank_pattern.json"
 
 
+def check_adapter(adapter: object) -> TrainedAdapter:
+    """``adapter`` itself, or a clear error when it is not a :class:`TrainedAdapter`."""
+    if not isinstance(adapter, TrainedAdapter):
+        raise ArgumentTypeError(
+            f"expected a TrainedAdapter (what lowrank_lab.finetune returns), got {type(adapter).__name__}; "
+            "fine-tune a model first"
+        )
+    return adapter
+
+
+def adapter_sources(adapter: TrainedAdapter) -> tuple[str, ...]:
+    """The model sources an export of ``adapter`` must not write into."""
+    return (adapter.source.source,) if adapter.source is not None else ()
+
+
 def peft_model_of(adapter: TrainedAdapter):
     """The adapter's PEFT model, or a clear error when it is something else."""
     from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
 
+    check_adapter(adapter)
     if not isinstance(adapter.model, PeftModel):
         raise CheckpointError(
             f"the adapter's model is a {type(adapter.model).__name__}, not a PEFT model; "
@@ -163,19 +179,22 @@ def save_adapter(
         folder: the folder to create (written atomically).
         dtype: dtype of the stored adapter (and base) tensors.
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing export folder.
+        overwrite: replace an export folder (and zip) lowrank_lab wrote.
         comparison: what :func:`~lowrank_lab.comparison.compare` measured on the compressed
             base, for the model card in ``base/``.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a PEFT model, or a folder that
-            exists and is not empty.
+        ArgumentTypeError: ``adapter`` is not a TrainedAdapter.
+        CheckpointError: an unknown dtype or a model that is not a PEFT model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    peft_model_of(adapter)
+    protect = adapter_sources(adapter)
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="save_adapter") as tmp:
         write_adapter(adapter, tmp, dtype, comparison)
-    return zip_folder(folder) if zip else folder
+    return zip_folder(folder, overwrite=overwrite, protect=protect) if zip else folder
 
 
 def write_merged(adapter: TrainedAdapter, folder: Path, dtype: str, comparison: Comparison | None = None) -> None:
@@ -204,15 +223,21 @@ def save_merged(
         folder: the folder to create (written atomically).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing export folder.
+        overwrite: replace an export folder (and zip) lowrank_lab wrote.
         comparison: what :func:`~lowrank_lab.comparison.compare` measured on the merged
             model (``merged_compressed(adapter)``), for the model card of a compressed base.
+
+    Raises:
+        ArgumentTypeError: ``adapter`` is not a TrainedAdapter.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    peft_model_of(adapter)
+    protect = adapter_sources(adapter)
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="save_merged") as tmp:
         write_merged(adapter, tmp, dtype, comparison)
-    return zip_folder(folder) if zip else folder
+    return zip_folder(folder, overwrite=overwrite, protect=protect) if zip else folder
 
 
 def rank_pattern(plan: RankPlan) -> dict:
@@ -222,8 +247,13 @@ def rank_pattern(plan: RankPlan) -> dict:
     names, which PEFT matches exactly); ``r`` is the most common rank.
 
     Raises:
+        ArgumentTypeError: ``plan`` is not a RankPlan.
         CheckpointError: the plan is empty.
     """
+    if not isinstance(plan, RankPlan):
+        raise ArgumentTypeError(
+            f"expected a RankPlan, got {type(plan).__name__}; build one with RankPlan({{name: rank}})"
+        )
     ranks = plan.as_dict()
     if not ranks:
         raise CheckpointError("the rank plan is empty, so there is no rank_pattern to write; set some ranks first")
@@ -231,15 +261,21 @@ def rank_pattern(plan: RankPlan) -> dict:
     return {"r": common, "target_modules": sorted(ranks), "rank_pattern": ranks}
 
 
-def save_rank_pattern(plan: RankPlan, path: str | Path) -> Path:
-    """Write :func:`rank_pattern` as JSON to ``path`` (atomically); ``LoraConfig(**json.load(f))`` reads it."""
-    path = Path(path).expanduser()
+def save_rank_pattern(plan: RankPlan, path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """Write :func:`rank_pattern` as JSON to ``path``; ``LoraConfig(**json.load(f))`` reads it.
+
+    The file is written to a temporary sibling and renamed into place.
+
+    Args:
+        plan: the rank plan.
+        path: the JSON file to write.
+        overwrite: replace an existing file (a symbolic link is never written through).
+        protect: model sources the file must not lie inside.
+
+    Raises:
+        CheckpointError: the plan is empty.
+        OutputError: ``path`` exists (without ``overwrite``), is a link or a folder, or cannot be written.
+    """
+    outputs.check_output_file(path, overwrite, protect)
     text = json.dumps(rank_pattern(plan), indent=1) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return outputs.write_file(path, text, overwrite, protect)

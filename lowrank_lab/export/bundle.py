@@ -14,16 +14,17 @@ from typing import Literal
 from lowrank_lab.checkpoint.format import PLAN_FILE, count_elements, unique_state_dict
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
-from lowrank_lab.errors import CheckpointError
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
 from lowrank_lab.export.adapter import (
     RANK_PATTERN_FILE,
+    check_adapter,
     peft_model_of,
     save_rank_pattern,
     write_adapter,
     write_merged,
 )
-from lowrank_lab.export.archive import safe_folder_name, staged_folder, zip_bytes
-from lowrank_lab.export.compressed import write_compressed
+from lowrank_lab.export.archive import check_export_target, safe_folder_name, staged_folder, zip_bytes
+from lowrank_lab.export.compressed import check_compressed, write_compressed
 from lowrank_lab.export.dense import write_dense
 from lowrank_lab.finetune.result import TrainedAdapter
 from lowrank_lab.models import CompressedModel, ParamCounts
@@ -123,9 +124,13 @@ def estimate_size(
 
 
 def _check_request(fmt: ExportFormat, compressed, adapter) -> None:
-    if fmt not in EXPORT_FORMATS:
+    if not isinstance(fmt, str) or fmt not in EXPORT_FORMATS:
         raise CheckpointError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     needs_adapter = fmt in ("adapter", "merged")
+    if compressed is not None:
+        check_compressed(compressed)
+    if adapter is not None:
+        check_adapter(adapter)
     if needs_adapter and adapter is None:
         raise CheckpointError(f"the {fmt!r} export needs a LoRA adapter; fine-tune one on the LoRA page first")
     if not needs_adapter and compressed is None:
@@ -171,14 +176,20 @@ def export(
     """Write an export of ``fmt`` to ``folder`` atomically; returns the folder.
 
     Raises:
-        CheckpointError: an unknown format or dtype, a missing artifact, or an occupied folder.
+        CheckpointError: an unknown format or dtype, or a missing artifact.
+        OutputError: the folder is taken, or is inside the source model (checked before writing).
     """
     _check_request(fmt, compressed, adapter)
-    folder = Path(folder).expanduser()
+    protect = _sources(compressed, adapter)
+    folder = check_export_target(folder, overwrite, False, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer=f"export {fmt}") as tmp:
         write_export(fmt, tmp, dtype, compressed, adapter, comparison)
     return folder
+
+
+def _sources(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> tuple[str, ...]:
+    return tuple(a.source.source for a in (compressed, adapter) if a is not None and a.source is not None)
 
 
 def export_zip(
@@ -194,6 +205,8 @@ def export_zip(
     Raises:
         CheckpointError: an unknown format or dtype, a missing artifact, or an unusable name.
     """
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"the export's name must be a str, got {type(name).__name__}")
     root = safe_folder_name(name)
     with tempfile.TemporaryDirectory(prefix="lowrank-export-") as tmp:
         folder = export(fmt, Path(tmp) / root, dtype, compressed, adapter, comparison=comparison)

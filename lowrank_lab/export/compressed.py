@@ -29,8 +29,8 @@ from lowrank_lab.checkpoint.format import (
 )
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
-from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.archive import staged_folder, zip_folder
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
 from lowrank_lab.export.card import model_card
 from lowrank_lab.models import CompressedModel
 from lowrank_lab.plan import RankPlan
@@ -39,6 +39,17 @@ from lowrank_lab.tasks import task_of_model
 from lowrank_lab.version import __version__
 
 LOADER_SOURCE = Path(__file__).with_name("load_lowrank.py")
+
+
+def check_compressed(compressed: object) -> CompressedModel:
+    """``compressed`` itself, or a clear error when it is not a :class:`CompressedModel`."""
+    if not isinstance(compressed, CompressedModel):
+        raise ArgumentTypeError(
+            f"expected a CompressedModel (what lowrank_lab.compress returns), got {type(compressed).__name__}; "
+            "compress a model first, or load a checkpoint with load_compressed"
+        )
+    check_exportable(compressed.model, "the compressed model")
+    return compressed
 
 
 def check_exportable(model: nn.Module, what: str) -> None:
@@ -153,7 +164,8 @@ def save_compressed(
         folder: the checkpoint folder to create.
         dtype: ``float32``, ``float16`` or ``bfloat16`` (``fp32``/``fp16``/``bf16`` too).
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing checkpoint folder (never a folder of other files).
+        overwrite: replace a checkpoint folder (and zip) lowrank_lab wrote; never a folder
+            holding other files (see :mod:`lowrank_lab.outputs`).
         progress: called as ``progress(done, total, message)``.
         comparison: what :func:`~lowrank_lab.comparison.compare` measured on ``compressed``;
             the model card shows its perplexities (else it says "not measured").
@@ -162,13 +174,16 @@ def save_compressed(
         The checkpoint folder, or the zip when ``zip`` is true.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a transformers model, or a
-            folder that exists and is not empty.
+        ArgumentTypeError: ``compressed`` is not a CompressedModel.
+        CheckpointError: an unknown dtype or a model that is not a transformers model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    check_compressed(compressed)
+    protect = compressed.source.source
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="save_compressed") as tmp:
         write_compressed(compressed, tmp, dtype, progress, comparison)
     if zip:
-        return zip_folder(folder)
+        return zip_folder(folder, overwrite=overwrite, protect=protect)
     return folder

@@ -15,8 +15,8 @@ from torch import nn
 
 from lowrank_lab.checkpoint.format import SECTION, factorized_modules, head_is_untied
 from lowrank_lab.dtypes import normalize_dtype, torch_dtype
-from lowrank_lab.export.archive import staged_folder, zip_folder
-from lowrank_lab.export.compressed import check_exportable
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
+from lowrank_lab.export.compressed import check_compressed, check_exportable
 from lowrank_lab.layers import dense_layer
 from lowrank_lab.lowrank import set_submodule
 from lowrank_lab.models import CompressedModel
@@ -94,17 +94,20 @@ def save_dense(
         folder: the folder to create (written atomically).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing export folder.
+        overwrite: replace an export folder (and zip) lowrank_lab wrote.
 
     Returns:
         The folder, or the zip when ``zip`` is true.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a transformers model, or a
-            folder that exists and is not empty.
+        ArgumentTypeError: ``compressed`` is not a CompressedModel.
+        CheckpointError: an unknown dtype or a model that is not a transformers model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    check_compressed(compressed)
+    protect = compressed.source.source
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="save_dense") as tmp:
         write_dense(compressed, tmp, dtype)
-    return zip_folder(folder) if zip else folder
+    return zip_folder(folder, overwrite=overwrite, protect=protect) if zip else folder

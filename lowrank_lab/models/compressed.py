@@ -8,6 +8,7 @@ checkpoint folder through it too.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from torch import nn
 from lowrank_lab.checkpoint.format import LowrankSection, factorized_modules
 from lowrank_lab.checkpoint.reader import load_checkpoint
 from lowrank_lab.checkpoint.unzip import extract_zip
-from lowrank_lab.dtypes import torch_dtype
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
 from lowrank_lab.models.spec import ModelSpec
 from lowrank_lab.models.tokenizer import load_tokenizer
 from lowrank_lab.plan.rank_plan import RankPlan
@@ -140,8 +142,19 @@ def load_compressed(path: str | Path, dtype: str | None = None) -> CompressedMod
             or corrupt safetensors file, missing or unexpected tensors, or a rank that does
             not match its factor's shape.
     """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"load_compressed takes a path (str or pathlib.Path), got {type(path).__name__}")
+    if dtype is not None:  # refused before anything is read
+        try:
+            dtype = normalize_dtype(dtype)
+        except CheckpointError:
+            raise CheckpointError(f"cannot load in dtype {dtype!r}; use float32, float16 or bfloat16") from None
     path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".zip":
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} is not a folder or a .zip (it does not exist); pass a compressed checkpoint folder or its .zip"
+        )
+    if path.is_file() and path.suffix.lower() == ".zip":
         with tempfile.TemporaryDirectory(prefix="lowrank-") as tmp:
             return load_compressed(extract_zip(path, Path(tmp)), dtype)
     if path.is_file():

@@ -12,6 +12,8 @@ import json
 import os
 import re
 import socket
+import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +24,12 @@ from torch import nn
 
 from lowrank_lab.checkpoint.format import SECTION
 from lowrank_lab.checkpoint.safetensors_file import check_safetensors
-from lowrank_lab.errors import ModelLoadError
+from lowrank_lab.errors import ArgumentTypeError, ModelLoadError
 from lowrank_lab.models import builtin
 from lowrank_lab.models.compressed import open_compressed_folder
 from lowrank_lab.models.spec import BUILTIN_MODELS, TINY_MODELS, ModelSpec
 from lowrank_lab.models.tiny import tiny_model, tiny_tokenizer
-from lowrank_lab.models.tokenizer import load_tokenizer
+from lowrank_lab.models.tokenizer import tokenizer_and_note
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.tasks import Task, auto_model_class, task_of_config
 
@@ -92,11 +94,20 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
         The loaded model, in eval mode with gradients off.
 
     Raises:
+        ArgumentTypeError: ``spec`` is neither a ModelSpec nor a str/path, or ``progress`` is
+            not callable.
         ModelLoadError: unknown name, missing path, a folder with no config or no weights,
             a corrupt file, a pickle file, or a hub id that cannot be reached.
+        CheckpointError: a compressed checkpoint (folder or .zip) that is damaged.
     """
-    if isinstance(spec, str):
-        spec = ModelSpec(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        spec = ModelSpec(os.fspath(spec))
+    if not isinstance(spec, ModelSpec):
+        raise ArgumentTypeError(
+            f"load_model takes a ModelSpec or a model name or path (str), got {type(spec).__name__} {spec!r}"
+        )
+    if progress is not None and not callable(progress):
+        raise ArgumentTypeError(f"progress must be a function (done, total, message), got {type(progress).__name__}")
     start = time.perf_counter()
     if spec.is_tiny:
         loaded = _load_tiny(spec)
@@ -104,7 +115,14 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
         loaded = _load_builtin(spec, progress)
     else:
         path = Path(spec.source).expanduser()
-        if path.exists():
+        try:
+            exists = path.exists()
+        except OSError as err:  # e.g. a name longer than the file system allows
+            shown = spec.source if len(spec.source) <= 80 else spec.source[:40] + "…" + spec.source[-30:]
+            raise ModelLoadError(
+                f"{shown!r} cannot be a path here ({err.strerror}); give a shorter path or a model name"
+            ) from None
+        if exists:
             loaded = _load_local(spec, path)
         elif _HUB_ID.match(spec.source) and not spec.source.startswith((".", "/", "~")):
             loaded = _load_hub(spec)
@@ -153,15 +171,25 @@ def _load_builtin(spec: ModelSpec, progress: ProgressFn | None) -> LoadedModel:
 
 
 def _load_local(spec: ModelSpec, path: Path) -> LoadedModel:
+    mode = path.stat().st_mode
+    if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        raise ModelLoadError(
+            f"{path} is not a regular file or folder (a FIFO, device or socket), so it is not read; "
+            "pass a Hugging Face model folder, a .safetensors file or a compressed checkpoint .zip"
+        )
     if path.is_file():
         if path.suffix == ".safetensors":
             return _from_safetensors_file(spec, path)
+        if path.suffix.lower() == ".zip":
+            return _from_zip(spec, path)
         if path.suffix in _PICKLE_SUFFIXES:
             raise ModelLoadError(
                 f"{path} is a pickle file, which can run code when read, so it is not loaded. "
                 "Load the Hugging Face folder it came from, or convert it to .safetensors."
             )
-        raise ModelLoadError(f"{path} is not a model: pass a Hugging Face folder or a .safetensors file")
+        raise ModelLoadError(
+            f"{path} is not a model: pass a Hugging Face folder, a .safetensors file or a compressed checkpoint .zip"
+        )
     if not (path / "config.json").exists():
         raise ModelLoadError(
             f"the folder {path} has no config.json, so it is not a Hugging Face model folder; "
@@ -170,13 +198,36 @@ def _load_local(spec: ModelSpec, path: Path) -> LoadedModel:
     config = _read_json(path / "config.json")
     if SECTION in config:
         return _load_compressed_folder(spec, path)
-    weights = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights = sorted(p.name for p in path.iterdir() if p.suffix == ".safetensors")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if not weights and pickles:
+        raise ModelLoadError(
+            f"the folder {path} holds its weights only as {pickles[0]}, a pickle file, which can run code when "
+            "read, so lowrank_lab does not load it. Get the model's .safetensors files (most hub models ship "
+            "them), or convert it on a machine you trust: load it there with transformers and save it with "
+            "model.save_pretrained(folder, safe_serialization=True)"
+        )
     if not weights:
-        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors or pytorch_model.bin)")
+        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors files)")
     for name in weights:
-        if name.endswith(".safetensors"):
-            check_safetensors(path / name)
+        check_safetensors(path / name)
     return _from_folder(spec, path, trust_remote_code=spec.trust_remote_code)
+
+
+def _from_zip(spec: ModelSpec, path: Path) -> LoadedModel:
+    """A compressed checkpoint downloaded as a .zip: extracted (with size caps) into a temporary folder and loaded."""
+    from lowrank_lab.checkpoint.unzip import extract_zip
+
+    with tempfile.TemporaryDirectory(prefix="lowrank-zip-") as tmp:
+        folder = extract_zip(path, Path(tmp))
+        if SECTION not in _read_json(folder / "config.json"):
+            raise ModelLoadError(
+                f"{path} holds a model folder that is not a lowrank_lab compressed checkpoint; extract it and "
+                "load the folder"
+            )
+        loaded = _load_compressed_folder(spec, folder)
+    title = f"{path.name} (compressed)"
+    return LoadedModel(spec, loaded.model, loaded.tokenizer, loaded.task, title, loaded.notes)
 
 
 def _load_hub(spec: ModelSpec) -> LoadedModel:
@@ -216,7 +267,7 @@ def _load_compressed_folder(spec: ModelSpec, path: Path) -> LoadedModel:
         f"({section.method}, saved in {section.dtype}) from {section.source}."
     ]
     if compressed.tokenizer is None:
-        notes.append("No tokenizer was found, so text-based evaluation is off.")
+        notes.append(tokenizer_and_note(path)[1])
     title = f"{path.name} (compressed)"
     return LoadedModel(spec, compressed.model, compressed.tokenizer, compressed.task, title, tuple(notes))
 
@@ -240,7 +291,7 @@ def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: b
             local_files_only=local_only or is_local,
             trust_remote_code=trust_remote_code,
             dtype=getattr(torch, spec.dtype),
-            weights_only=True,  # a .bin is read with torch.load(weights_only=True): no code runs
+            use_safetensors=True,  # never a pickle (pytorch_model.bin), even one beside the safetensors
         )
     except ModelLoadError:
         raise
@@ -251,8 +302,8 @@ def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: b
                 "Read that code, then pass ModelSpec(..., trust_remote_code=True)."
             ) from None
         raise ModelLoadError(f"could not load the model at {source}: {type(err).__name__}: {err}") from None
-    tokenizer = load_tokenizer(str(source), local_only or is_local, trust_remote_code)
-    notes = () if tokenizer is not None else ("No tokenizer was found, so text-based evaluation is off.",)
+    tokenizer, note = tokenizer_and_note(str(source), local_only or is_local, trust_remote_code)
+    notes = (note,) if note else ()
     title = Path(str(source)).name if is_local else str(source)
     return LoadedModel(spec, model, tokenizer, task, title, notes)
 
@@ -287,5 +338,5 @@ def _from_safetensors_file(spec: ModelSpec, path: Path) -> LoadedModel:
         )
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    tokenizer = load_tokenizer(str(folder), True, spec.trust_remote_code)
-    return LoadedModel(spec, model, tokenizer, task, path.name)
+    tokenizer, note = tokenizer_and_note(str(folder), True, spec.trust_remote_code)
+    return LoadedModel(spec, model, tokenizer, task, path.name, (note,) if note else ())

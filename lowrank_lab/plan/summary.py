@@ -11,6 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
+from lowrank_lab.checks import require
 from lowrank_lab.plan.rank_plan import RankPlan, factorizes
 from lowrank_lab.spectra.engine import LayerSpectrum
 
@@ -133,11 +134,13 @@ class PlanCalculator:
     """
 
     def __init__(self, spectra: list[LayerSpectrum]):
+        require(spectra, (list, tuple), "the spectra", "compute them with compute_spectra")
         self.spectra = spectra
         self._tables = [energy_table(sp.s) for sp in spectra]
 
     def summarize(self, plan: RankPlan, model_params: int | None = None) -> PlanSummary:
         """The plan's cost and savings; see :func:`summarize_plan`."""
+        require(plan, RankPlan, "the plan", "build one with RankPlan({name: rank})")
         ranks = plan.as_dict()
         rows = []
         lost = total = 0.0

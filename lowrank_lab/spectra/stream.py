@@ -23,7 +23,7 @@ from lowrank_lab.layers import is_conv1d
 from lowrank_lab.matrices import WeightMatrix, split_name
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
-from lowrank_lab.spectra.engine import LayerSpectrum, spectrum_of
+from lowrank_lab.spectra.engine import LayerSpectrum, check_finite, spectrum_of
 from lowrank_lab.spectra.svd import singular_values
 from lowrank_lab.tasks import auto_model_class, task_of_config
 
@@ -116,6 +116,7 @@ def stream_spectra(
     for matrix in stream_matrices(path):
         if matrix.is_embedding and not include_embeddings:
             continue
+        check_finite(matrix)
         w = matrix.matrix()
         digest = weight_digest(w) if store is not None else ""
         s = store.get(digest) if store is not None else None

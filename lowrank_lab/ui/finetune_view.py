@@ -24,11 +24,18 @@ def current_job() -> TrainingJob | None:
 
 def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings: LoraSettings) -> None:
     """Tokenize the data (errors stop the page, nothing trains) and start training in the background."""
+    bar = st.progress(0.0, text="Tokenizing the training data…")
+
+    def tokenized(done: int, total: int, message: str) -> None:
+        bar.progress(done / max(total, 1), text=f"Tokenizing the training data… {done:,} of {total:,} texts")
+
     try:
-        data = prepare(source, base.tokenizer, settings.max_seq_len, seed=settings.seed)
+        data = prepare(source, base.tokenizer, settings.max_seq_len, seed=settings.seed, progress=tokenized)
     except LowrankLabError as err:
+        bar.empty()
         st.error(str(err))
         st.stop()
+    bar.empty()
     st.session_state[JOB] = TrainingJob(base, data, settings).start()
 
 

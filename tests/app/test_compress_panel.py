@@ -88,8 +88,13 @@ def test_an_allocated_plan_loads_into_the_sliders():
 def test_too_little_calibration_text_keeps_the_earlier_result():
     at = submit(page(RANKS), "uniform")
     first = at.session_state["compressed"]
-    at = submit(at, "uniform", samples=512, seq_len=2048)
-    assert any("Compression stopped" in e.value and "tokens" in e.value for e in at.error)
+    at = submit(at, "uniform", samples=512, seq_len=2048)  # past tiny-llama's 256 positions
+    assert any("Compression stopped" in e.value and "256 positions" in e.value for e in at.error)
+    at.file_uploader(key="compress_upload").upload("notes.txt", b"only a few words of calibration text")
+    at = submit(at, "uniform", samples=8, seq_len=64)
+    assert any(
+        "Compression stopped" in e.value and "notes.txt) has" in e.value and "tokens" in e.value for e in at.error
+    )
     assert at.session_state["compressed"] is first
 
 

@@ -19,6 +19,7 @@ from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import weight_matrices
 from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.plan import RankPlan
+from lowrank_lab.threads import one_lapack_thread
 
 
 def keep_rank(shape: tuple[int, int], keep: float) -> int:
@@ -29,12 +30,8 @@ def keep_rank(shape: tuple[int, int], keep: float) -> int:
 
 def _svd(matrix: torch.Tensor):
     # One thread: on a busy two-core machine torch's thread pool makes a 64×160 SVD take ~0.5 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_lapack_thread():
         return torch.linalg.svd(matrix, full_matrices=False)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def factorize(model: nn.Module, keep: float = 0.5, with_head: bool = False) -> RankPlan:

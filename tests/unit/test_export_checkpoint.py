@@ -15,7 +15,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from lowrank_lab import CheckpointError, LowRankLinear, RankPlan, load_compressed, load_model, save_compressed
+from lowrank_lab import (
+    LowRankLinear,
+    OutputError,
+    RankPlan,
+    load_compressed,
+    load_model,
+    save_compressed,
+)
 from lowrank_lab.comparison import EvalSettings, compare
 from lowrank_lab.export import estimate_size
 from tests.unit.export_support import compressed_model, logits
@@ -160,7 +167,7 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, llama_compressed):
 
 def test_existing_folders_are_not_overwritten_unless_asked(tmp_path, llama_compressed):
     folder = save_compressed(llama_compressed, tmp_path / "ckpt")
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         save_compressed(llama_compressed, folder)
     save_compressed(llama_compressed, folder, dtype="fp16", overwrite=True)
     assert json.loads((folder / "config.json").read_text())["lowrank"]["dtype"] == "float16"
@@ -168,7 +175,7 @@ def test_existing_folders_are_not_overwritten_unless_asked(tmp_path, llama_compr
     other = tmp_path / "photos"
     other.mkdir()
     (other / "cat.jpg").write_bytes(b"\xff\xd8")
-    with pytest.raises(CheckpointError, match="not a model export"):
+    with pytest.raises(OutputError, match="did not write"):
         save_compressed(llama_compressed, other, overwrite=True)
     assert (other / "cat.jpg").exists()
 

@@ -154,7 +154,11 @@ def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_l
     elif fmt == "adapter":
         model = PeftModel.from_pretrained(load_compressed(root / "base").model, str(root))
     else:
-        assert sorted(names) == ["My-export/rank_pattern.json", "My-export/rank_plan.json"]
+        assert sorted(names) == [
+            "My-export/lowrank_lab_manifest.json",
+            "My-export/rank_pattern.json",
+            "My-export/rank_plan.json",
+        ]
         assert estimate.total_bytes == 0
         return
     assert torch.isfinite(logits(model.float())).all()

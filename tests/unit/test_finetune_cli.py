@@ -61,4 +61,4 @@ def test_finetune_bad_input_exits_2_and_trains_nothing(tmp_path, capsys):
     assert code == 2 and not out["ok"] and "bad.jsonl, line 2: not valid JSON" in out["error"]
     assert not (tmp_path / "x").exists()
     code, out = _run(capsys, "--model", "tiny-llama", "--r", "0", "--json")
-    assert code == 2 and "r must be a positive integer" in out["error"]
+    assert code == 2 and "--r 0 is too small" in out["error"]

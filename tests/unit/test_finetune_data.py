@@ -89,7 +89,7 @@ def test_uploads_of_each_format_read_and_split(tiny_llama):
     assert jsonl.preview(2) == [{"prompt": "Q0?", "response": "A0."}, {"prompt": "Q1?", "response": "A1."}]
     csv_text = "text,other\n" + "\n".join(f'"line {i}, quoted",x' for i in range(10))
     table = read_upload(csv_text.encode(), "t.csv")
-    assert table.style == "text" and table.records[0].text == "line 0, quoted" and table.records[3].where == "row 4"
+    assert table.style == "text" and table.records[0].text == "line 0, quoted" and table.records[3].where == "row 5"
     split = prepare(jsonl, tiny_llama.tokenizer, 64, val_fraction=0.2, seed=3)
     again = prepare(jsonl, tiny_llama.tokenizer, 64, val_fraction=0.2, seed=3)
     assert len(split.train) == 16 and len(split.validation) == 4
