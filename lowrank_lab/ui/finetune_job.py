@@ -1,6 +1,6 @@
 """A fine-tune as a background :class:`~lowrank_lab.ui.jobs.Job`, so the page stays live and Stop works.
 
-Its stages: before training (the copy, the adapters, the validation loss before), training
+Its stages: the data (tokenized), before training (the copy, the adapters, the validation loss before), training
 (one report per step), after training (the validation loss after) and the samples: the same
 prompts continued by the untouched base and by the trained adapter. The samples of the base
 come *after* training, because the base never changes: the first training step starts as soon
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from lowrank_lab.data import PreparedData
+from lowrank_lab.data import PreparedData, TrainingSource, prepare
 from lowrank_lab.errors import Cancelled
 from lowrank_lab.finetune import LoraSettings, StepInfo, TrainControl, TrainedAdapter, finetune, generate
 from lowrank_lab.models import CompressedModel, LoadedModel
@@ -29,13 +29,13 @@ SAMPLE_TOKENS = 32
 # a step of 4 × 128 tokens.
 FORWARD_SHARE = 1 / 3
 TOKEN_SHARE = 1 / 50
-BEFORE, TRAINING, AFTER, SAMPLES = "before training", "training", "after training", "samples"
+DATA, BEFORE, TRAINING, AFTER, SAMPLES = "data", "before training", "training", "after training", "samples"
+DEMO_PROMPTS = 3  # what the built-in sets and uploads give as sample prompts, for the weights
 
 
-def validation_steps(settings: LoraSettings, n_validation: int) -> float:
+def validation_steps(settings: LoraSettings) -> float:
     """What one validation costs, in training steps (its forward passes at a third of a step each)."""
-    batches = math.ceil(min(settings.eval_examples, n_validation) / settings.batch_size)
-    return batches * FORWARD_SHARE
+    return math.ceil(settings.eval_examples / settings.batch_size) * FORWARD_SHARE
 
 
 class TrainingJob:
@@ -43,6 +43,7 @@ class TrainingJob:
 
     Attributes:
         job: the :class:`Job` (progress, Stop, done, error, cancelled).
+        data: the tokenized data, once the job has prepared it (None before).
         control: stops training after the current step.
         steps: a :class:`StepInfo` per step done so far.
         validations: ``(step, validation loss)`` as measured: step 0 before training, then
@@ -52,33 +53,37 @@ class TrainingJob:
         reported: set by the page once it has taken the result (so it is taken once).
     """
 
-    def __init__(self, base: LoadedModel | CompressedModel, data: PreparedData, settings: LoraSettings):
-        self.base, self.data, self.settings = base, data, settings
+    def __init__(self, base: LoadedModel | CompressedModel, source: TrainingSource, settings: LoraSettings):
+        self.base, self.source, self.settings = base, source, settings
+        self.data: PreparedData | None = None
         self.control = TrainControl()
         self.steps: list[StepInfo] = []
         self.validations: list[tuple[int, float]] = []
-        self.prompts = list(data.demo_prompts)
+        self.prompts: list[str] = []
         self.before: list[str] = []
         self.after: list[str] = []
         self.reported = False
-        total = settings.total_steps(len(data.train))
-        val = validation_steps(settings, len(data.validation))
+        total = settings.steps or 1  # the page always asks for steps (epochs: known once tokenized)
+        val = validation_steps(settings)
         middle = (total - 1) // settings.eval_every if settings.eval_every else 0
         weights = {
+            DATA: 0.5,  # tokenizing: seconds at most (uploads are capped)
             BEFORE: 0.5 + val,  # half a step for the copy and the adapters
             TRAINING: total + middle * val,
             AFTER: val,
-            SAMPLES: 2 * max(len(self.prompts), 0) * SAMPLE_TOKENS * TOKEN_SHARE + 1e-3,
+            SAMPLES: 2 * DEMO_PROMPTS * SAMPLE_TOKENS * TOKEN_SHARE,
         }
         self.job: Job[TrainedAdapter] = Job("Training", weights, self._run)
         self.job.on_stop(self.control.stop)
 
     @property
     def chat(self) -> bool:
-        return self.data.style == "pairs"
+        return self.data is not None and self.data.style == "pairs"
 
     @property
     def total_steps(self) -> int:
+        if self.data is None:
+            return self.settings.steps or 1
         return self.settings.total_steps(len(self.data.train))
 
     @property
@@ -124,6 +129,16 @@ class TrainingJob:
             self.job.tell(f"step 1/{self.total_steps}: the first training step")
 
     def _run(self, job: Job) -> TrainedAdapter:
+        tokenizing = job.stage(DATA)
+        name = self.source.name
+
+        def tokenized(done: int, total: int, _: str) -> None:
+            tokenizing(done, total, f"tokenizing {name}: {done:,}/{total:,} texts")
+
+        tokenizing(0, 1, f"tokenizing {name}")
+        self.data = prepare(self.source, self.base.tokenizer, self.settings.max_seq_len, seed=self.settings.seed,
+                            progress=tokenized)  # fmt: skip
+        self.prompts = list(self.data.demo_prompts)
         result = finetune(self.base, self.data, self.settings, self._on_step, self.control, self._on_progress,
                           self._on_validation)  # fmt: skip
         if result.report.steps_done == 0:  # Stop came between the loss before and the first step

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lowrank_lab.data import TrainingSource, prepare
-from lowrank_lab.errors import LowrankLabError
+from lowrank_lab.data import TrainingSource
 from lowrank_lab.finetune import LoraSettings
 from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.ui import job_view, state
@@ -23,20 +22,8 @@ def current_job() -> TrainingJob | None:
 
 
 def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings: LoraSettings) -> None:
-    """Tokenize the data (errors stop the page, nothing trains) and start training in the background."""
-    bar = st.progress(0.0, text="Tokenizing the training data…")
-
-    def tokenized(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"Tokenizing the training data… {done:,} of {total:,} texts")
-
-    try:
-        data = prepare(source, base.tokenizer, settings.max_seq_len, seed=settings.seed, progress=tokenized)
-    except LowrankLabError as err:
-        bar.empty()
-        st.error(str(err))
-        st.stop()
-    bar.empty()
-    st.session_state[JOB] = TrainingJob(base, data, settings).start()
+    """Start the fine-tune in the background: tokenizing the data is its first step (Stop works at once)."""
+    st.session_state[JOB] = TrainingJob(base, source, settings).start()
 
 
 def _live_chart(job: TrainingJob) -> None:
@@ -80,7 +67,9 @@ def _metrics(job: TrainingJob) -> None:
     c3.metric("Steps", f"{report.steps_done}/{report.steps_planned}", help="Stopped early: the adapter holds the "
               "steps done." if report.stopped else None)  # fmt: skip
     c4.metric("Tokens/s", f"{report.tokens_per_s:,.0f}", help=f"{report.tokens:,} tokens trained on")
-    if report.stopped:
+    if report.diverged:  # a loss or weight went non-finite: the adapter holds the last good step
+        st.warning(report.stop_reason)
+    elif report.stopped:
         st.caption(f"Stopped after {report.steps_done} of {report.steps_planned} steps; the adapter keeps them.")
 
 
