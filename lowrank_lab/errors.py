@@ -68,3 +68,11 @@ class RunStoreError(LowrankLabError):
     def __init__(self, message: str, reason: str = "io"):
         super().__init__(message)
         self.reason = reason
+
+
+class Cancelled(LowrankLabError):
+    """Someone stopped a job on purpose (a Stop button): nothing is wrong, nothing was kept.
+
+    A progress callback raises it to end the work at its next report; the work's own
+    clean-up (hooks removed, nothing stored in a cache) runs as for any other error.
+    """

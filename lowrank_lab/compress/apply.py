@@ -11,6 +11,7 @@ from lowrank_lab.compress.calibration import CalibrationSettings
 from lowrank_lab.compress.decompositions import (
     input_stats,
     linear_matrices,
+    span,
     svd_decompositions,
     whitened_decompositions,
 )
@@ -99,13 +100,15 @@ def compress(
     require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
+    # Calibration and decompositions take most of the time (when not cached), factorizing the rest.
+    prepare, factorize = span(progress, 0.0, 0.8), span(progress, 0.8, 1.0)
     if method == "whitened" and todo:
-        decs = whitened_decompositions(loaded, settings, progress, cache)
+        decs = whitened_decompositions(loaded, settings, prepare, cache)
     elif method == "svd":
         decs = svd_decompositions(loaded, [m.name for m in todo])
     else:
         decs = {}
-    stats = input_stats(loaded, settings, progress, cache) if method == "pca" and todo else {}
+    stats = input_stats(loaded, settings, prepare, cache) if method == "pca" and todo else {}
     model = loaded.copy()
     with torch.no_grad():
         for i, m in enumerate(todo):
@@ -118,7 +121,7 @@ def compress(
             else:
                 b, a = decs[m.name].factors(rank)
             set_submodule(model, m.name, _layer(b, a, bias, m.weight))
-            report(progress, i + 1, len(todo), f"factorized {m.name}")
+            report(factorize, i + 1, len(todo), f"factorized {m.name}")
     model.requires_grad_(False)  # like the loaded model; fine-tuning turns on what it trains
     done = RankPlan({m.name: plan.get(m.name) for m in todo})
     return CompressedModel(

@@ -10,6 +10,8 @@
 4. The candidate plans (the uniform plan among them) are compressed and scored by their loss
    on calibration blocks; the best is returned, so ``auto`` never does worse than ``uniform``
    on the calibration text it is scored on. The evaluation split is never read.
+   :func:`auto_allocation` returns the candidates with their scores (an
+   :class:`~lowrank_lab.compress.results.AllocationReport`), so a page can say why.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.apply import compress
 from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
-from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices, span, whitened_decompositions
+from lowrank_lab.compress.results import AllocationReport, Candidate, plan_linear_params
 from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import LoadedModel
@@ -86,12 +89,52 @@ def component_costs(
     store = CALIBRATION_CACHE if cache is None else cache
 
     def make():
-        decs = whitened_decompositions(loaded, settings, progress, store)
+        decs = whitened_decompositions(loaded, settings, span(progress, 0.0, 0.6), store)
         blocks = calibration_blocks(loaded, settings)
-        fisher = output_fisher(loaded.copy(), decs, blocks, progress=progress)
+        fisher = output_fisher(loaded.copy(), decs, blocks, progress=span(progress, 0.6, 1.0))
         return {name: d.s.double().numpy() ** 2 * fisher[name] for name, d in decs.items()}
 
     return store.get_or_compute(calibration_key(loaded, "costs", settings), make)
+
+
+def auto_allocation(
+    loaded: LoadedModel,
+    keep: float,
+    method: str,
+    settings: CalibrationSettings,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> AllocationReport:
+    """The ``auto`` allocation (see the module docstring), with its candidates and their scores.
+
+    The costs always come from whitened decompositions (they are what the loss pays per
+    parameter); the candidates are scored compressed with ``method``.
+
+    Returns:
+        The loss-weighted Lagrangian plan and the uniform plan, each with its loss on (up to)
+        the first ``SCORE_BLOCKS`` calibration blocks once compressed with ``method``; the
+        chosen one has the lower loss.
+    """
+    matrices = linear_matrices(loaded)
+    costs = component_costs(loaded, settings, span(progress, 0.0, 0.7), cache)
+    score = span(progress, 0.7, 1.0)
+    plans = {"loss-weighted": lagrangian_plan(matrices, costs, keep), "uniform": plan_keep_params(matrices, keep)}
+    blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
+    candidates = []
+    for i, (name, plan) in enumerate(plans.items()):
+        step = f"scoring candidate {i + 1}/{len(plans)} ({name})"
+        report(score, i, len(plans), step)
+        scale = _within(score, i, len(plans))
+        model = compress(loaded, plan, method, settings, progress=scale(0, 2, step), cache=cache).model
+        loss = calibration_loss(model, blocks, progress=scale(1, 2, f"{step}: calibration loss"))
+        del model
+        candidates.append(Candidate(name, plan, plan_linear_params(matrices, plan), loss))
+    scoring = (
+        f"mean next-token loss on {blocks.shape[0]} calibration blocks of {blocks.shape[1]} tokens, "
+        f"each plan compressed with {method}"
+    )
+    chosen = int(np.argmin([c.calibration_loss for c in candidates]))
+    return AllocationReport("auto", keep, tuple(candidates), chosen, scoring)
 
 
 def auto_plan(
@@ -102,23 +145,21 @@ def auto_plan(
     progress: ProgressFn | None = None,
     cache: KeyedCache | None = None,
 ) -> RankPlan:
-    """The ``auto`` allocation (see the module docstring).
+    """The plan :func:`auto_allocation` chooses."""
+    return auto_allocation(loaded, keep, method, settings, progress, cache).plan
 
-    The costs always come from whitened decompositions (they are what the loss pays per
-    parameter); the candidates are scored compressed with ``method``.
 
-    Returns:
-        Of the loss-weighted Lagrangian plan and the uniform plan, the one whose compression
-        with ``method`` has the lower loss on (up to) the first ``SCORE_BLOCKS`` calibration blocks.
-    """
-    matrices = linear_matrices(loaded)
-    costs = component_costs(loaded, settings, progress, cache)
-    candidates = [lagrangian_plan(matrices, costs, keep), plan_keep_params(matrices, keep)]
-    blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
-    scores = []
-    for i, plan in enumerate(candidates):
-        model = compress(loaded, plan, method, settings, cache=cache).model
-        scores.append(calibration_loss(model, blocks))
-        del model
-        report(progress, i + 1, len(candidates), "scoring candidate plans on calibration text")
-    return candidates[int(np.argmin(scores))]
+def _within(progress: ProgressFn | None, part: int, parts: int):
+    """Progress of a sub-step mapped into ``part`` of ``parts`` equal shares (its message as given)."""
+
+    def scale(sub: int, subs: int, prefix: str) -> ProgressFn | None:
+        if progress is None:
+            return None
+
+        def fn(done: int, total: int, message: str) -> None:
+            share = (sub + (done / total if total else 0.0)) / subs
+            report(progress, round(1000 * (part + share)), 1000 * parts, f"{prefix}: {message}" if message else prefix)
+
+        return fn
+
+    return scale

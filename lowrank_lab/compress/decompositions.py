@@ -90,3 +90,16 @@ def _stage(progress: ProgressFn | None, stage: int, stages: int) -> ProgressFn |
         progress(stage * total + done, stages * total, message)
 
     return fn
+
+
+def span(progress: ProgressFn | None, start: float, end: float) -> ProgressFn | None:
+    """A progress callback for the part [start, end] (fractions) of a longer job, so parts that
+    each count from 0 move one bar forward instead of restarting it."""
+    if progress is None:
+        return None
+
+    def fn(done: int, total: int, message: str) -> None:
+        share = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+        progress(round(1000 * (start + (end - start) * share)), 1000, message)
+
+    return fn

@@ -76,6 +76,11 @@ def output_fisher(
     return {name: (s / max(count[0], 1)).numpy() for name, s in sums.items()}
 
 
-def calibration_loss(model: nn.Module, blocks: torch.Tensor, batch_size: int = 4) -> float:
-    """Mean next-token negative log-likelihood of ``model`` on ``blocks`` (samples, seq_len)."""
-    return mean_next_token_loss(model, block_batches(blocks, batch_size))
+def calibration_loss(
+    model: nn.Module, blocks: torch.Tensor, batch_size: int = 4, progress: ProgressFn | None = None
+) -> float:
+    """Mean next-token negative log-likelihood of ``model`` on ``blocks`` (samples, seq_len).
+
+    ``progress`` is called as ``progress(blocks done, blocks, "")`` after each batch.
+    """
+    return mean_next_token_loss(model, block_batches(blocks, batch_size), progress)

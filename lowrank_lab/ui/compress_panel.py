@@ -1,229 +1,237 @@
-"""The Ranks page's "Compress and evaluate": settings in a form, the run with progress, the results.
+"""The Ranks page's "Compress and evaluate": settings in a form, the run as a background job, the results.
 
-The compressed model is a copy (the shared model is untouched) and goes, with what was measured,
-to ``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
-the LoRA and Export pages. A failed run shows its message and keeps whatever an earlier run
-finished.
+The run is a :class:`~lowrank_lab.ui.jobs.Job` (one bar with the current step and the time
+left, Stop from the first second), so the page stays live while it works. The compressed model
+is a copy (the shared model is untouched) and goes, with what was measured, to
+``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
+the LoRA and Export pages. A failed or stopped run says so once and keeps whatever an earlier
+run finished. A finished run is recorded in the run store as the job's last step (its checkpoint
+saved into the store's folder, the prediction beside what was measured); a store that cannot
+take it leaves a note on the result, never an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import pandas as pd
 import streamlit as st
 
-from lowrank_lab.comparison import Comparison, EvalSettings, compare
-from lowrank_lab.compress import CalibrationSettings, allocate, compress
+from lowrank_lab.comparison import EvalSettings, compare
+from lowrank_lab.compress import CalibrationSettings, allocate_explained, compress
+from lowrank_lab.compress.guards import check_calibration
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import METHODS, LoadedModel, Method
 from lowrank_lab.plan import RankPlan
-from lowrank_lab.runs.record import record_compression_run, run_id_of
-from lowrank_lab.ui import run_store, state
-from lowrank_lab.ui.cache import calibration_cache
-from lowrank_lab.ui.formatting import params
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.runs import RunStore
+from lowrank_lab.runs.record import record_compression_run
+from lowrank_lab.ui import compress_results, job_view, run_store, state
+from lowrank_lab.ui.cache import calibration_cache, dense_figures_cache
+from lowrank_lab.ui.jobs import Job
+from lowrank_lab.ui.notices import Notice
+from lowrank_lab.ui.widgets import kept
 
 FORM = "compress_form"
+JOB = "compress_job"  # session key: the Job of the compression under way (or just finished)
+NOTICE = "compress_notice"  # session key: a Notice about the last run, shown once
 
 METHOD_HELP = {
-    "svd": "plain truncated SVD of each weight",
-    "whitened": "SVD of W·S, S from the layer's input statistics on calibration text (SVD-LLM)",
-    "pca": "project each layer's output on its principal components on calibration text",
+    "svd": "truncated SVD of each weight; needs no data",
+    "whitened": "SVD of W·S, S from each layer's inputs on calibration text (SVD-LLM)",
+    "pca": "each layer's output on its principal components on calibration text",
 }
 RANKS_FROM = {
     "plan": "this page's plan (the sliders)",
     "uniform": "uniform: every matrix keeps the budget",
     "auto": "auto: spend the budget where it hurts least",
 }
+# Widget key → default: what the form shows the first time.
+DEFAULTS = {
+    "compress_method": "whitened",
+    "compress_ranks": "plan",
+    "compress_keep": 80,
+    "compress_samples": 32,
+    "compress_seq_len": 256,
+    "compress_evaluate": True,
+}
 
 
-def _progress_fn(bar, what: str):
-    def update(done: int, total: int, message: str) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{what}: {message}" if message else what)
-
-    return update
-
-
-def _calibration(samples: int, seq_len: int, upload):
-    if upload is None:
-        return CalibrationSettings(samples=int(samples), seq_len=int(seq_len))
-    text = decode_text_upload(upload.getvalue(), upload.name)
-    return CalibrationSettings(int(samples), int(seq_len), text, f"uploaded {upload.name}")
-
-
-def _evaluation(upload) -> EvalSettings:
-    if upload is None:
-        return EvalSettings()
-    return EvalSettings(text=decode_text_upload(upload.getvalue(), upload.name), source=f"uploaded {upload.name}")
-
-
-@dataclass(frozen=True, eq=False)
-class FormValues:
-    """What the form was submitted with (uploads as Streamlit's uploaded files, or None)."""
+@dataclass(frozen=True)
+class Request:
+    """One compression as asked for: the form's values with the uploads read."""
 
     method: Method
-    ranks: str  # "plan" (the sliders) or an allocation strategy
+    ranks_from: str  # "plan" (the sliders) or an allocation strategy
     keep: float
-    samples: int
-    seq_len: int
-    upload: object | None
-    eval_upload: object | None
-    evaluate: bool
+    plan: RankPlan
+    calibration: CalibrationSettings
+    evaluation: EvalSettings | None
 
 
-def _record(store, loaded, compressed, calibration, comparison, evaluation, values: FormValues, bar) -> int:
-    """Record the run (its checkpoint saved into the store's folder, its prediction beside what was measured)."""
-    return record_compression_run(
-        store, loaded, compressed, calibration, comparison=comparison, evaluation=evaluation, allocation=values.ranks,
-        keep=None if values.ranks == "plan" else values.keep, origin="app", cache=calibration_cache(),
-        progress=_progress_fn(bar, "recording the run (predicting from calibration)"),
-    )  # fmt: skip
+def _request(plan: RankPlan, upload, eval_upload) -> Request:
+    """The request from the form's widgets; reading an upload raises DataError on bad text."""
+    s = st.session_state
+    samples, seq_len = int(s["compress_samples"]), int(s["compress_seq_len"])
+    calibration = CalibrationSettings(samples=samples, seq_len=seq_len)
+    if upload is not None:
+        text = decode_text_upload(upload.getvalue(), upload.name)
+        calibration = CalibrationSettings(samples, seq_len, text, f"uploaded {upload.name}")
+    evaluation = None
+    if s["compress_evaluate"]:
+        evaluation = EvalSettings()
+        if eval_upload is not None:
+            text = decode_text_upload(eval_upload.getvalue(), eval_upload.name)
+            evaluation = EvalSettings(text=text, source=f"uploaded {eval_upload.name}")
+    return Request(s["compress_method"], s["compress_ranks"], s["compress_keep"] / 100, plan, calibration, evaluation)
 
 
-def _run(loaded: LoadedModel, plan: RankPlan, values: FormValues) -> None:
-    bar = st.progress(0.0, text="starting")
-    try:
-        calibration = _calibration(values.samples, values.seq_len, values.upload)
-        if values.ranks != "plan":
-            plan = allocate(
-                loaded,
-                values.keep,
-                values.ranks,
-                values.method,
-                calibration,
-                progress=_progress_fn(bar, f"allocating ({values.ranks})"),
-                cache=calibration_cache(),
-            )
-        compressed = compress(
-            loaded,
-            plan,
-            values.method,
-            calibration,
-            progress=_progress_fn(bar, f"compressing ({values.method})"),
-            cache=calibration_cache(),
-        )
+def _labelled(progress: ProgressFn, label: str) -> ProgressFn:
+    return lambda done, total, message: progress(done, total, f"{label}: {message}" if message else label)
+
+
+def _weights(request: Request, loaded: LoadedModel) -> dict[str, float]:
+    """Each stage's rough share of the time (measured on smollm2-135m on two cores, see the README).
+
+    ``auto`` calibrates, takes a loss-gradient pass and compresses two candidate plans; a
+    data-aware method calibrates inside ``compress`` unless an allocation already did; the dense
+    model's figures are measured only on the first evaluation of a model and text.
+    """
+    weights: dict[str, float] = {}
+    if request.ranks_from == "auto":
+        weights["allocate"] = 6.0
+    elif request.ranks_from != "plan":
+        weights["allocate"] = 0.1
+    calibrates = request.method != "svd" and request.ranks_from != "auto"
+    weights["compress"] = 3.0 if calibrates else 1.0
+    if request.evaluation is not None:
+        weights["evaluate"] = 4.0
+    weights["record"] = 0.5  # the prediction (cached calibration) and the checkpoint written once
+    return weights
+
+
+def _work(loaded: LoadedModel, request: Request, notes: tuple[str, ...]) -> Callable[[Job], state.CompressionRun]:
+    """The job's body: allocate (unless the sliders' plan), compress a copy, compare with dense."""
+    calibration_store, dense_store = calibration_cache(), dense_figures_cache()  # resolved in the page's thread
+    runs = run_store.writable_store()
+
+    def work(job: Job) -> state.CompressionRun:
+        plan, allocation = request.plan, None
+        if request.ranks_from != "plan":
+            progress = _labelled(job.stage("allocate"), f"allocating ranks ({request.ranks_from})")
+            allocation = allocate_explained(loaded, request.keep, request.ranks_from, request.method,
+                                            request.calibration, progress, calibration_store)  # fmt: skip
+            plan = allocation.plan
+        progress = _labelled(job.stage("compress"), f"compressing a copy ({request.method})")
+        compressed = compress(loaded, plan, request.method, request.calibration, progress, cache=calibration_store)
         comparison = None
-        evaluation = _evaluation(values.eval_upload)
-        if values.evaluate:
-            comparison = compare(loaded, compressed, evaluation, progress=_progress_fn(bar, "evaluating"))
-        record = lambda store: _record(store, loaded, compressed, calibration, comparison, evaluation, values, bar)  # noqa: E731
-        run_store.attempt(record, "Recording this run")
-    finally:
-        bar.empty()  # a failed step leaves no stale bar behind
-    st.session_state[state.COMPRESSED] = state.CompressionRun(compressed, comparison, values.ranks)
-    if values.method != "svd":
-        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, calibration)
+        if request.evaluation is not None:
+            progress = _labelled(job.stage("evaluate"), "measuring against the dense model")
+            comparison = compare(loaded, compressed, request.evaluation, progress, dense_store)
+        keep = None if request.ranks_from == "plan" else request.keep
+        progress = _labelled(job.stage("record"), "recording the run")
+        noted = notes + _record(runs, loaded, compressed, request, comparison, keep, progress, calibration_store)
+        return state.CompressionRun(compressed, comparison, request.ranks_from, allocation, keep, noted)
+
+    return work
+
+
+def _record(runs: RunStore | None, loaded, compressed, request: Request, comparison, keep, progress,
+            cache) -> tuple[str, ...]:  # fmt: skip
+    """Record the finished run (in the job's thread); a store problem becomes a note, the model stays."""
+    if runs is None:
+        return ()  # the page says why the store is unavailable
+    try:
+        record_compression_run(
+            runs, loaded, compressed, request.calibration, comparison=comparison, evaluation=request.evaluation,
+            allocation=request.ranks_from, keep=keep, origin="app", cache=cache, progress=progress,
+        )  # fmt: skip
+    except LowrankLabError as err:
+        return (f"{run_store.NOT_RECORDED}: {err}",)
+    return ()
+
+
+def _start(loaded: LoadedModel, plan: RankPlan, upload, eval_upload) -> None:
+    """Check the request (guard rails first) and start the job; errors show once and start nothing."""
+    try:
+        request = _request(plan, upload, eval_upload)
+    except LowrankLabError as err:
+        st.session_state[NOTICE] = Notice("error", f"Compression not started: {err}")
+        return
+    check = check_calibration(loaded, request.method, request.ranks_from, request.calibration)
+    if check.level == "error":
+        st.session_state[NOTICE] = Notice("error", f"Compression not started: {check.message()}.")
+        return
+    notes = (check.message() + ".",) if check.level == "warning" else ()
+    job = Job("Compressing", _weights(request, loaded), _work(loaded, request, notes))
+    st.session_state[JOB] = job.start()
+    if request.method != "svd" or request.ranks_from == "auto":
+        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, request.calibration)
+
+
+def _finish(job: Job) -> None:
+    """Move a finished job's result into the session (once), or say why there is none."""
+    st.session_state.pop(JOB, None)
+    if job.result is not None:
+        st.session_state[state.COMPRESSED] = job.result
+    elif job.cancelled:
+        st.session_state[NOTICE] = Notice(
+            "info", f"Compression stopped after {job.seconds:,.0f} s; the last finished compressed model is kept."
+        )
+    else:
+        st.session_state[NOTICE] = Notice("error", f"Compression stopped: {job.error}")
+
+
+def _fields(loaded: LoadedModel, running: bool) -> tuple[object, object, bool]:
+    """The form's widgets (values kept across runs and pages); returns the uploads and the submit."""
+    for key, default in DEFAULTS.items():
+        kept(key, default)
+    c1, c2, c3 = st.columns(3)
+    c1.radio("Method", METHODS, key="compress_method", captions=[METHOD_HELP[m] for m in METHODS])
+    c2.radio("Ranks", list(RANKS_FROM), format_func=RANKS_FROM.get, key="compress_ranks")
+    c3.slider("Budget: linear-layer parameters kept, % (uniform, auto)", 5, 100, step=5, key="compress_keep")
+    c3.checkbox("Measure against the dense model", key="compress_evaluate",
+                help="Perplexity on evaluation text, the same prompts generated, latency and peak memory.")  # fmt: skip
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Calibration samples", 1, 512, key="compress_samples")
+    c2.number_input("Tokens per sample", 8, 2048, step=8, key="compress_seq_len")
+    floor = check_calibration(loaded, "whitened", "plan", CalibrationSettings())
+    c3.caption(
+        f"whitened, pca and auto read samples × tokens of calibration text: at least {floor.recommended:,} here "
+        f"({floor.widest_name.rsplit('.', 1)[-1]} reads {floor.widest_input:,}-wide inputs; 4× that keeps XᵀX "
+        "well conditioned). svd with the plan or uniform ranks reads none."
+    )
+    c1, c2 = st.columns(2)
+    upload = c1.file_uploader("Calibration text (.txt, UTF-8; default: the built-in calibration split)",
+                              type=["txt"], key="compress_upload")  # fmt: skip
+    eval_upload = c2.file_uploader("Evaluation text (.txt, UTF-8; default: the built-in evaluation split)",
+                                   type=["txt"], key="compress_eval_upload")  # fmt: skip
+    label = "A compression is running…" if running else "Compress and evaluate"
+    submitted = st.form_submit_button(label, type="primary", disabled=running)
+    return upload, eval_upload, submitted
 
 
 def form(loaded: LoadedModel, plan: RankPlan) -> None:
-    """The settings form; on submit, compress (and measure) and keep the result in the session."""
+    """The settings form; on submit, a background job compresses (and measures) with live progress."""
+    job = st.session_state.get(JOB)
+    if isinstance(job, Job) and job.done:
+        _finish(job)
+        job = None
+    running = isinstance(job, Job)
     with st.form(FORM):
-        c1, c2, c3 = st.columns(3)
-        method = c1.selectbox(
-            "Method", METHODS, index=METHODS.index("whitened"), format_func=lambda m: f"{m} — {METHOD_HELP[m]}"
-        )
-        ranks = c2.radio("Ranks", list(RANKS_FROM), format_func=RANKS_FROM.get, key="compress_ranks")
-        keep = c3.slider(
-            "Budget: % of linear-layer parameters kept (uniform, auto)", 5, 100, 80, step=5, key="compress_keep"
-        )
-        c1, c2, c3 = st.columns(3)
-        samples = c1.number_input("Calibration samples", 1, 512, 32, key="compress_samples")
-        seq_len = c2.number_input("Tokens per sample", 8, 2048, 256, step=8, key="compress_seq_len")
-        evaluate = c3.checkbox("Measure: perplexity, generations, latency, memory", True, key="compress_evaluate")
-        c1, c2 = st.columns(2)
-        upload = c1.file_uploader(
-            "Calibration text (.txt, UTF-8; default: the built-in calibration split)",
-            type=["txt"],
-            key="compress_upload",
-        )
-        eval_upload = c2.file_uploader(
-            "Evaluation text (.txt, UTF-8; default: the built-in evaluation split)",
-            type=["txt"],
-            key="compress_eval_upload",
-        )
-        submitted = st.form_submit_button("Compress and evaluate", type="primary")
-    if submitted:
-        values = FormValues(method, ranks, keep / 100, int(samples), int(seq_len), upload, eval_upload, evaluate)
-        try:
-            _run(loaded, plan, values)
-        except LowrankLabError as err:
-            st.error(f"Compression stopped: {err}")
-
-
-def _figures_table(report: Comparison) -> pd.DataFrame:
-    d, c = report.dense, report.compressed
-    mib = 2**20
-    rows = [
-        ("parameters", d.params, c.params),
-        ("weights (MiB, as loaded)", d.bytes / mib, c.bytes / mib),
-        (f"perplexity ({report.eval_source}, {report.eval_tokens:,} tokens)", d.perplexity, c.perplexity),
-        (f"forward latency (ms, 1×{report.latency_tokens} tokens, median)", d.latency_ms, c.latency_ms),
-        ("peak memory of that forward (MiB)", d.peak_memory_bytes / mib, c.peak_memory_bytes / mib),
-    ]
-    frame = pd.DataFrame(rows, columns=["figure", "dense", "compressed"]).dropna()
-    frame["compressed / dense"] = frame["compressed"] / frame["dense"]
-    return frame
-
-
-def _recorded(compressed) -> None:
-    """Which run this is, and what the calibration predicted beside what was measured."""
-    run_id = run_id_of(compressed)
-    if run_id is None:
-        return
-    run = run_store.attempt(lambda s: s.get(run_id), "Reading the run")
-    if run is None:
-        return
-    text = f"Recorded as run #{run_id} (the **Runs** page lists it; its checkpoint is kept in the cache folder)."
-    p, measured = run.prediction, run.row.perplexity
-    if p.get("perplexity") is not None and measured is not None:
-        text += (
-            f" Predicted perplexity {p['perplexity']:.2f} ({p['perplexity_low']:.2f}–{p['perplexity_high']:.2f}), "
-            f"measured {measured:.2f}."
-        )
-    st.caption(text)
-
-
-def _load_plan_into_sliders(plan: RankPlan) -> None:
-    st.session_state[state.PLAN] = plan  # the Ranks controls adopt an outside plan on the next run
+        upload, eval_upload, submitted = _fields(loaded, running)
+    if submitted and not running:
+        _start(loaded, plan, upload, eval_upload)
+        job = st.session_state.get(JOB)
+        running = isinstance(job, Job)
+    if running:
+        job_view.live(job, key="compress_stop", stop_label="Stop (keep the last finished model)")
+    notice = st.session_state.pop(NOTICE, None)  # shown once: the next action clears it
+    if notice is not None:
+        notice.show()
 
 
 def results(source: str) -> None:
-    """The last run's figures, generations side by side, and its plan offered to the sliders."""
-    run = st.session_state.get(state.COMPRESSED)
-    if not isinstance(run, state.CompressionRun):
-        return
-    compressed, report, ranks = run.compressed, run.comparison, run.ranks_from
-    if compressed.source.source != source:
-        st.info(f"The last compressed model was made from {compressed.source.source}; it stays on the Export page.")
-        return
-    st.success(
-        f"Compressed {len(compressed.plan)} layers with {compressed.method} "
-        f"({params(compressed.params.compressed)} parameters). "
-        "It is ready for the LoRA and Export pages."
-    )
-    _recorded(compressed)
-    if report is not None:
-        st.dataframe(
-            _figures_table(report),
-            hide_index=True,
-            column_config={
-                "dense": st.column_config.NumberColumn(format="localized"),
-                "compressed": st.column_config.NumberColumn(format="localized"),
-                "compressed / dense": st.column_config.NumberColumn(format="%.3f×"),
-            },
-            key="compress_figures",
-        )
-        for g in report.generations:
-            st.markdown(f"**{g.prompt}**")
-            left, right = st.columns(2)
-            for column, label, text in ((left, "dense", g.dense), (right, "compressed", g.compressed)):
-                column.caption(label)
-                column.text(text or "(no text: only special tokens were generated)")
-    if ranks != "plan":
-        st.button(
-            f"Load this {ranks} plan into the sliders",
-            key="compress_load_plan",
-            on_click=_load_plan_into_sliders,
-            args=(compressed.plan,),
-        )
+    """The last finished run (see :mod:`lowrank_lab.ui.compress_results`)."""
+    compress_results.show(source)

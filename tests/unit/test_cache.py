@@ -132,3 +132,10 @@ def test_model_digest_ignores_what_saving_writes_into_the_config(tiny_llama, tmp
     before = model_digest(model)
     model.save_pretrained(tmp_path)  # transformers writes the storage dtype into model.config
     assert model_digest(model) == before
+
+
+def test_get_reads_without_computing():
+    cache = KeyedCache(name="test")
+    assert cache.get("a") is None and cache.get("a", 5) == 5 and "a" not in cache
+    cache.get_or_compute("a", lambda: 1)
+    assert cache.get("a") == 1

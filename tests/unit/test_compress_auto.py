@@ -80,3 +80,40 @@ def test_auto_reuses_gradients_across_budgets(tiny_gpt2):
     messages.clear()
     allocate(tiny_gpt2, 0.3, "auto", calibration=settings, progress=lambda d, t, m: messages.append(m))
     assert "loss gradients" not in messages and "calibration statistics" not in messages
+
+
+def test_auto_explains_its_choice_with_each_candidates_calibration_loss(tiny_llama):
+    from lowrank_lab.compress import allocate_explained
+    from lowrank_lab.compress.auto import SCORE_BLOCKS
+    from lowrank_lab.compress.results import plan_linear_params
+
+    report = allocate_explained(tiny_llama, 0.5, "auto", calibration=CAL)
+    assert report.strategy == "auto" and report.keep == 0.5
+    assert [c.name for c in report.candidates] == ["loss-weighted", "uniform"]
+    assert report.plan == allocate(tiny_llama, 0.5, "auto", calibration=CAL)
+    blocks = calibration_blocks(tiny_llama, CAL)[:SCORE_BLOCKS]
+    matrices = linear_matrices(tiny_llama)
+    for c in report.candidates:  # each score is the loss of that plan compressed, on the scoring blocks
+        model = compress(tiny_llama, c.plan, "whitened", CAL).model
+        assert c.calibration_loss == pytest.approx(calibration_loss(model, blocks), rel=1e-6)
+        assert c.linear_params == plan_linear_params(matrices, c.plan) <= 0.5 * sum(m.params for m in matrices)
+    losses = [c.calibration_loss for c in report.candidates]
+    assert report.chosen == int(np.argmin(losses)) and report.winner.calibration_loss == min(losses)
+    assert "calibration blocks" in report.scoring and report.to_dict()["candidates"][report.chosen]["chosen"]
+
+
+def test_uniform_and_keep_everything_have_one_candidate(tiny_llama):
+    from lowrank_lab.compress import allocate_explained
+
+    uniform = allocate_explained(tiny_llama, 0.5, "uniform")
+    assert len(uniform.candidates) == 1 and uniform.plan == allocate(tiny_llama, 0.5, "uniform")
+    assert len(allocate_explained(tiny_llama, 1.0, "auto").plan) == 0
+
+
+def test_auto_scoring_reports_progress_in_order(tiny_llama):
+    events: list[tuple[int, int, str]] = []
+    allocate(tiny_llama, 0.5, "auto", calibration=CAL, progress=lambda *e: events.append(e))
+    scoring = [e for e in events if e[2].startswith("scoring candidate")]
+    assert any("(uniform): calibration loss" in m for _, _, m in scoring)
+    fractions = [d / t for d, t, _ in scoring]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
