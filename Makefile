@@ -44,9 +44,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/finetune.py
-<<<<<<< HEAD
 	$(BIN)/python bench/extract_lora.py
-=======
 	$(BIN)/python bench/runs_store.py
 	$(BIN)/python bench/prediction.py
->>>>>>> runs
