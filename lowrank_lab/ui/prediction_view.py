@@ -3,7 +3,9 @@
 The prediction basis (whitened spectra, loss costs, dense perplexity) is built once per (model,
 calibration) and shared by every session; a slider move only reads it (a lookup per matrix).
 It exists once the session calibrated the model (the Spectra page's Calibrate button, any
-compression, or the button here), or once any session built it for this model. The fit that
+compression, or the button here), or once any session built it for this model. Building it is a
+background job like every long one (the step, one bar, Stop), and waits while this session's
+compression runs (that compression calibrates the same statistics). The fit that
 scales raw predictions comes from the run store's measured runs of the model, recomputed only
 when their number changes.
 """
@@ -21,10 +23,12 @@ from lowrank_lab.models import LoadedModel, ModelSpec
 from lowrank_lab.prediction import LossFit, Prediction, PredictionBasis, prediction_basis
 from lowrank_lab.runs.frontier import fit_from_runs
 from lowrank_lab.runs.records import RunRow
-from lowrank_lab.ui import run_store, state
+from lowrank_lab.ui import compress_panel, job_view, run_store, state
 from lowrank_lab.ui.cache import calibration_cache, loaded_model
+from lowrank_lab.ui.jobs import Job
 
 BUTTON = "ranks_calibrate"
+JOB = "ranks_prediction_job"  # session key: (basis key, Job) of the basis being built
 ACT_ERROR = "Activation-aware error"
 PREDICTED_PPL = "Predicted perplexity (whitened)"
 PREDICTED_LOSS = "Predicted loss increase"
@@ -62,20 +66,49 @@ def cached_basis(spec: ModelSpec) -> PredictionBasis | None:
         return None
 
 
-def _build(spec: ModelSpec, calibration: CalibrationSettings) -> PredictionBasis:
-    bar = st.empty()
+def _basis_job(spec: ModelSpec, calibration: CalibrationSettings, key: tuple) -> Job[PredictionBasis]:
+    loaded, stats, bases = loaded_model(spec), calibration_cache(), basis_cache()  # in the page's thread
 
-    def progress(done: int, total: int, message: str) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"Predicting from calibration: {message}")
+    def work(job: Job) -> PredictionBasis:
+        progress = job.stage("predict")
+        compute = lambda: prediction_basis(loaded, calibration, progress=progress, cache=stats)  # noqa: E731
+        return bases.get_or_compute(key, compute)
 
-    def compute() -> PredictionBasis:
-        return prediction_basis(loaded_model(spec), calibration, progress=progress, cache=calibration_cache())
+    return Job("Calibrating for predictions", {"predict": 1.0}, work)
 
+
+def _compressing() -> bool:
+    job = st.session_state.get(compress_panel.JOB)
+    return isinstance(job, Job) and not job.done
+
+
+def _build(spec: ModelSpec, calibration: CalibrationSettings) -> PredictionBasis | None:
+    """The basis for ``calibration``: cached, or built by a background job (None while it runs).
+
+    Raises:
+        LowrankLabError: the job failed (its message).
+    """
     key = (spec, calibration.key())
-    try:
-        found = basis_cache().get_or_compute(key, compute)
-    finally:
-        bar.empty()
+    found = basis_cache().get(key)
+    if found is None:
+        held = st.session_state.get(JOB)
+        if held is None or held[0] != key:
+            if _compressing():
+                st.caption("Predictions appear once the compression below has finished.")
+                return None
+            held = st.session_state[JOB] = (key, _basis_job(spec, calibration, key).start())
+        job: Job = held[1]
+        if not job.done:
+            job_view.live(job, key="ranks_predict_stop")
+            return None
+        del st.session_state[JOB]
+        if job.cancelled:
+            st.session_state.pop(state.CALIBRATION, None)
+            st.info("Calibration for predictions stopped; calibrate again whenever you like.")
+            return None
+        if job.result is None:
+            raise LowrankLabError(job.error)
+        found = job.result
     _latest()[spec] = key
     return found
 
@@ -104,6 +137,8 @@ def basis(loaded: LoadedModel) -> PredictionBasis | None:
         except LowrankLabError as err:
             st.session_state.pop(state.CALIBRATION, None)
             st.error(f"Calibration failed, so there is no prediction: {err}")
+            return None
+        if found is None:  # being built (drawn live), or waiting for the compression
             return None
     else:
         found = cached_basis(spec)

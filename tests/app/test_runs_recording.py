@@ -16,6 +16,7 @@ from lowrank_lab.ui import state
 from lowrank_lab.ui.export_panel import BUILT
 from lowrank_lab.ui.finetune_view import JOB
 from lowrank_lab.ui.run_store import NOT_RECORDED
+from tests.app.test_export_page import _build
 from tests.unit.export_support import compressed_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +80,7 @@ def test_building_an_export_records_it(store, tiny_llama):
     parent = record_compression(store, compressed, allocation="plan", save=False)
     at = _page(EXPORT, **{state.COMPRESSED: state.CompressionRun(compressed, None, "uniform")})
     at.selectbox(key="export_dtype").set_value("float16").run()
-    at.button(key="export_build").click().run()
+    at = _build(at)
     assert not at.exception and not at.warning
     export = store.runs(kind="export")[0]
     run = store.get(export.id)
@@ -91,7 +92,7 @@ def test_a_broken_store_never_stops_an_export(store, tiny_llama):
     store.close()
     store.path.write_bytes(b"garbage" * 100)
     at = _page(EXPORT, **{state.COMPRESSED: state.CompressionRun(compressed_model(tiny_llama, keep=0.8), None, "plan")})
-    at.button(key="export_build").click().run()
+    at = _build(at)
     assert not at.exception and at.get("download_button")
     assert any(NOT_RECORDED in w.value and "not a readable SQLite database" in w.value for w in at.warning)
 

@@ -266,6 +266,7 @@ def two_sessions(browser, url: str, shots: Path) -> None:
     wait_until_idle(b)
     wait_for_metric(b, "Parameters saved", f"{before + RANK_STEP * (rank - int(handle.input_value())):,}")
     open_page(b, "LoRA", "LoRA fine-tune")
+    b.get_by_role("button", name="Train").wait_for(timeout=LOAD_TIMEOUT_MS)  # b's page may draw slowly while a trains
     assert b.get_by_role("button", name="Train").count() == 1  # b trains nothing: a's job is a's
     assert not b.locator('[data-testid="stProgress"]').count()
     wait_for_step(a, 2)
