@@ -44,3 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/extract_lora.py

@@ -58,3 +58,8 @@ class Cancelled(LowrankLabError):
     A progress callback raises it to end the work at its next report; the work's own
     clean-up (hooks removed, nothing stored in a cache) runs as for any other error.
     """
+
+
+class ComparisonError(LowrankLabError):
+    """Two models cannot be compared: different architectures, vocabularies or shapes, the same
+    weights twice, or a non-finite weight."""

@@ -42,6 +42,12 @@ PAGES = (
     ),
     StepPage("pages/3_LoRA.py", "LoRA", "Fine-tune LoRA adapters on the original or the compressed model."),
     StepPage("pages/4_Export.py", "Export", "Download the compressed checkpoint (safetensors, plan, model card)."),
+    StepPage(
+        "pages/5_Compare.py",
+        "Compare",
+        "Compare with a second model (a fine-tune, a compression): the spectrum and rank of every matrix's "
+        "change, and a LoRA adapter extracted from it.",
+    ),
 )
 
 

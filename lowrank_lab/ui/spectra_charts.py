@@ -10,7 +10,7 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from lowrank_lab.spectra.engine import LayerSpectrum
-from lowrank_lab.spectra.views import GRID_METRICS, MetricGrid, scaled_values
+from lowrank_lab.spectra.views import GRID_METRICS, GridMetric, MetricGrid, scaled_values
 from lowrank_lab.ui.formatting import matrix_label
 
 MP_DASH = "dash"
@@ -98,11 +98,10 @@ def spectrum_figure(group: list[LayerSpectrum], selected: str, normalise: bool, 
     return fig
 
 
-def _cell_markers(grid: MetricGrid) -> go.Scatter:
+def _cell_markers(grid: MetricGrid, metric: GridMetric) -> go.Scatter:
     """A transparent marker on every cell, named by ``customdata``, for clicks and hover."""
-    metric = GRID_METRICS[grid.metric]
     rows, cols = np.nonzero(grid.names != "")
-    fmt = ".3f" if metric.fraction else ".0f"
+    fmt = metric.number_format or (".3f" if metric.fraction else ".0f")
     return go.Scatter(
         x=[grid.kinds[j] for j in cols],
         y=[grid.layers[i] for i in rows],
@@ -115,17 +114,24 @@ def _cell_markers(grid: MetricGrid) -> go.Scatter:
     )
 
 
-def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
+def heatmap_figure(grid: MetricGrid, selected: str | None, metric: GridMetric | None = None) -> go.Figure:
     """The metric over (layer × kind), with an invisible point per cell so a click selects it.
 
     Plotly's heatmap traces send no selection events to Streamlit, so each cell carries a
     transparent marker (with the module name as ``customdata``) that does.
+
+    Args:
+        grid: the values.
+        selected: the module outlined in red.
+        metric: how to label and colour it (default: ``GRID_METRICS[grid.metric]``).
     """
-    metric = GRID_METRICS[grid.metric]
-    colorbar = {"title": {"text": "fraction<br>of full rank" if metric.fraction else "count"}, "thickness": 14}
+    metric = metric or GRID_METRICS[grid.metric]
+    unit = metric.unit or ("fraction<br>of full rank" if metric.fraction else "count")
+    colorbar = {"title": {"text": unit}, "thickness": 14}
+    low, high = metric.color_range or (None, None)
     heat = go.Heatmap(z=grid.values, x=grid.kinds, y=grid.layers, colorscale="Viridis", hoverinfo="skip",
-                      colorbar=colorbar)  # fmt: skip
-    fig = go.Figure([heat, _cell_markers(grid)])
+                      colorbar=colorbar, zmin=low, zmax=high)  # fmt: skip
+    fig = go.Figure([heat, _cell_markers(grid, metric)])
     where = np.argwhere(grid.names == selected)
     if len(where):
         i, j = where[0]

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from lowrank_lab.spectra.engine import LayerSpectrum, spectra_records
+from lowrank_lab.spectra.heavy_tail import heavy_tail_records
 from lowrank_lab.spectra.views import GRID_METRICS, OVERLAYS, metric_grid
-from lowrank_lab.ui import state
+from lowrank_lab.ui import heavy_tail_view, state
 from lowrank_lab.ui.spectra_charts import heatmap_figure
 
 HEATMAP = "spectra_heatmap"
@@ -44,6 +45,8 @@ def heatmap(spectra: list[LayerSpectrum]) -> None:
         selection_mode="points",
     )
     st.caption("Click a cell to open that matrix's spectrum below (or choose it in the list).")
+    if metric == "alpha":
+        heavy_tail_view.alpha_explanation(spectra)
 
 
 def view_options() -> tuple[str, bool, bool]:
@@ -75,6 +78,8 @@ def metrics_table(spectra: list[LayerSpectrum], model: str) -> pd.DataFrame:
     """Every matrix's metrics, sorted as chosen (headers sort in the browser too), with CSV download."""
     frame = pd.DataFrame(spectra_records(spectra))
     frame["layer"] = frame["layer"].astype("Int64")  # a whole number, empty outside the layers (not 4.0)
+    heavy = pd.DataFrame(heavy_tail_records(spectra))[["alpha", "ks_distance", "alpha_weighted", "log_spectral_norm"]]
+    frame = pd.concat([frame, heavy], axis=1)  # both in the spectra's order
     c1, c2 = st.columns([3, 1])
     column = c1.selectbox("Sort by", list(frame.columns), index=list(frame.columns).index("name"), key="spectra_sort")
     descending = c2.toggle("Descending", value=False, key="spectra_sort_desc")
