@@ -3,8 +3,9 @@
 load → Spectra (click a heatmap cell) → Ranks (a slider, a preset, the plan downloaded and
 uploaded back) → compress → LoRA (a 2-step run on the compressed model, then a long run
 stopped) → Export (the zip downloaded) → the zip loaded by its own load_lowrank.py in a process
-where lowrank_lab cannot be imported, its logits compared with the same compression made here.
-Then two browser contexts at once, one training and one moving sliders, with no cross-talk.
+where lowrank_lab cannot be imported, its logits compared with the same compression made here
+→ Compare (the compressed model against the original: every factorized matrix changed; a LoRA
+extracted from the change and downloaded). Then two browser contexts at once, one training and one moving sliders, with no cross-talk.
 Screenshots of every page go to ``$LOWRANK_LAB_SCREENSHOTS`` (default: the test's temporary folder).
 """
 
@@ -186,6 +187,22 @@ def export(page, shots: Path, tmp: Path) -> Path:
     return path
 
 
+def compare(page, shots: Path, factorized: int) -> None:
+    """Compare the compressed model with the original, then extract a LoRA from the change and download it."""
+    open_page(page, "Compare", "Take a second model")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    wait_for_metric(page, "Matrices changed", f"{factorized} of 15", JOB_TIMEOUT_MS)
+    wait_until_idle(page)
+    page.get_by_role("button", name="Extract the adapter").click()
+    wait_text(page, "Extracted:")
+    wait_until_idle(page)
+    snap(page, shots / "walk_compare.png")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the adapter (PEFT, zip)").click()
+    names = zipfile.ZipFile(download.value.path()).namelist()
+    assert any(n.endswith("adapter_model.safetensors") for n in names), names
+
+
 STANDALONE = """
 import importlib.abc, sys
 class _NoLowrankLab(importlib.abc.MetaPathFinder):
@@ -289,6 +306,7 @@ def test_the_whole_flow_on_tiny_llama(chromium, shots, tmp_path):
         zip_path = export(page, shots, tmp_path)
         diff = check_zip_loads_without_lowrank_lab(zip_path, tmp_path)
         print(f"\nstandalone loader vs the same compression here: max abs logit difference {diff:.2e}")
+        compare(page, shots, factorized=14)
         two_sessions(chromium, server.url, shots)
         log = server.log.read_text()
         assert "Traceback" not in log, log[-3000:]
