@@ -45,3 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/finetune.py
 	$(BIN)/python bench/extract_lora.py
+	$(BIN)/python bench/app_walkthrough.py
