@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--skip-compress", action="store_true")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each figure shows as soon as it is known, even into a file
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, serve(MODEL, Path(tmp) / "streamlit.log") as server:
