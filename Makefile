@@ -47,3 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/extract_lora.py
 	$(BIN)/python bench/runs_store.py
 	$(BIN)/python bench/prediction.py
+	$(BIN)/python bench/app_walkthrough.py

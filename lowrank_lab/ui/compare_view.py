@@ -1,8 +1,9 @@
 """The Compare page's results: running the comparison with progress, the summary, the heatmap, one matrix, the table.
 
-The comparison runs on a button press (it reads every matrix of both models, pair by pair) and
-is kept in the session with the choice it was made for; changing the second model asks for a
-new one rather than showing the old.
+The comparison runs on a button press (it reads every matrix of both models, pair by pair) as a
+background :class:`~lowrank_lab.ui.jobs.Job` like every long job of the app (the step, one bar,
+the time left, Stop from the first second), and is kept in the session with the choice it was
+made for; changing the second model asks for a new one rather than showing the old.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.spectra import SpectrumCache
 from lowrank_lab.spectra.delta import MatrixDelta, ModelDelta, model_delta
 from lowrank_lab.spectra.delta_views import DELTA_METRICS, delta_grid, pair_spectra
 from lowrank_lab.spectra.sources import WeightSource
+from lowrank_lab.ui import job_view
 from lowrank_lab.ui.compare_charts import pair_figure
 from lowrank_lab.ui.compare_inputs import SecondModel
+from lowrank_lab.ui.jobs import Job
 from lowrank_lab.ui.spectra_charts import heatmap_figure
 
 RESULT = "compare_result"  # (base source, second model key, ModelDelta)
 RUN = "compare_run"
+JOB = "compare_job"  # (base source, second model key, Job[ModelDelta]) of the comparison under way
+STOP = "compare_stop"
 METRIC = "compare_metric"
 HEATMAP = "compare_heatmap"
 MATRIX = "compare_matrix"
@@ -36,29 +40,49 @@ def current(base: str, second: SecondModel) -> ModelDelta | None:
     return held[2] if held is not None and held[:2] == (base, second.key) else None
 
 
-def run(base: WeightSource, second: SecondModel) -> ModelDelta | None:
-    """The Compare button; on a press, compare matrix by matrix with a progress bar. Returns the result shown."""
-    label = "Compare again" if current(base.label, second) is not None else "Compare"
-    if st.button(label, key=RUN, type="primary"):
-        bar = st.progress(0.0, text="Reading both models matrix by matrix…")
+def compare_job(base: WeightSource, second: SecondModel) -> Job[ModelDelta]:
+    """The comparison of ``base`` with ``second`` as a job (not started): one stage, a step per matrix pair."""
+
+    def work(job: Job[ModelDelta]) -> ModelDelta:
+        report = job.stage("compare")
+        job.tell("reading both models matrix by matrix…")
 
         def progress(done: int, total: int, message: str) -> None:
-            bar.progress(done / max(total, 1), text=f"ΔW spectra: {done}/{total} {message}")
+            report(done, total, f"ΔW spectra: {done}/{total} {message}")
 
-        try:
-            delta = model_delta(base, second.source(), progress=progress)
-        except LowrankLabError as err:
-            st.error(str(err))
-            st.session_state.pop(RESULT, None)
+        return model_delta(base, second.source(), progress=progress)
+
+    return Job("Comparing", {"compare": 1.0}, work)
+
+
+def run(base: WeightSource, second: SecondModel) -> ModelDelta | None:
+    """The Compare button; on a press, compare matrix by matrix in a background job. Returns the result shown."""
+    held = st.session_state.get(JOB)
+    running = held is not None and not held[2].done
+    label = "Compare again" if current(base.label, second) is not None else "Compare"
+    if st.button(label, key=RUN, type="primary", disabled=running):
+        held = st.session_state[JOB] = (base.label, second.key, compare_job(base, second).start())
+    if held is not None:
+        if not held[2].done:
+            job_view.live(held[2], key=STOP)
             return None
-        finally:
-            bar.empty()
-        st.session_state[RESULT] = (base.label, second.key, delta)
-        st.session_state.pop(MATRIX, None)
+        _finished(*st.session_state.pop(JOB))
     delta = current(base.label, second)
     if delta is None:
         st.info(f"Press **Compare** to read both models and look at every matrix's change W₂ − W₁ ({second.label}).")
     return delta
+
+
+def _finished(base: str, second: tuple, job: Job[ModelDelta]) -> None:
+    """Keep a finished comparison; say once why one ended without a result."""
+    if job.result is not None:
+        st.session_state[RESULT] = (base, second, job.result)
+        st.session_state.pop(MATRIX, None)
+    elif job.cancelled:
+        st.info(f"Comparison stopped after {job.seconds:,.0f} s.")
+    else:
+        st.error(job.error)
+        st.session_state.pop(RESULT, None)
 
 
 def summary(delta: ModelDelta) -> None:

@@ -2,7 +2,8 @@
 
 A model's change is a list of spectra, so the plan comes from the Ranks page's machinery and
 every setting's cost and error follow from the cached σ (Eckart–Young) on each rerun; only the
-"Extract" button reads the weights again, to build the factors.
+"Extract" button reads the weights again, to build the factors: a background
+:class:`~lowrank_lab.ui.jobs.Job` (the step, one bar, the time left, Stop from the first second).
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ from lowrank_lab.plan import error_curve
 from lowrank_lab.runs.record import record_extraction
 from lowrank_lab.spectra.delta import MatrixDelta, ModelDelta
 from lowrank_lab.spectra.sources import WeightSource
-from lowrank_lab.ui import run_store
+from lowrank_lab.ui import job_view, run_store
 from lowrank_lab.ui.compare_inputs import SecondModel
 from lowrank_lab.ui.formatting import params, pct
+from lowrank_lab.ui.jobs import Job
 from lowrank_lab.ui.rank_charts import error_rank_figure
 
 MODE = "compare_extract_mode"
 BUILD = "compare_extract_build"
 BUILT = "compare_extract_built"  # (request, ExtractionResult, zip bytes)
 DOWNLOAD = "compare_extract_download"
+JOB = "compare_extract_job"  # (request, Job[(ExtractionResult, zip bytes)]) of the extraction under way
+STOP = "compare_extract_stop"
 # (minimum, maximum, default, step) of each mode's one setting
 RANGES = {"energy": (0.01, 1.0, 0.99, 0.005), "rank": (1, 4096, 16, 1), "budget": (0.001, 1.0, 0.1, 0.005)}
 
@@ -83,8 +87,15 @@ def section(delta: ModelDelta, base: WeightSource, second: SecondModel, selected
         st.plotly_chart(error_rank_figure(curve, plan.get(selected.name), f"ΔW of {selected.name}"),
                         key="compare_extract_error")  # fmt: skip
     request = (base.label, second.key, settings)
-    if st.button("Extract the adapter", key=BUILD, type="primary"):
-        _build(delta, base, second, settings, request)
+    held = st.session_state.get(JOB)
+    running = held is not None and not held[1].done
+    if st.button("Extract the adapter", key=BUILD, type="primary", disabled=running):
+        held = st.session_state[JOB] = (request, extract_job(delta, base, second, settings).start())
+    if held is not None:
+        if not held[1].done:
+            job_view.live(held[1], key=STOP)
+            return
+        _finished(*st.session_state.pop(JOB))
     built = st.session_state.get(BUILT)
     if built is not None and built[0] == request:
         result, data = built[1], built[2]
@@ -97,21 +108,37 @@ def section(delta: ModelDelta, base: WeightSource, second: SecondModel, selected
                            mime="application/zip", key=DOWNLOAD)  # fmt: skip
 
 
-def _build(delta: ModelDelta, base: WeightSource, second: SecondModel, settings: ExtractionSettings, request) -> None:
-    bar = st.progress(0.0, text="Building the factors…")
+def extract_job(delta: ModelDelta, base: WeightSource, second: SecondModel, settings: ExtractionSettings) -> Job:
+    """The extraction as a job (not started): the factors written to a temporary folder, then zipped.
 
-    def progress(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"LoRA factors: {done}/{total} {message}")
+    Its result is ``(ExtractionResult, zip bytes)``; the folder is gone once the job ends.
+    """
 
-    try:
+    def work(job: Job):
+        report = job.stage("factors")
+        job.tell("building the factors…")
+
+        def progress(done: int, total: int, message: str) -> None:
+            report(done, total, f"LoRA factors: {done}/{total} {message}")
+
         with tempfile.TemporaryDirectory(prefix="lowrank-extract-") as tmp:
             folder = Path(tmp) / "extracted-lora"
             result = extract_lora(base, second.source(), delta, settings, folder=folder, progress=progress)
-            st.session_state[BUILT] = (request, result, zip_bytes(folder))
-        # Recorded without the temporary folder: the download is the adapter, nothing stays on disk.
+            job.tell("zipping the adapter…")
+            job.check()
+            return result, zip_bytes(folder)
+
+    return Job("Extracting", {"factors": 1.0}, work)
+
+
+def _finished(request, job: Job) -> None:
+    """Keep a finished extraction for its request; say once why one ended without a result."""
+    if job.result is not None:
+        st.session_state[BUILT] = (request, *job.result)
+        result = job.result[0]  # recorded without its temporary folder: the download is the adapter
         run_store.attempt(lambda store: record_extraction(store, replace(result, folder=None), origin="app"),
                           "Recording this extraction")  # fmt: skip
-    except LowrankLabError as err:
-        st.error(str(err))
-    finally:
-        bar.empty()
+    elif job.cancelled:
+        st.info(f"Extraction stopped after {job.seconds:,.0f} s; nothing was kept.")
+    else:
+        st.error(job.error)

@@ -45,11 +45,24 @@ def start(**state) -> AppTest:
     return at
 
 
-def compare_with(at: AppTest, source: str) -> AppTest:
-    at.text_input(key=compare_inputs.PATH).set_value(source).run()
-    at.button(key=compare_view.RUN).click().run()
+def finish(at: AppTest) -> AppTest:
+    """Wait for the page's background job (a comparison or an extraction), then rerun to show its result."""
+    for key, job_at in ((compare_view.JOB, 2), (extract_panel.JOB, 1)):
+        if key in at.session_state:
+            assert at.session_state[key][job_at].join(timeout=240)
+            at.run()
     assert not at.exception, at.exception
     return at
+
+
+def press(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    return finish(at)
+
+
+def compare_with(at: AppTest, source: str) -> AppTest:
+    at.text_input(key=compare_inputs.PATH).set_value(source).run()
+    return press(at, compare_view.RUN)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -109,8 +122,7 @@ def test_extraction_estimates_live_and_downloads_a_peft_adapter(tiny_llama, tune
     # Back to all the energy, extract, and load the zip with PEFT.
     at.radio(key=extract_panel.MODE).set_value("energy").run()
     at.number_input(key=extract_panel.value_key("energy")).set_value(1.0).run()
-    at.button(key=extract_panel.BUILD).click().run()
-    assert not at.exception, at.exception
+    press(at, extract_panel.BUILD)
     assert any("Extracted: 6 LoRA matrices" in s.value for s in at.success)
     assert at.download_button(key=extract_panel.DOWNLOAD).proto.label == "Download the adapter (PEFT, zip)"
     data = at.session_state[extract_panel.BUILT][2]
@@ -135,12 +147,34 @@ def test_the_sessions_finetune_and_compression_are_offered(tiny_llama):
     compressed = compress(tiny_llama, RankPlan({"model.layers.0.mlp.up_proj": 10}), method="svd")
     at = start(adapter=adapter, compressed=CompressionRun(compressed, None, "plan"))
     assert at.selectbox(key=compare_inputs.SECOND).options == list(compare_inputs.LABELS.values())
-    at.button(key=compare_view.RUN).click().run()  # the fine-tune comes first
+    press(at, compare_view.RUN)  # the fine-tune comes first
     assert metric(at, "Matrices changed") == "2 of 15" and any("rank exactly 3" in s.value for s in at.success)
     at.selectbox(key=compare_inputs.SECOND).set_value(compare_inputs.COMPRESSED).run()
     assert any("Press **Compare**" in i.value for i in at.info)  # a new choice asks for a new comparison
-    at.button(key=compare_view.RUN).click().run()
+    press(at, compare_view.RUN)
     assert metric(at, "Matrices changed") == "1 of 15" and metric(at, "Rank of ΔW (median)") == "54"
+
+
+def test_stop_ends_a_comparison_and_an_extraction_and_keeps_nothing(tiny_llama, tuned_folder):
+    folder, tuned = tuned_folder
+    base = ModuleSource(tiny_llama.model, tiny_llama.tokenizer, "tiny-llama")
+    second = compare_inputs.SecondModel(("test",), "tuned", lambda: ModuleSource(tuned, label="tuned"))
+    # Stop pressed before the job's first report (the first second): the next report ends it.
+    job = compare_view.compare_job(base, second)
+    job.stop()
+    assert job.start().join(timeout=120) and job.cancelled and job.result is None
+    at = start(**{compare_inputs.PATH: str(folder), compare_view.JOB: (base.label, second.key, job)})
+    assert any("Comparison stopped after" in i.value for i in at.info) and not at.metric
+    assert compare_view.JOB not in at.session_state and compare_view.RESULT not in at.session_state
+    # The extraction: stopped, it keeps no adapter; run, it keeps one for its request.
+    delta = model_delta(base, second.source(), cache=False)
+    settings = extract_panel.ExtractionSettings("rank", 2)
+    job = extract_panel.extract_job(delta, base, second, settings)
+    job.stop()
+    assert job.start().join(timeout=120) and job.cancelled and job.result is None
+    job = extract_panel.extract_job(delta, base, second, settings).start()
+    assert job.join(timeout=120) and job.result[0].estimate.lora_modules == 6
+    assert zipfile.ZipFile(io.BytesIO(job.result[1])).namelist()
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ PAGES = (
     ("Ranks", "Rank per kind"),
     ("LoRA", "LoRA fine-tune"),
     ("Export", "Download what you made"),
+    ("Compare", "Take a second model"),
 )
 
 

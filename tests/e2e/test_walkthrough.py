@@ -3,8 +3,9 @@
 load → Spectra (click a heatmap cell) → Ranks (a slider, a preset, the plan downloaded and
 uploaded back) → compress → LoRA (a 2-step run on the compressed model, then a long run
 stopped) → Export (the zip downloaded) → the zip loaded by its own load_lowrank.py in a process
-where lowrank_lab cannot be imported, its logits compared with the same compression made here.
-Then two browser contexts at once, one training and one moving sliders, with no cross-talk.
+where lowrank_lab cannot be imported, its logits compared with the same compression made here
+→ Compare (the compressed model against the original: every factorized matrix changed; a LoRA
+extracted from the change and downloaded). Then two browser contexts at once, one training and one moving sliders, with no cross-talk.
 Screenshots of every page go to ``$LOWRANK_LAB_SCREENSHOTS`` (default: the test's temporary folder).
 """
 
@@ -65,6 +66,29 @@ def set_number(page, label: str, value: int) -> None:
     wait_until_idle(page)
 
 
+def moved_slider(page, handle, saved_before: int, rank_before: int, timeout_s: float = 120) -> int:
+    """After keyboard moves of the q_proj slider: the savings shown are exactly what its new rank is worth.
+
+    The slider is blurred first (a focused slider may send its old value again when redrawn), then
+    the rank the slider shows and the savings on screen are read together until they agree (reruns
+    may still be on their way on a busy machine). Returns the slider's new rank.
+    """
+    handle.evaluate("e => e.blur()")
+    wait_until_idle(page)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rank = int(handle.input_value())
+        expected = saved_before + RANK_STEP * (rank_before - rank)
+        shown = as_int(metric_value(page, "Parameters saved"))
+        if rank != rank_before and shown == expected:
+            return rank
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"slider at rank {rank} (was {rank_before}): {shown:,} saved shown, {expected:,} expected"
+            )
+        page.wait_for_timeout(500)
+
+
 def home(page, shots: Path) -> None:
     """The sidebar names the pages from the first paint (never Streamlit's "app" listing); the model loads."""
     seen = set()
@@ -100,8 +124,7 @@ def ranks(page, shots: Path, tmp: Path) -> Path:
     rank = int(handle.input_value())
     handle.focus()
     handle.press("ArrowLeft")
-    wait_until_idle(page)
-    wait_for_metric(page, "Parameters saved", f"{before + RANK_STEP * (rank - int(handle.input_value())):,}")
+    moved_slider(page, handle, before, rank)
     page.get_by_role("button", name="Apply").first.click()
     wait_text(page, "Applied “", 30_000)
     wait_until_idle(page)
@@ -113,11 +136,10 @@ def ranks(page, shots: Path, tmp: Path) -> Path:
     plan = json.loads(plan_file.read_text())
     assert plan["model"] == MODEL and plan["ranks"]
     # Move a slider away (one rank more of q_proj), then load the file: the plan comes back.
+    rank = int(handle.input_value())
     handle.focus()
     handle.press("ArrowRight")
-    wait_for_metric(page, "Parameters saved", f"{as_int(saved) - RANK_STEP:,}")
-    handle.evaluate("e => e.blur()")  # a focused slider may send its old value again when redrawn
-    wait_until_idle(page)
+    assert moved_slider(page, handle, as_int(saved), rank) == rank + 1
     uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Load a plan")
     uploader.locator('input[type="file"]').set_input_files(str(plan_file))
     wait_text(page, f"Loaded plan.json: {len(plan['ranks'])} ranks", 30_000)
@@ -184,6 +206,22 @@ def export(page, shots: Path, tmp: Path) -> Path:
     download.value.save_as(path)
     assert zipfile.is_zipfile(path)
     return path
+
+
+def compare(page, shots: Path, factorized: int) -> None:
+    """Compare the compressed model with the original, then extract a LoRA from the change and download it."""
+    open_page(page, "Compare", "Take a second model")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    wait_for_metric(page, "Matrices changed", f"{factorized} of 15", JOB_TIMEOUT_MS)
+    wait_until_idle(page)
+    page.get_by_role("button", name="Extract the adapter").click()
+    wait_text(page, "Extracted:")
+    wait_until_idle(page)
+    snap(page, shots / "walk_compare.png")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the adapter (PEFT, zip)").click()
+    names = zipfile.ZipFile(download.value.path()).namelist()
+    assert any(n.endswith("adapter_model.safetensors") for n in names), names
 
 
 STANDALONE = """
@@ -263,11 +301,13 @@ def two_sessions(browser, url: str, shots: Path) -> None:
     handle.focus()
     for _ in range(3):
         handle.press("ArrowLeft")
-    wait_until_idle(b)
-    wait_for_metric(b, "Parameters saved", f"{before + RANK_STEP * (rank - int(handle.input_value())):,}")
+    moved_slider(b, handle, before, rank)
     open_page(b, "LoRA", "LoRA fine-tune")
-    b.get_by_role("button", name="Train").wait_for(timeout=LOAD_TIMEOUT_MS)  # b's page may draw slowly while a trains
-    assert b.get_by_role("button", name="Train").count() == 1  # b trains nothing: a's job is a's
+    train = b.get_by_role("button", name="Train")
+    train.wait_for(timeout=120_000)  # drawn at the end of the page's run: a busy machine may take a while
+    wait_until_idle(b)
+    assert train.is_enabled()  # b trains nothing: a's job is a's
+    assert not b.get_by_role("button", name="Stop (keep the adapter so far)").count()
     assert not b.locator('[data-testid="stProgress"]').count()
     wait_for_step(a, 2)
     snap(b, shots / "walk_second_session.png")
@@ -290,6 +330,7 @@ def test_the_whole_flow_on_tiny_llama(chromium, shots, tmp_path):
         zip_path = export(page, shots, tmp_path)
         diff = check_zip_loads_without_lowrank_lab(zip_path, tmp_path)
         print(f"\nstandalone loader vs the same compression here: max abs logit difference {diff:.2e}")
+        compare(page, shots, factorized=14)
         two_sessions(chromium, server.url, shots)
         log = server.log.read_text()
         assert "Traceback" not in log, log[-3000:]
