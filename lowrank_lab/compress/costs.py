@@ -1,0 +1,242 @@
+"""What dropping each whitened component costs in loss, measured one block at a time.
+
+With g_t = ∂L/∂y_t the gradient of the calibration loss at a layer's output for token t, and
+W S = U Σ Vᵀ the layer's whitened SVD (S Sᵀ = XᵀX of its inputs), dropping component i changes
+the output by σᵢ uᵢ (vᵢᵀ S⁻¹ x_t); with the empirical Fisher the loss rises by about
+
+    cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)²          (cross terms dropped; see :mod:`.sensitivity`)
+
+The gradients come from one backward pass that never needs the whole model at once:
+
+1. forward, block by block, keeping only what enters each block;
+2. the tail (final norm, head, loss) gives ∂L/∂h at the last block's output;
+3. backward, block by block from the last: the block runs on its kept input, its layers'
+   input statistics XᵀX are summed and their whitened SVDs taken, then it runs again with
+   gradients on, hooks project each layer's output gradient onto its uᵢ, and the gradient
+   at the block's input goes on to the block below.
+
+Memory is one block plus the kept inputs (tokens × hidden per block), so the same pass works
+for a model read from a folder block by block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from lowrank_lab.compress.blocks import (
+    BlockLayout,
+    _Stop,
+    capture_block_inputs,
+    is_linear,
+    replayed_blocks,
+    run_block,
+)
+from lowrank_lab.compress.factorize import lapack_thread
+from lowrank_lab.compress.refit import PairStats, _svd, whitening
+from lowrank_lab.compress.sources import materialize, release
+from lowrank_lab.progress import ProgressFn, report
+
+_RIDGE = 1e-6  # as small as still positive definite: costs want the exact whitened spectrum
+
+
+@dataclass(frozen=True)
+class LayerCosts:
+    """One linear layer's whitened spectrum and the loss cost of dropping each component.
+
+    Attributes:
+        sigma: whitened singular values σᵢ, descending, (k,) float64.
+        cost: cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)², (k,) float64.
+    """
+
+    sigma: np.ndarray
+    cost: np.ndarray
+
+
+def _out_in(module: nn.Module) -> torch.Tensor:
+    w = module.weight.detach().float()
+    return w if isinstance(module, nn.Linear) else w.t()
+
+
+def _projections(layers: dict[str, nn.Module], stats: dict[str, PairStats]) -> dict[str, tuple]:
+    """name → (σ (k,), U Σ as out×k float32) from each layer's whitened SVD."""
+    out = {}
+    with lapack_thread():
+        for name, module in layers.items():
+            s_fac, _ = whitening(stats[name].g, _RIDGE)
+            u, s, _ = _svd(_out_in(module).double() @ s_fac)  # (out,k), (k,)
+            out[name] = (s, (u * s).float())
+    return out
+
+
+class _Accumulator:
+    """Σ_t (uᵢᵀ g_t)² per layer, from hooks on the layers' outputs during a backward pass."""
+
+    def __init__(self, proj: dict[str, tuple]):
+        self.proj = proj
+        self.sums = {n: torch.zeros(p[1].shape[1], dtype=torch.float64) for n, p in proj.items()}
+
+    def hook(self, name: str):
+        us = self.proj[name][1]  # (out, k) = U Σ
+
+        def on_grad(g):
+            g2 = g.reshape(-1, g.shape[-1]).float()  # (tokens, out)
+            self.sums[name] += (g2 @ us).square().sum(0).double()  # Σ_t (σᵢ uᵢᵀ g_t)²
+
+        def fn(module, inputs, output):
+            if output.requires_grad:
+                output.register_hook(on_grad)
+
+        return fn
+
+
+def _input_stats(root: nn.Module, names: list[str], run) -> dict[str, PairStats]:
+    """XᵀX of each named layer's input while ``run()`` executes (layers reading one tensor share)."""
+    stats: dict[str, PairStats] = {}
+    last: list = [None, None]
+
+    def hook(name):
+        def fn(module, args):
+            x = args[0]
+            if x is last[0]:
+                stats[name] = last[1]
+                return
+            stats[name] = stats.get(name) or PairStats(x.shape[-1], cross=False)
+            stats[name].add(x.detach())
+            last[:] = [x, stats[name]]
+
+        return fn
+
+    handles = [root.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        run(last)
+    finally:
+        for h in handles:
+            h.remove()
+        last[:] = [None, None]
+    return stats
+
+
+def streamed_costs(
+    model: nn.Module,
+    layout: BlockLayout,
+    source,
+    batches: list[torch.Tensor],
+    names: list[str],
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+) -> dict[str, LayerCosts]:
+    """Loss costs of every component of the named linear layers (module docstring).
+
+    Args:
+        model: a skeleton whose stem and tail are materialised; blocks are materialised from
+            ``source`` one at a time and released again.
+        layout: where its blocks are.
+        source: the weights.
+        batches: calibration token ids, each (batch, seq_len).
+        names: the linear layers to cost (in blocks, or outside them, e.g. an untied head).
+        device: where the work runs.
+        progress: called per block on the way up and on the way down.
+
+    Returns:
+        name → :class:`LayerCosts`.
+    """
+    n = layout.count
+    total = 2 * n + 1
+    wanted = set(names)
+    tokens = sum(int(b[:, 1:].numel()) for b in batches)
+    inputs = capture_block_inputs(model, layout, batches, device)
+    kept = [inputs.hidden]
+    hidden = inputs.hidden
+    for k in range(n):  # 1. up: keep what enters each block
+        name = layout.name(k)
+        block = materialize(model, name, source).to(device)
+        with torch.no_grad():
+            hidden = [run_block(block, h, kw) for h, kw in zip(hidden, inputs.kwargs)]
+        release(model, name)
+        kept.append(hidden)
+        report(progress, k + 1, total, f"loss gradients: block {k + 1}/{n} forward")
+    out: dict[str, LayerCosts] = {}
+    grads = _tail(model, layout, batches, kept[n], tokens, wanted, out, device)
+    report(progress, n + 1, total, "loss gradients: head")
+    for k in reversed(range(n)):  # 3. down: costs of block k, gradient at its input
+        name = layout.name(k)
+        block = materialize(model, name, source).to(device)
+        grads = _block_costs(block, name, kept[k], inputs.kwargs, grads, tokens, wanted, out)
+        release(model, name)
+        kept[k + 1] = None  # no longer needed
+        report(progress, 2 * n + 1 - k, total, f"loss gradients: block {k + 1}/{n} backward")
+    return out
+
+
+def _block_costs(block, prefix, hidden, kwargs, grads, tokens, wanted, out) -> list[torch.Tensor]:
+    layers = {rel: m for rel, m in block.named_modules() if rel and is_linear(m) and f"{prefix}.{rel}" in wanted}
+
+    def forward_all(last):
+        with torch.no_grad():
+            for h, kw in zip(hidden, kwargs):
+                last[:] = [None, None]
+                run_block(block, h, kw)
+
+    stats = _input_stats(block, list(layers), forward_all)
+    proj = _projections(layers, stats)
+    acc = _Accumulator(proj)
+    handles = [layers[n].register_forward_hook(acc.hook(n)) for n in layers]
+    below = []
+    try:
+        with torch.enable_grad():
+            for h, kw, g in zip(hidden, kwargs, grads):
+                x = h.detach().requires_grad_(True)
+                y = run_block(block, x, kw)
+                y.backward(g)
+                below.append(x.grad.detach())
+    finally:
+        for handle in handles:
+            handle.remove()
+    for rel, (s, _) in proj.items():
+        out[f"{prefix}.{rel}"] = LayerCosts(s.numpy().copy(), (acc.sums[rel] / tokens).numpy())
+    return below
+
+
+def _tail(model, layout, batches, hidden, tokens, wanted, out, device) -> list[torch.Tensor]:
+    """∂L/∂h at the last block's output (L the mean next-token loss over every batch); costs of
+    planned layers outside the blocks (an untied head) on the way."""
+    outside = sorted(n for n in wanted if layout.block_of(n) is None)
+    grads = []
+    with replayed_blocks(model, layout) as replay:
+
+        def forward_all(last):
+            with torch.no_grad():
+                for ids, h in zip(batches, hidden):
+                    last[:] = [None, None]
+                    replay(h)
+                    try:
+                        model(input_ids=ids.to(device), use_cache=False)
+                    except _Stop:
+                        pass
+
+        proj = {}
+        if outside:
+            layers = {n: model.get_submodule(n) for n in outside}
+            stats = _input_stats(model, outside, forward_all)
+            proj = _projections(layers, stats)
+        acc = _Accumulator(proj)
+        handles = [model.get_submodule(n).register_forward_hook(acc.hook(n)) for n in proj]
+        try:
+            with torch.enable_grad():
+                for ids, h in zip(batches, hidden):
+                    x = h.detach().requires_grad_(True)
+                    replay(x)
+                    ids = ids.to(device)
+                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                    (loss * (ids[:, 1:].numel() / tokens)).backward()  # the mean over every token
+                    grads.append(x.grad.detach())
+        finally:
+            for handle in handles:
+                handle.remove()
+    for name, (s, _) in proj.items():
+        out[name] = LayerCosts(s.numpy().copy(), (acc.sums[name] / tokens).numpy())
+    return grads
