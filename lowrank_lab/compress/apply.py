@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from lowrank_lab.artifacts import METHODS, CompressedModel, Method
-from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.factorize import lapack_thread, pca_factors
-from lowrank_lab.compress.methods import input_stats, linear_matrices, svd_decompositions, whitened_decompositions
+from lowrank_lab.compress.calibration import CalibrationSettings, calibration_blocks
+from lowrank_lab.compress.engine import EngineSettings
+from lowrank_lab.compress.methods import linear_matrices
+from lowrank_lab.compress.sources import MemorySource
+from lowrank_lab.compress.walk import check_device, walk_to_memory
 from lowrank_lab.errors import InvalidRankPlan, SettingsError
-from lowrank_lab.lowrank import LowRankLinear, set_submodule
+from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.plan import RankPlan, factorizes
-from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.progress import ProgressFn
 
 
 def check_method(method: str) -> None:
@@ -51,74 +52,59 @@ def compress(
     progress: ProgressFn | None = None,
     *,
     dense_past_break_even: bool = True,
+    engine: EngineSettings | None = None,
+    device: str = "cpu",
 ) -> CompressedModel:
-    """Factorize the planned linear layers of a copy of the model.
+    """Factorize the planned linear layers, block by block (see :mod:`lowrank_lab.compress.engine`).
 
-    The shared ``loaded.model`` is not changed: the layers are replaced on ``loaded.copy()``.
+    The shared ``loaded.model`` is read, never changed: the compressed model is built on a
+    skeleton filled with copies of its tensors one block at a time (the whole model is never
+    copied).
 
     Args:
         loaded: the model to compress.
         plan: module name → rank. Modules left out stay dense, and so do those whose rank is at
             or past break-even (two factors would be no smaller), unless
             ``dense_past_break_even`` is False.
-        method: ``svd`` (truncated SVD of W), ``whitened`` (SVD-LLM: truncation error measured
-            on the calibration inputs) or ``pca`` (output projected on its principal components).
+        method: ``svd`` (truncated SVD of W), ``whitened`` (whitened truncation on the inputs
+            the compressed blocks before produce, refit to the dense layer's outputs) or ``pca``
+            (output projected on its principal components).
         calibration: the calibration text and sizes for ``whitened`` and ``pca`` (default:
             32 blocks of 256 tokens of the built-in calibration split); ignored by ``svd``.
-        progress: called as ``progress(done, total, message)``.
+        progress: called as ``progress(done, total, message)`` once per block.
         dense_past_break_even: False factorizes every planned layer, even at full rank (for
             parity checks).
+        engine: how the walk calibrates and refits (default :class:`EngineSettings`).
+        device: where the block work runs (``cpu`` or ``cuda``).
 
     Returns:
-        The :class:`CompressedModel`; ``plan`` holds the ranks actually factorized and
-        ``figures`` the parameter counts (``params_dense``, ``params_compressed``,
-        ``linear_params_dense``, ``linear_params_compressed``).
+        The :class:`CompressedModel` (in the loaded model's dtype, on the CPU); ``plan`` holds
+        the ranks actually factorized and ``figures`` the parameter counts (``params_dense``,
+        ``params_compressed``, ``linear_params_dense``, ``linear_params_compressed``).
 
     Raises:
         InvalidRankPlan: the plan names modules the model lacks, embeddings, or ranks above full rank.
-        SettingsError: unknown method.
+        SettingsError: unknown method, or a device that cannot be used.
         DataError: data-aware method on a model with no tokenizer, or too little calibration text.
     """
     check_method(method)
     planned = check_plan(loaded, plan)
+    dev = check_device(device)
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
-    if method == "whitened" and todo:
-        decs = whitened_decompositions(loaded, settings, progress)
-    elif method == "svd":
-        decs = svd_decompositions(loaded, [m.name for m in todo])
-    else:
-        decs = {}
-    stats = input_stats(loaded, settings, progress) if method == "pca" and todo else {}
-    model = loaded.copy()
-    with torch.no_grad():
-        for i, m in enumerate(todo):
-            rank = plan.get(m.name)
-            module = model.get_submodule(m.name)
-            bias = None if module.bias is None else module.bias.detach()
-            if method == "pca":
-                with lapack_thread():
-                    b, a, bias = pca_factors(m.matrix(), bias, stats[m.name], rank)
-            else:
-                b, a = decs[m.name].factors(rank)
-            set_submodule(model, m.name, _layer(b, a, bias, m.weight))
-            report(progress, i + 1, len(todo), f"factorized {m.name}")
-    model.requires_grad_(False)  # like the loaded model; fine-tuning turns on what it trains
-    done = RankPlan({m.name: plan.get(m.name) for m in todo})
+    ids = calibration_blocks(loaded, settings) if method != "svd" and todo else None
+    ranks = {m.name: plan.get(m.name) for m in todo}
+    dtype = next(loaded.model.parameters()).dtype
+    model = walk_to_memory(MemorySource(loaded), ranks, method, ids, engine or EngineSettings(), dev, dtype, progress)
     return CompressedModel(
         model=model,
         tokenizer=loaded.tokenizer,
         source=loaded.spec,
-        plan=done,
+        plan=RankPlan(ranks),
         method=method,
         calibration={} if method == "svd" else settings.describe(),
         figures=param_figures(loaded, model),
     )
-
-
-def _layer(b: torch.Tensor, a: torch.Tensor, bias: torch.Tensor | None, like: torch.Tensor) -> LowRankLinear:
-    cast = dict(dtype=like.dtype, device=like.device)
-    return LowRankLinear.from_factors(b.to(**cast), a.to(**cast), None if bias is None else bias.to(**cast))
 
 
 def param_figures(loaded: LoadedModel, compressed: nn.Module) -> dict:

@@ -240,3 +240,72 @@ def _tail(model, layout, batches, hidden, tokens, wanted, out, device) -> list[t
     for name, (s, _) in proj.items():
         out[name] = LayerCosts(s.numpy().copy(), (acc.sums[name] / tokens).numpy())
     return grads
+
+
+def streamed_spectra(
+    model: nn.Module,
+    layout: BlockLayout,
+    source,
+    batches: list[torch.Tensor],
+    names: list[str],
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+) -> dict[str, np.ndarray]:
+    """Whitened singular values of the named linear layers, forward only, one block at a time.
+
+    σᵢ² is the squared output error, summed over the calibration tokens, of dropping component i
+    (the data-aware counterpart of the weight spectrum). Needs no loss, so encoders work too.
+
+    Returns:
+        name → σ (k,) float64, descending.
+    """
+    n = layout.count
+    wanted = set(names)
+    inputs = capture_block_inputs(model, layout, batches, device)
+    hidden = inputs.hidden
+    out: dict[str, np.ndarray] = {}
+    for k in range(n):
+        name = layout.name(k)
+        block = materialize(model, name, source).to(device)
+        layers = {rel: m for rel, m in block.named_modules() if rel and is_linear(m) and f"{name}.{rel}" in wanted}
+        nxt: list[torch.Tensor] = []
+
+        def forward_all(last, block=block, nxt=nxt, hidden=hidden):
+            with torch.no_grad():
+                for h, kw in zip(hidden, inputs.kwargs):
+                    last[:] = [None, None]
+                    nxt.append(run_block(block, h, kw))
+
+        stats = _input_stats(block, list(layers), forward_all)
+        with lapack_thread():
+            for rel, module in layers.items():
+                out[f"{name}.{rel}"] = _whitened_values(_out_in(module).double(), stats[rel])
+        release(model, name)
+        hidden = nxt
+        report(progress, k + 1, n + 1, f"whitened spectra: block {k + 1}/{n}")
+    outside = sorted(n_ for n_ in wanted if layout.block_of(n_) is None)
+    if outside:
+        with replayed_blocks(model, layout) as replay:
+
+            def forward_tail(last):
+                with torch.no_grad():
+                    for ids, h in zip(batches, hidden):
+                        last[:] = [None, None]
+                        replay(h)
+                        model(input_ids=ids.to(device), use_cache=False)
+
+            stats = _input_stats(model, outside, forward_tail)
+        with lapack_thread():
+            for name in outside:
+                out[name] = _whitened_values(_out_in(model.get_submodule(name)).double(), stats[name])
+    report(progress, n + 1, n + 1, "whitened spectra")
+    return out
+
+
+def _whitened_values(w: torch.Tensor, stats: PairStats) -> np.ndarray:
+    """Singular values of W S (S Sᵀ = XᵀX + λI), from the eigenvalues of the smaller Gram matrix."""
+    s_fac, _ = whitening(stats.g, _RIDGE)
+    m = w @ s_fac  # (out, in)
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    vals = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
+    return vals.sqrt().numpy()

@@ -36,7 +36,7 @@ from lowrank_lab.compress.blocks import (
     run_block,
 )
 from lowrank_lab.compress.factorize import lapack_thread, pca_factors, svd_decomposition
-from lowrank_lab.compress.refit import PairStats, anchored_decomposition
+from lowrank_lab.compress.refit import PairStats, anchored_decomposition, output_decomposition
 from lowrank_lab.compress.sources import materialize
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
@@ -54,6 +54,9 @@ class EngineSettings:
             (else to the dense layer's outputs on the shifted inputs).
         within_block: compress a block's layer groups one after the other, each on the outputs
             of the groups compressed before it (else all groups on the block's dense internals).
+        residual: the block's last layer (down_proj) is fitted so that the whole shifted block's
+            output matches the dense block's output (it absorbs the drift the residual stream
+            carries), where the block adds that layer's output to its residual.
         ridge: λ of the refit's X̃ᵀX̃ + λI, as a multiple of its mean diagonal.
         refine_steps: Adam steps on each block's factors against the dense block's outputs
             (0: none).
@@ -64,6 +67,7 @@ class EngineSettings:
     sequential: bool = True
     anchored: bool = True
     within_block: bool = True
+    residual: bool = False
     ridge: float = 1e-2
     refine_steps: int = 0
     refine_lr: float = 1e-4
@@ -173,9 +177,7 @@ class Walk:
     def _block(self, block, prefix, inputs: BlockInputs, shifted, progress, step, k, total):
         planned = self._planned(block, prefix)
         kwargs = inputs.kwargs
-        groups = [
-            [rel for rel in g if rel in planned] for g in linear_call_groups(block, inputs.hidden[0], kwargs[0])
-        ]
+        groups = [[rel for rel in g if rel in planned] for g in linear_call_groups(block, inputs.hidden[0], kwargs[0])]
         groups = [g for g in groups if g]
         keep_dense = self.anchored or not self.settings.sequential
         # Dense pass: the next dense stream, and (when needed) each group's dense inputs.
@@ -188,6 +190,10 @@ class Walk:
         if self.settings.within_block:
             for gi, group in enumerate(groups):
                 report(progress, k, total, f"{step}: {', '.join(r.rsplit('.', 1)[-1] for r in group)}")
+                last = gi == len(groups) - 1
+                if last and self.anchored and self.settings.residual and len(group) == 1:
+                    if self._residual_fit(block, group[0], planned[group[0]], shifted, kwargs, dense_next):
+                        continue
                 shifted_in, _ = self._run_capturing(block, shifted, kwargs, [group], True)
                 self._factor_group(block, group, planned, shifted_in[0], captured[gi] if self.anchored else None)
         else:
@@ -242,6 +248,61 @@ class Walk:
             )
             set_submodule(block, rel, layer)
 
+    def _residual_fit(self, block, rel, rank, shifted, kwargs, dense_next) -> bool:
+        """Fit the block's last layer to (dense block output − the rest of the shifted block's output).
+
+        Returns False (nothing done) when the block does not simply add that layer's output.
+        """
+        module = block.get_submodule(rel)
+        seen: dict = {}
+
+        def pre(m, args):
+            seen["x"] = args[0].detach().float()
+
+        def post(m, args, output):
+            seen["y"] = output.detach().float()
+            if seen.get("double"):
+                return output * 2
+
+        handles = [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            with torch.no_grad():
+                out = run_block(block, shifted[0], kwargs[0])
+                seen["double"] = True
+                out2 = run_block(block, shifted[0], kwargs[0])
+                seen["double"] = False
+                if not torch.allclose(out2 - out, seen["y"], rtol=1e-3, atol=1e-4 * float(out.abs().max())):
+                    return False
+                dim_in = seen["x"].shape[-1]
+                stats = PairStats(dim_in, cross=False)
+                w = _out_in(module).float()
+                bias = None if module.bias is None else module.bias.detach().float()
+                cross = torch.zeros(w.shape[0], dim_in, dtype=torch.float64)
+                for h, kw, target in zip(shifted, kwargs, dense_next):
+                    out = run_block(block, h, kw)
+                    x, y = seen["x"], seen["y"]
+                    want = target - (out - y)  # what the layer must add: dense output minus the rest
+                    if bias is not None:
+                        want = want - bias
+                    stats.add(x)
+                    xs = x.reshape(-1, dim_in)
+                    ws = want.reshape(-1, want.shape[-1])
+                    for start in range(0, xs.shape[0], 256):
+                        cross += (ws[start : start + 256].T @ xs[start : start + 256]).double()
+        finally:
+            for h in handles:
+                h.remove()
+        with lapack_thread():
+            b, a = output_decomposition(w, cross, stats, self.settings.ridge).factors(rank)
+        dtype, device = module.weight.dtype, module.weight.device
+        layer = LowRankLinear.from_factors(
+            b.to(dtype=dtype, device=device),
+            a.to(dtype=dtype, device=device),
+            None if bias is None else module.bias.detach().to(dtype=dtype, device=device),
+        )
+        set_submodule(block, rel, layer)
+        return True
+
     def _refine(self, block, shifted, kwargs, dense_next) -> None:
         params = [p for m in block.modules() if isinstance(m, LowRankLinear) for p in (m.A.weight, m.B.weight)]
         if not params:
@@ -288,12 +349,16 @@ class Walk:
         shifted_in = self._tail_inputs(batches, shifted if shifted is not None else dense, list(planned))
         for name, rank in planned.items():
             module = self.model.get_submodule(name)
-            stats = PairStats(module.weight.shape[-1] if isinstance(module, nn.Linear) else module.weight.shape[0],
-                              cross=dense_in is not None)
+            stats = PairStats(
+                module.weight.shape[-1] if isinstance(module, nn.Linear) else module.weight.shape[0],
+                cross=dense_in is not None,
+            )
             for i, x in enumerate(shifted_in[name]):
                 stats.add(x, None if dense_in is None else dense_in[name][i])
             set_submodule(
-                self.model, name, _factor_layer(module, _out_in(module).float(), rank, self.method, stats, self.settings.ridge)
+                self.model,
+                name,
+                _factor_layer(module, _out_in(module).float(), rank, self.method, stats, self.settings.ridge),
             )
 
     def _tail_inputs(self, batches, hidden, names) -> dict[str, list[torch.Tensor]]:
@@ -319,3 +384,17 @@ class Walk:
             for h in handles:
                 h.remove()
         return captured
+
+
+def move_outside_blocks(model: nn.Module, layout: BlockLayout, device: torch.device) -> None:
+    """Move every real (not meta) tensor outside the blocks to ``device``: the stem and tail run there."""
+    head = layout.prefix + "."
+    for name, module in model.named_modules():
+        if name == layout.prefix or name.startswith(head):
+            continue
+        for param in module._parameters.values():
+            if param is not None and not param.is_meta and param.device != device:
+                param.data = param.data.to(device)  # in place: a tied parameter stays one object
+        for key, buf in list(module._buffers.items()):
+            if buf is not None and not buf.is_meta and buf.device != device:
+                module._buffers[key] = buf.to(device)

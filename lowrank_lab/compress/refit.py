@@ -132,10 +132,25 @@ def anchored_decomposition(w: torch.Tensor, stats: PairStats, ridge: float) -> D
     s_fac, lam = stats.whitening  # (in, in) lower triangular, S Sᵀ = G + λI
     w = w.double()
     if stats.c is None:
-        target = w @ s_fac  # W (G + λI) S⁻ᵀ = W S
-    else:
-        cross = stats.c + lam * torch.eye(stats.c.shape[0], dtype=torch.float64)
-        target = torch.linalg.solve_triangular(s_fac, (w @ cross).T, upper=False).T  # W (C + λI) S⁻ᵀ
+        return _truncation(w @ s_fac, s_fac)  # W (G + λI) S⁻ᵀ = W S
+    return _truncation(torch.linalg.solve_triangular(s_fac, (w @ stats.c + lam * w).T, upper=False).T, s_fac)
+
+
+def output_decomposition(w: torch.Tensor, target_cross: torch.Tensor, stats: PairStats, ridge: float) -> Decomposition:
+    """Components of the best rank-r Ŵ for ‖Y* − Ŵ X̃‖² + λ‖W − Ŵ‖², given P = Σ_t y*_t x̃_tᵀ (out×in).
+
+    The same algebra as :func:`anchored_decomposition` with W C replaced by any target's cross
+    sum, e.g. the dense block's output minus what the rest of the shifted block already adds.
+    """
+    if stats.whitening is None:
+        stats.whitening = whitening(stats.g, ridge)
+    s_fac, lam = stats.whitening
+    w = w.double()
+    return _truncation(torch.linalg.solve_triangular(s_fac, (target_cross.double() + lam * w).T, upper=False).T, s_fac)
+
+
+def _truncation(target: torch.Tensor, s_fac: torch.Tensor) -> Decomposition:
+    """SVD of Ŵ₀ S (out×in) mapped back with S⁻¹."""
     u, s, vh = _svd(target)  # (out,k), (k,), (k,in)
     a = torch.linalg.solve_triangular(s_fac, vh, upper=False, left=False)  # Vᵀ S⁻¹, (k, in)
     return Decomposition(u, s, a)

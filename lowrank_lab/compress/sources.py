@@ -9,6 +9,7 @@ position ids are computed by the model's own constructor), then filled module by
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import torch
@@ -92,7 +93,9 @@ class FolderSource:
                 weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
                 files = sorted({self.folder / str(v) for v in weight_map.values()})
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-                raise ModelLoadError(f"{index} is not a valid safetensors index ({err}); copy the model again") from None
+                raise ModelLoadError(
+                    f"{index} is not a valid safetensors index ({err}); copy the model again"
+                ) from None
             missing = [p.name for p in files if not p.exists() or p.parent != self.folder]
             if missing:
                 raise ModelLoadError(f"{index} lists shards that are not in the folder: {', '.join(missing[:3])}")
@@ -141,7 +144,11 @@ def _architecture(config, folder: Path):
 
 
 def skeleton(source) -> nn.Module:
-    """The model built from the source's config: parameters on the meta device, buffers real."""
+    """The model built from the source's config: parameters on the meta device, buffers real.
+
+    The skeleton remembers which names share one tensor (a head tied to the embedding), read
+    while everything is still on the meta device, so ties survive filling it piece by piece.
+    """
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
@@ -150,7 +157,18 @@ def skeleton(source) -> nn.Module:
         model.tie_weights()  # the constructor leaves ties to from_pretrained; the walk needs them now
     model.eval()
     model.requires_grad_(False)
+    _ALIASES[model] = alias_map(model.state_dict(keep_vars=True))
     return model
+
+
+_ALIASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def aliases_of(model: nn.Module) -> dict[str, str]:
+    """Each state-dict name → the first name holding the same tensor, as the skeleton was built."""
+    if model not in _ALIASES:
+        _ALIASES[model] = alias_map(model.state_dict(keep_vars=True))
+    return _ALIASES[model]
 
 
 def check_names(model: nn.Module, source) -> None:
@@ -159,10 +177,10 @@ def check_names(model: nn.Module, source) -> None:
     Raises:
         ModelLoadError: a tensor is missing or has another shape.
     """
-    aliases = alias_map(model.state_dict(keep_vars=True))
+    aliases = aliases_of(model)
     state = model.state_dict(keep_vars=True)
     have = source.names()
-    missing = [n for n, first in aliases.items() if n == first and n not in have and not _tied_elsewhere(n, aliases, have)]
+    missing = [n for n, first in aliases.items() if n == first and _stored_name(n, aliases, have) is None]
     if missing:
         raise ModelLoadError(
             f"the weights lack {len(missing)} tensor(s) the architecture needs: {', '.join(missing[:5])}; "
@@ -176,41 +194,40 @@ def check_names(model: nn.Module, source) -> None:
         )
 
 
-def _tied_elsewhere(name: str, aliases: dict[str, str], have: set[str]) -> bool:
-    """A tied tensor may be stored under any of its names (a tied head under lm_head.weight)."""
-    first = aliases[name]
-    return any(other in have for other, f in aliases.items() if f == first)
-
-
 def materialize(model: nn.Module, prefix: str, source, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Fill the submodule ``prefix`` ("" for the whole model) with the source's tensors, in ``dtype``.
 
     The tensors are copies (a loaded model's own tensors are never handed out to be changed).
-    Tied tensors (a head sharing the embedding) are filled once and shared again.
+    A tied tensor is filled once, under its first name, and every other name points at it.
     """
+    aliases = aliases_of(model)
     module = model.get_submodule(prefix) if prefix else model
-    full = model.state_dict(keep_vars=True)
-    aliases = alias_map(full)
     have = source.names()
     head = f"{prefix}." if prefix else ""
-    state = {}
-    for name, t in module.state_dict(keep_vars=True).items():
-        full_name = head + name
-        stored = full_name if full_name in have else _stored_name(full_name, aliases, have)
+    for rel in module.state_dict(keep_vars=True):
+        first = aliases.get(head + rel, head + rel)
+        owner_name, _, attr = first.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        current = getattr(owner, attr)
+        if current is not None and not current.is_meta:
+            continue  # filled already (a tie) or a buffer the constructor computed
+        stored = _stored_name(first, aliases, have)
         if stored is None:
-            continue  # a non-persistent buffer the constructor already computed
+            continue
         value = source.tensor(stored)
-        if value.is_floating_point():
-            value = value.to(dtype, copy=True)
-        elif value is t:
-            value = value.clone()
-        state[name] = value
-    module.load_state_dict(state, strict=False, assign=True)
+        value = value.to(dtype, copy=True) if value.is_floating_point() else value.clone()
+        if attr in owner._parameters:
+            owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
+        else:
+            owner._buffers[attr] = value
     _retie(model, aliases)
     return module
 
 
 def _stored_name(name: str, aliases: dict[str, str], have: set[str]) -> str | None:
+    """The name a tensor is stored under: its own, or that of any name tied to it."""
+    if name in have:
+        return name
     first = aliases.get(name, name)
     for other, f in aliases.items():
         if f == first and other in have:
@@ -226,17 +243,19 @@ def _retie(model: nn.Module, aliases: dict[str, str]) -> None:
         module, _, attr = alias.rpartition(".")
         source, _, source_attr = first.rpartition(".")
         tensor = getattr(model.get_submodule(source), source_attr)
-        if not tensor.is_meta:
+        if not tensor.is_meta and getattr(model.get_submodule(module), attr) is not tensor:
             setattr(model.get_submodule(module), attr, tensor)
 
 
 def release(model: nn.Module, prefix: str) -> None:
     """Put a submodule's parameters back on the meta device (frees their memory)."""
-    module = model.get_submodule(prefix)
-    for name, param in list(module.named_parameters(recurse=True)):
-        owner, _, attr = name.rpartition(".")
-        holder = module.get_submodule(owner) if owner else module
-        holder._parameters[attr] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+    empty: dict[int, nn.Parameter] = {}
+    for module in model.get_submodule(prefix).modules():
+        for key, param in list(module._parameters.items()):
+            if param is not None and not param.is_meta:
+                if id(param) not in empty:  # a tensor shared inside the block stays shared
+                    empty[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+                module._parameters[key] = empty[id(param)]
 
 
 def materialize_outside(model: nn.Module, block_prefix: str, source, dtype: torch.dtype = torch.float32) -> None:
