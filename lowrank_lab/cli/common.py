@@ -44,3 +44,30 @@ def progress_bar(description: str):
         yield update
     finally:
         bar.close()
+
+
+@contextmanager
+def progress_sink(description: str):
+    """Yield a sink for :class:`~lowrank_lab.progress.ProgressEvent`: a tqdm bar on a terminal, else None.
+
+    The bar shows the whole job's share done, the current step and the time left.
+    """
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(
+        desc=description, total=1000, unit="", file=sys.stderr, leave=False, bar_format="{l_bar}{bar}| {postfix}"
+    )
+
+    def update(event) -> None:
+        bar.n = int(event.fraction * 1000)
+        left = "" if event.eta_s is None else f" · about {event.eta_s:.0f} s left"
+        bar.set_postfix_str(f"{event.step[-50:]}{left}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()

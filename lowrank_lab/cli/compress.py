@@ -1,12 +1,17 @@
-"""``compress``: turn a budget (or a plan file) into a compressed model, measure it, optionally save it."""
+"""``compress``: turn a budget (or a plan file) into a compressed model, measure it, optionally save it.
+
+The work is one pipeline (:mod:`lowrank_lab.compress.pipeline`): allocate, compress block by
+block, measure. ``--stream`` reads a model folder block by block and writes the checkpoint
+block by block, so a model larger than memory compresses with memory bounded by one block.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
-from lowrank_lab.comparison import EvalSettings, compare
-from lowrank_lab.errors import DataError
+from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar, progress_sink
+from lowrank_lab.comparison import EvalSettings
+from lowrank_lab.errors import DataError, SettingsError
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.plan import RankPlan
 
@@ -26,6 +31,16 @@ def register(sub) -> None:
     p.add_argument("--eval-blocks", type=int, default=32, help="perplexity over at most this many blocks (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per prompt (default 40)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity, generations, latency and memory")
+    p.add_argument(
+        "--stages", action="store_true", help="also measure perplexity after each stage (the gap waterfall; slower)"
+    )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the model folder block by block and write --out block by block (models larger than memory; "
+        "no evaluation)",
+    )
+    p.add_argument("--device", default="cpu", help="where the block work runs: cpu (default) or cuda")
     p.add_argument("--out", type=Path, help="write the compressed checkpoint to this folder")
     p.add_argument("--dtype", default="float32", help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
@@ -48,59 +63,105 @@ def _read_plan(path: Path) -> RankPlan:
     return RankPlan.from_json(path.read_bytes())
 
 
-def run(args) -> dict:
-    from lowrank_lab.compress import CalibrationSettings, allocate, compress
+def job_from(args):
+    """The :class:`CompressionJob` the arguments describe (checked on creation)."""
+    from lowrank_lab.compress import CalibrationSettings
+    from lowrank_lab.compress.pipeline import CompressionJob
 
     calibration = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
     if args.calibration_text is not None:
         text = _read_text(args.calibration_text, "calibration text")
         calibration = CalibrationSettings(args.samples, args.seq_len, text, str(args.calibration_text))
-    sizes = dict(seq_len=args.eval_seq_len, max_blocks=args.eval_blocks, max_new_tokens=args.max_new_tokens)
-    evaluation = EvalSettings(**sizes)
-    if args.eval_text is not None:
-        text = _read_text(args.eval_text, "evaluation text")
-        evaluation = EvalSettings(text=text, source=str(args.eval_text), **sizes)
-    with progress_bar("loading") as progress:
-        loaded = load_model(ModelSpec(args.model), progress=progress)
-    if args.plan is not None:
-        plan, allocation = _read_plan(args.plan), f"plan file {args.plan}"
-    else:
-        with progress_bar(f"allocating ({args.allocate})") as progress:
-            plan = allocate(loaded, args.keep, args.allocate, args.method, calibration, progress=progress)
-        allocation = args.allocate
-    with progress_bar(f"compressing ({args.method})") as progress:
-        compressed = compress(loaded, plan, args.method, calibration, progress=progress)
-    result = {
-        "model": args.model,
-        "method": args.method,
-        "allocation": allocation,
-        "keep": None if args.plan is not None else args.keep,
-        "factorized": len(compressed.plan),
-        "calibration": compressed.calibration,
-    }
-    if not args.no_eval:
-        with progress_bar("evaluating") as progress:
-            report = compare(loaded, compressed, evaluation, progress=progress)
-        result["generations"] = [g.__dict__ for g in report.generations]
-    result["figures"] = dict(compressed.figures)
+    evaluation = None
+    if not args.no_eval and not args.stream:
+        sizes = dict(seq_len=args.eval_seq_len, max_blocks=args.eval_blocks, max_new_tokens=args.max_new_tokens)
+        evaluation = EvalSettings(**sizes)
+        if args.eval_text is not None:
+            text = _read_text(args.eval_text, "evaluation text")
+            evaluation = EvalSettings(text=text, source=str(args.eval_text), **sizes)
+    plan = _read_plan(args.plan) if args.plan is not None else None
+    return CompressionJob(
+        keep=args.keep,
+        allocation=args.allocate,
+        plan=plan,
+        method=args.method,
+        calibration=calibration,
+        device=args.device,
+        evaluation=evaluation,
+        stage_report=args.stages and not args.stream,
+    )
+
+
+def run(args) -> dict:
+    from lowrank_lab.compress.pipeline import check_output, run_folder_job, run_job
+    from lowrank_lab.export.format import normalize_dtype
+
+    dtype = normalize_dtype(args.dtype, args.out or "the checkpoint")
+    if args.stream and args.out is None:
+        raise SettingsError("--stream writes the checkpoint block by block, so it needs --out DIR")
+    if args.stream and args.zip:
+        raise SettingsError("--zip is not available with --stream (zip the folder afterwards if you need one)")
+    job = job_from(args)
     if args.out is not None:
+        check_output(args.out, args.overwrite, source=args.model)
+    if args.stream:
+        with progress_sink("compressing") as sink:
+            result = run_folder_job(Path(args.model).expanduser(), job, args.out, dtype, args.overwrite, sink)
+    else:
+        with progress_bar("loading") as progress:
+            loaded = load_model(ModelSpec(args.model), progress=progress)
+        with progress_sink("compressing") as sink:
+            result = run_job(loaded, job, sink)
+    out = summary(args, job, result)
+    if args.out is not None and not args.stream:
         from lowrank_lab.export import save_compressed
 
         with progress_bar("saving") as progress:
             written = save_compressed(
-                compressed, args.out, dtype=args.dtype, zip=args.zip, overwrite=args.overwrite, progress=progress
+                result.compressed, args.out, dtype=dtype, zip=args.zip, overwrite=args.overwrite, progress=progress
             )
-        result["out"] = str(written)
+        out["out"] = str(written)
     if not args.json:
-        _print_summary(result)
-    return result
+        _print_summary(out)
+    return out
+
+
+def summary(args, job, result) -> dict:
+    """The JSON object of a run: settings, allocation, stages, figures, generations, seconds."""
+    out = {
+        "model": args.model,
+        "method": job.method,
+        "allocation": result.allocation.strategy if job.plan is None else f"plan file {args.plan}",
+        "keep": None if job.plan is not None else job.keep,
+        "factorized": len(result.plan),
+        "calibration": {} if job.method == "svd" else job.calibration.describe(),
+        "allocation_report": result.allocation.to_dict(),
+        "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+    }
+    if result.stages is not None:
+        out["stages"] = result.stages.to_dict()
+    if result.comparison is not None:
+        out["generations"] = [g.__dict__ for g in result.comparison.generations]
+    out["figures"] = dict(result.compressed.figures) if result.compressed is not None else {}
+    if result.out is not None:
+        out["out"] = result.out
+    return out
 
 
 def _print_summary(result: dict) -> None:
     f = result["figures"]
     print(f"{result['model']}: {result['factorized']} layers factorized ({result['method']}, {result['allocation']})")
+    for c in result["allocation_report"]["candidates"]:
+        if c["calibration_loss"] is not None:
+            mark = " (chosen)" if c["chosen"] else ""
+            print(f"  candidate {c['name']}: calibration loss {c['calibration_loss']:.4f}{mark}")
     if "params_dense" in f:
         print(f"parameters {f['params_dense']:,} → {f['params_compressed']:,}")
+    if "stages" in result:
+        s = result["stages"]
+        print(f"perplexity by stage (dense {s['dense_perplexity']:.3f}):")
+        for stage in s["stages"]:
+            print(f"  {stage['stage']:<28} {stage['perplexity']:9.3f}  ({stage['ratio']:.2f}×)")
     if "perplexity_dense" in f:
         ratio = f["perplexity_compressed"] / f["perplexity_dense"]
         print(f"perplexity {f['perplexity_dense']:.3f} → {f['perplexity_compressed']:.3f} ({ratio:.2f}×)")

@@ -12,8 +12,10 @@ the device, the output dtype and the output folder.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -22,6 +24,7 @@ from lowrank_lab.comparison import EvalSettings, compare
 from lowrank_lab.compress.allocate import STRATEGIES, check_keep
 from lowrank_lab.compress.allocation import allocate_explained, plan_linear_params
 from lowrank_lab.compress.apply import check_plan, compress
+from lowrank_lab.compress.auto import lagrangian_plan
 from lowrank_lab.compress.calibration import CalibrationSettings, calibration_blocks
 from lowrank_lab.compress.engine import EngineSettings
 from lowrank_lab.compress.methods import linear_matrices
@@ -37,11 +40,14 @@ from lowrank_lab.compress.results import (
     StageReport,
 )
 from lowrank_lab.compress.walk import check_device
-from lowrank_lab.data.text import token_blocks
-from lowrank_lab.errors import SettingsError
+from lowrank_lab.data.text import builtin_text, token_blocks
+from lowrank_lab.errors import CheckpointError, DataError, SettingsError
 from lowrank_lab.evaluate import perplexity
-from lowrank_lab.models import LoadedModel
-from lowrank_lab.plan import RankPlan, plan_keep_params
+from lowrank_lab.export.archive import _check_replaceable as check_replaceable
+from lowrank_lab.export.checkpoint import task_of
+from lowrank_lab.export.format import normalize_dtype
+from lowrank_lab.models import LoadedModel, ModelSpec
+from lowrank_lab.plan import RankPlan, factorizes, plan_keep_params
 from lowrank_lab.progress import ProgressFn, ProgressSink, Stages, report
 
 
@@ -238,3 +244,122 @@ def measure_stages(
     report(progress, total, total, "stages measured")
     blocks = token_blocks(loaded.tokenizer, text, ev.max_blocks, ev.seq_len, allow_fewer=True)
     return StageReport(dense, tuple(figures), ev.source, int(blocks.numel()))
+
+
+def check_output(out: Path, overwrite: bool, source: str | Path | None = None) -> Path:
+    """Check before any work that the checkpoint folder can be written and is not the source.
+
+    Raises:
+        CheckpointError: the folder is the source model's folder, lies inside it or holds it,
+            exists and is not an export (or exists without ``overwrite``), or cannot be created.
+    """
+    out = Path(out).expanduser().absolute()
+    if source is not None:
+        src = Path(source).expanduser()
+        if src.exists():
+            src = src.resolve()
+            real = out.resolve()
+            if real == src or src in real.parents or real in src.parents:
+                raise CheckpointError(
+                    f"--out {out} overlaps the source model {src}; write the checkpoint to a folder outside it"
+                )
+    check_replaceable(out, overwrite)
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise CheckpointError(f"cannot create {out}: {parent} is not writable; choose another --out folder")
+    return out
+
+
+def run_folder_job(
+    folder: Path, job: CompressionJob, out: Path, dtype: str, overwrite: bool, sink: ProgressSink | None = None
+) -> CompressionResult:
+    """Compress a Hugging Face model folder into a checkpoint folder, one block in memory at a time.
+
+    Reads the folder's safetensors shards tensor by tensor (bf16 and fp16 stay in their dtype
+    until a block is cast to float32) and writes the compressed tensors in ``dtype`` block by
+    block. ``auto`` allocation runs its loss-gradient pass block by block too, and returns the
+    loss-weighted plan without scoring candidates (each would cost one more walk). No
+    evaluation: load the written checkpoint with ``evaluate`` afterwards.
+
+    Raises:
+        ModelLoadError: the folder is not a safetensors model folder.
+        SettingsError, InvalidRankPlan, DataError, CheckpointError: found before any block runs.
+    """
+    from lowrank_lab.compress.costs import streamed_costs
+    from lowrank_lab.compress.folder_out import write_streamed
+    from lowrank_lab.compress.sources import FolderSource, skeleton
+    from lowrank_lab.compress.walk import batches_of, prepared_skeleton, walk_to_folder
+    from lowrank_lab.matrices import weight_matrices
+    from lowrank_lab.models.load import _load_tokenizer
+
+    device = check_device(job.device)
+    source = FolderSource(folder)
+    dtype = normalize_dtype(dtype, out)
+    check_output(out, overwrite, folder)
+    shell = skeleton(source)
+    matrices = weight_matrices(shell, include_embeddings=False)
+    task = task_of(shell)
+    tokenizer = _load_tokenizer(str(folder), True, False)
+    if job.plan is not None:
+        job.plan.validate(weight_matrices(shell))
+    elif job.allocation == "auto" and task != "causal-lm":
+        raise SettingsError(f"auto allocation needs a language-model loss and {folder} is an encoder; use 'uniform'")
+    data_aware = job.method != "svd" or (job.plan is None and job.allocation == "auto")
+    ids = None
+    if data_aware:
+        if tokenizer is None:
+            raise DataError(f"{folder} has no tokenizer, so it cannot read calibration text; use method 'svd'")
+        text = job.calibration.text if job.calibration.text is not None else builtin_text("calibration")
+        ids = token_blocks(tokenizer, text, job.calibration.samples, job.calibration.seq_len, spread=True)
+    del shell
+    stages = Stages(sink, {"allocate": 3.0 if job.plan is None and job.allocation == "auto" else 0.1, "compress": 5.0})
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    if job.plan is not None:
+        plan = job.plan
+        allocation = AllocationReport("plan", None, (Candidate("given", plan, plan_linear_params(matrices, plan)),))
+    elif job.allocation == "uniform":
+        plan = plan_keep_params(matrices, job.keep)
+        allocation = AllocationReport(
+            "uniform", job.keep, (Candidate("uniform", plan, plan_linear_params(matrices, plan)),)
+        )
+    else:
+        model, layout = prepared_skeleton(source, device)
+        names = [m.name for m in matrices]
+        costs = streamed_costs(model, layout, source, batches_of(ids, 4), names, device, stages.stage("allocate"))
+        del model
+        plan = lagrangian_plan(matrices, {n: c.cost for n, c in costs.items()}, job.keep)
+        allocation = AllocationReport(
+            "auto",
+            job.keep,
+            (Candidate("loss-weighted", plan, plan_linear_params(matrices, plan)),),
+            0,
+            "not scored: a streamed run returns the loss-weighted plan",
+        )
+    seconds["allocate"] = time.perf_counter() - clock
+    shapes = {m.name: m.shape for m in matrices}
+    ranks = {n: r for n, r in plan.ranks if factorizes(r, shapes[n])}
+    clock = time.perf_counter()
+
+    def compress_into(writer):
+        model = walk_to_folder(source, ranks, job.method, ids, job.engine, device, writer, stages.stage("compress"))
+        described = CompressedModel(
+            model,
+            tokenizer,
+            ModelSpec(str(folder)),
+            RankPlan(ranks),
+            job.method,
+            {} if job.method == "svd" else job.calibration.describe(),
+            {
+                "linear_params_dense": sum(m.params for m in matrices),
+                "linear_params_compressed": plan_linear_params(matrices, RankPlan(ranks)),
+            },
+        )
+        return model, described
+
+    written = write_streamed(Path(out).expanduser(), dtype, overwrite, compress_into, tokenizer)
+    seconds["compress"] = time.perf_counter() - clock
+    stages.finish()
+    return CompressionResult(None, RankPlan(ranks), allocation, out=str(written), seconds=seconds)
