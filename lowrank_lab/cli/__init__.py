@@ -12,6 +12,7 @@ import json
 import sys
 
 from lowrank_lab.cli import compress, evaluate, finetune, spectra
+from lowrank_lab.cli.common import is_main_process
 from lowrank_lab.errors import LowrankLabError
 
 SUBCOMMANDS = [spectra, compress, evaluate, finetune]
@@ -35,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except LowrankLabError as err:
         print(f"error: {err}", file=sys.stderr)
-        if getattr(args, "json", False):
+        if getattr(args, "json", False) and is_main_process():
             print(json.dumps({"command": args.command, "ok": False, "error": str(err)}))
         return 2
-    if args.json:
+    if args.json and is_main_process():  # one JSON line from a multi-process launch
         print(json.dumps({"command": args.command, "ok": True, **result}, default=str))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 
@@ -27,7 +28,7 @@ def add_json_argument(parser: argparse.ArgumentParser) -> None:
 @contextmanager
 def progress_bar(description: str):
     """Yield a progress callback: a tqdm bar on a terminal (stderr), silence otherwise."""
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or not is_main_process():
         yield None
         return
     from tqdm import tqdm
@@ -71,3 +72,15 @@ def progress_sink(description: str):
         yield update
     finally:
         bar.close()
+
+
+def is_main_process() -> bool:
+    """False in every process but the first of a multi-process launch (accelerate launch, torchrun, mpirun).
+
+    Only the first process writes files and prints the JSON line, so a distributed run leaves
+    one adapter and one result behind.
+    """
+    for var in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"):
+        if var in os.environ:
+            return os.environ[var] == "0"
+    return True

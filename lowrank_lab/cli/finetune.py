@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
+from lowrank_lab.cli.common import add_json_argument, add_model_argument, is_main_process, progress_bar
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, StepInfo, finetune
@@ -100,12 +100,13 @@ def run(args) -> dict:
     with progress_bar("training") as progress:
         adapter = finetune(base, data, settings, on_step=_bar_step(progress))
     out = None
-    if args.out:
+    main = is_main_process()
+    if args.out and main:  # under a multi-process launch only the first process writes
         from lowrank_lab.export import save_adapter
 
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
-    if not args.json:
+    if not args.json and main:
         print(
             f"LoRA r={settings.r} on the {adapter.base} {args.model}: {report.steps_done} steps, "
             f"{report.tokens:,} tokens at {report.tokens_per_s:.0f} tokens/s"
@@ -125,5 +126,13 @@ def run(args) -> dict:
         "validation_examples": len(data.validation),
         "settings": dataclasses.asdict(settings),
         **report.figures(),
+        "processes": _processes(),
         "out": out,
     }
+
+
+def _processes() -> int:
+    """How many processes trained together (1 unless started by a multi-process launcher)."""
+    from accelerate import PartialState
+
+    return PartialState().num_processes
