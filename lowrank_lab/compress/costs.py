@@ -73,16 +73,24 @@ def _projections(layers: dict[str, nn.Module], stats: dict[str, PairStats]) -> d
 
 
 class _Accumulator:
-    """Σ_t (uᵢᵀ g_t)² per layer, from hooks on the layers' outputs during a backward pass."""
+    """Σ_t (uᵢᵀ g_t)² per layer, from hooks on the layers' outputs during a backward pass.
+
+    The projections may be set after the forward pass that registers the hooks (they are
+    read when the gradients arrive).
+    """
 
     def __init__(self, proj: dict[str, tuple]):
+        self.proj: dict[str, tuple] = {}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.set(proj)
+
+    def set(self, proj: dict[str, tuple]) -> None:
         self.proj = proj
         self.sums = {n: torch.zeros(p[1].shape[1], dtype=torch.float64) for n, p in proj.items()}
 
     def hook(self, name: str):
-        us = self.proj[name][1]  # (out, k) = U Σ
-
         def on_grad(g):
+            us = self.proj[name][1]  # (out, k) = U Σ
             g2 = g.reshape(-1, g.shape[-1]).float()  # (tokens, out)
             self.sums[name] += (g2 @ us).square().sum(0).double()  # Σ_t (σᵢ uᵢᵀ g_t)²
 
@@ -173,30 +181,34 @@ def streamed_costs(
 
 
 def _block_costs(block, prefix, hidden, kwargs, grads, tokens, wanted, out) -> list[torch.Tensor]:
+    """One block on the way down: forward every batch with gradients on (summing the layers'
+    input statistics), take the whitened SVDs, then backward every batch (the hooks project
+    the output gradients on the now known components). One forward instead of two; the
+    block's graphs for all batches are held meanwhile (a few activations per token)."""
     layers = {rel: m for rel, m in block.named_modules() if rel and is_linear(m) and f"{prefix}.{rel}" in wanted}
+    acc = _Accumulator({})
+    graphs = []
 
     def forward_all(last):
-        with torch.no_grad():
+        with torch.enable_grad():
             for h, kw in zip(hidden, kwargs):
                 last[:] = [None, None]
-                run_block(block, h, kw)
-
-    stats = _input_stats(block, list(layers), forward_all)
-    proj = _projections(layers, stats)
-    acc = _Accumulator(proj)
-    handles = [layers[n].register_forward_hook(acc.hook(n)) for n in layers]
-    below = []
-    try:
-        with torch.enable_grad():
-            for h, kw, g in zip(hidden, kwargs, grads):
                 x = h.detach().requires_grad_(True)
-                y = run_block(block, x, kw)
-                y.backward(g)
-                below.append(x.grad.detach())
+                graphs.append((x, run_block(block, x, kw)))
+
+    handles = [layers[n].register_forward_hook(acc.hook(n)) for n in layers]
+    try:
+        stats = _input_stats(block, list(layers), forward_all)
     finally:
         for handle in handles:
             handle.remove()
-    for rel, (s, _) in proj.items():
+    acc.set(_projections(layers, stats))
+    below = []
+    for (x, y), g in zip(graphs, grads):
+        y.backward(g)
+        below.append(x.grad.detach())
+    graphs.clear()
+    for rel, (s, _) in acc.proj.items():
         out[f"{prefix}.{rel}"] = LayerCosts(s.numpy().copy(), (acc.sums[rel] / tokens).numpy())
     return below
 
