@@ -8,7 +8,7 @@ import streamlit as st
 
 from lowrank_lab.ui import home, state
 from lowrank_lab.ui.cache import param_count
-from lowrank_lab.ui.sidebar import require_model
+from lowrank_lab.ui.current_model import require_model
 
 
 def home_page() -> None:
@@ -25,10 +25,4 @@ def home_page() -> None:
 
 
 HOME = st.Page(home_page, title="Home", default=True)
-st.navigation(
-    [HOME]
-    + [
-        st.Page(f"pages/{name}.py", title=name.split("_", 1)[1])
-        for name in ("1_Spectra", "2_Ranks", "3_LoRA", "4_Export")
-    ]
-).run()
+st.navigation([HOME] + [st.Page(page.path, title=page.title) for page in home.PAGES]).run()

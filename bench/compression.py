@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             if plan not in latency:  # one timing per plan shape: svd, pca and whitened uniform share one
                 latency[plan] = paired_latency(loaded.model, c.model, ids, args.pairs)
             d_ms, c_ms, ratio = latency[plan]
-            f = c.figures
+            f = c.params.as_dict()
             kept = f["linear_params_compressed"] / f["linear_params_dense"]
             line = (
                 f"{1 - keep:>7.0%} {method:>8} {strategy:>7} {kept:>11.3f} {f['params_compressed']:>11,} "

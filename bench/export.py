@@ -22,7 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -31,16 +31,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lowrank_lab import load_model  # noqa: E402
-from lowrank_lab.artifacts import CompressedModel  # noqa: E402
 from lowrank_lab.data import builtin_text, token_blocks  # noqa: E402
+from lowrank_lab.dtypes import DTYPES  # noqa: E402
 from lowrank_lab.evaluate import perplexity  # noqa: E402
-from lowrank_lab.export import load_compressed, save_compressed  # noqa: E402
+from lowrank_lab.export import save_compressed  # noqa: E402
 from lowrank_lab.export.bundle import tokenizer_bytes  # noqa: E402
 from lowrank_lab.lowrank import LowRankLinear, set_submodule  # noqa: E402
 from lowrank_lab.matrices import weight_matrices  # noqa: E402
+from lowrank_lab.models import CompressedModel, ParamCounts, load_compressed  # noqa: E402
 from lowrank_lab.plan import RankPlan  # noqa: E402
-
-DTYPES = ("float32", "float16", "bfloat16")
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -89,14 +88,12 @@ def prepare(args):
     linear_dense = sum(w.params for w in weight_matrices(loaded.model, include_embeddings=False))
     low = [m for m in compressed.model.modules() if isinstance(m, LowRankLinear)]
     linear_kept = sum(m.rank * (m.in_features + m.out_features) for m in low)
-    figures = {"params_dense": loaded.n_params, "params_compressed": kept}
-    figures |= {"linear_params_dense": linear_dense, "linear_params_compressed": linear_kept}
+    compressed = replace(compressed, params=ParamCounts(loaded.n_params, kept, linear_dense, linear_kept))
     text = builtin_text("evaluation")
+    figures = {}
     if args.blocks:
         figures["perplexity_dense"] = perplexity(loaded.model, loaded.tokenizer, text, max_blocks=args.blocks)
         figures["perplexity_compressed"] = perplexity(compressed.model, loaded.tokenizer, text, max_blocks=args.blocks)
-        figures |= {"eval_text": "built-in evaluation split", "eval_tokens": args.blocks * 256}
-    compressed.figures.update(figures)
     print(
         f"{args.model}: {loaded.n_params:,} parameters; plain truncated SVD of {len(low)} linear layers, {svd_seconds:.0f} s"
     )
@@ -163,7 +160,8 @@ def measure(dtype: str, tmp: Path, loaded, compressed, ref: Reference, text: str
     kept = sum(p.numel() for p in compressed.model.parameters())
     folder, dense_dir = tmp / f"ckpt-{dtype}", tmp / f"dense-{dtype}"
     save_s, _ = timed(partial(save_compressed, compressed, folder, dtype=dtype, overwrite=True), args.repeats)
-    load_s, model = timed(partial(load_compressed, folder), args.repeats)
+    load_s, reloaded = timed(partial(load_compressed, folder), args.repeats)
+    model = reloaded.model
     dense_save_s = statistics.median(cast_and_save(loaded, target, dense_dir) for _ in range(args.repeats))
     dense_load_s, dense = timed(partial(AutoModelForCausalLM.from_pretrained, dense_dir, dtype=target), args.repeats)
     mine = compressed.model.state_dict()

@@ -32,8 +32,8 @@ import plotly.graph_objects as go
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import compute_spectra, load_model, summarize_plan
-from lowrank_lab.plan_views import PlanCalculator, error_curve, plan_point, tradeoff_curves
-from lowrank_lab.rank_controls import PRESETS
+from lowrank_lab.plan import PlanCalculator, error_curve, plan_point, tradeoff_curves
+from lowrank_lab.plan.presets import PRESETS
 from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec
 
 TARGET_MS = 100.0

@@ -12,19 +12,30 @@ command line, the tests and other programs use it directly::
 
 from lowrank_lab.compress import CalibrationSettings, allocate, compress, whitened_spectra
 from lowrank_lab.errors import (
+    ArgumentTypeError,
     CheckpointError,
     DataError,
     InvalidRankPlan,
     LowrankLabError,
     ModelLoadError,
+    NonFiniteError,
     NoWeightMatricesError,
+    OutputError,
     SettingsError,
 )
-from lowrank_lab.export import load_compressed, save_adapter, save_compressed
+from lowrank_lab.export import save_adapter, save_compressed
 from lowrank_lab.finetune import LoraSettings, TrainControl, TrainReport, finetune
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
-from lowrank_lab.models import BUILTIN_MODELS, DEFAULT_MODEL, LoadedModel, ModelSpec, load_model
+from lowrank_lab.models import (
+    BUILTIN_MODELS,
+    DEFAULT_MODEL,
+    CompressedModel,
+    LoadedModel,
+    ModelSpec,
+    load_compressed,
+    load_model,
+)
 from lowrank_lab.plan import (
     PlanSummary,
     RankPlan,
@@ -34,14 +45,15 @@ from lowrank_lab.plan import (
     summarize_plan,
 )
 from lowrank_lab.spectra import LayerSpectrum, SpectrumCache, compute_spectra, singular_values
-
-__version__ = "0.1.0"
+from lowrank_lab.version import __version__
 
 __all__ = [
+    "ArgumentTypeError",
     "BUILTIN_MODELS",
     "CalibrationSettings",
     "DEFAULT_MODEL",
     "CheckpointError",
+    "CompressedModel",
     "DataError",
     "InvalidRankPlan",
     "LayerSpectrum",
@@ -52,6 +64,8 @@ __all__ = [
     "ModelLoadError",
     "ModelSpec",
     "NoWeightMatricesError",
+    "NonFiniteError",
+    "OutputError",
     "PlanSummary",
     "RankPlan",
     "SettingsError",
@@ -59,6 +73,7 @@ __all__ = [
     "TrainControl",
     "TrainReport",
     "WeightMatrix",
+    "__version__",
     "allocate",
     "compress",
     "compute_spectra",

@@ -34,3 +34,19 @@ class SettingsError(LowrankLabError):
 
 class CheckpointError(LowrankLabError):
     """A saved checkpoint is incomplete, corrupt or contradicts its config."""
+
+
+class OutputError(LowrankLabError):
+    """An output path is taken by something lowrank_lab did not write, unsafe, or not writable."""
+
+
+class NonFiniteError(LowrankLabError):
+    """A number that must be finite is NaN or infinite (a loss, a perplexity, a weight)."""
+
+
+class ArgumentTypeError(SettingsError, TypeError):
+    """An API function was given a value of the wrong type.
+
+    It is both a :class:`SettingsError` (so pages and the command line show it like any bad
+    setting) and a :class:`TypeError` (what Python callers expect for a wrong type).
+    """

@@ -16,11 +16,7 @@ import torch
 from torch import nn
 
 from lowrank_lab.errors import NoWeightMatricesError
-
-try:
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers always ships it
-    Conv1D = ()
+from lowrank_lab.layers import is_conv1d
 
 # "model.layers.12.self_attn.q_proj" → prefix "model.layers", layer 12, kind "self_attn.q_proj"
 _LAYERED = re.compile(r"^(?P<prefix>.*?)\.(?P<layer>\d+)\.(?P<kind>.+)$")
@@ -93,7 +89,7 @@ def weight_matrices(model: nn.Module, include_embeddings: bool = True) -> list[W
             module_type = "Embedding"
         elif isinstance(module, nn.Linear):
             module_type = "Linear"
-        elif Conv1D and isinstance(module, Conv1D):
+        elif is_conv1d(module):
             module_type = "Conv1D"
         else:
             continue

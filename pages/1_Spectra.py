@@ -5,7 +5,7 @@ import streamlit as st
 from lowrank_lab.spectra.views import overlay_group
 from lowrank_lab.ui import spectra_widgets, state, whitened
 from lowrank_lab.ui.cache import spectra_with_progress
-from lowrank_lab.ui.sidebar import require_model
+from lowrank_lab.ui.current_model import require_model
 from lowrank_lab.ui.spectra_charts import spectrum_figure
 from lowrank_lab.ui.widgets import matrix_picker
 

@@ -2,12 +2,11 @@
 
 import streamlit as st
 
-from lowrank_lab.plan_views import error_curve, kind_totals, plan_point
-from lowrank_lab.rank_controls import linear_kinds
+from lowrank_lab.plan import error_curve, kind_totals, linear_kinds, plan_point
 from lowrank_lab.ui import compress_panel, rank_display, rank_widgets, state
 from lowrank_lab.ui.cache import model_tradeoff, param_count, plan_calculator, spectra_with_progress
+from lowrank_lab.ui.current_model import require_model
 from lowrank_lab.ui.rank_charts import error_rank_figure, tradeoff_figure
-from lowrank_lab.ui.sidebar import require_model
 from lowrank_lab.ui.widgets import matrix_picker
 
 st.set_page_config(page_title="Ranks · lowrank_lab", layout="wide")

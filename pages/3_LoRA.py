@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lowrank_lab.ui import finetune_inputs, finetune_view
-from lowrank_lab.ui.sidebar import require_model
+from lowrank_lab.ui.current_model import require_model
 
 st.set_page_config(page_title="LoRA · lowrank_lab", layout="wide")
 st.title("LoRA fine-tune")

@@ -10,15 +10,16 @@ st.set_page_config(page_title="Export · lowrank_lab", layout="wide")
 st.title("Export")
 st.write("Download what you made: safetensors only, never a pickle, loadable without this app.")
 
-compressed, adapter = export_panel.artifacts()
-if compressed is None and adapter is None:
+run, adapter = export_panel.artifacts()
+if run is None and adapter is None:
     st.info(
         "Nothing to export yet. Compress a model on the **Ranks** page (“Compress and evaluate”) "
         "or fine-tune a LoRA adapter on the **LoRA** page, then come back here."
     )
     st.stop()
 
-export_panel.describe(compressed, adapter)
+compressed = run.compressed if run is not None else None
+export_panel.describe(run, adapter)
 request = export_panel.choose(compressed, adapter)
 export_panel.show_size(request, compressed, adapter)
-export_panel.download(request, compressed, adapter)
+export_panel.download(request, run, adapter)

@@ -7,6 +7,8 @@ import os
 import sys
 from contextlib import contextmanager
 
+from tqdm import tqdm
+
 from lowrank_lab.models.spec import BUILTIN_MODELS, DEFAULT_MODEL, TINY_MODELS
 
 
@@ -31,8 +33,6 @@ def progress_bar(description: str):
     if not sys.stderr.isatty() or not is_main_process():
         yield None
         return
-    from tqdm import tqdm
-
     bar = tqdm(desc=description, unit="", file=sys.stderr, leave=False)
 
     def update(done: int, total: int, message: str) -> None:

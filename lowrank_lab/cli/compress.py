@@ -7,29 +7,33 @@ block by block, so a model larger than memory compresses with memory bounded by 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from lowrank_lab.cli import checks, compress_checks
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar, progress_sink
 from lowrank_lab.comparison import EvalSettings
-from lowrank_lab.errors import DataError, SettingsError
+from lowrank_lab.compress import CalibrationSettings
+from lowrank_lab.errors import SettingsError
 from lowrank_lab.models import ModelSpec, load_model
-from lowrank_lab.plan import RankPlan
 
 
 def register(sub) -> None:
     p = sub.add_parser("compress", help="factorize a model's linear layers under a budget or a plan, and measure it")
     add_model_argument(p)
-    p.add_argument("--keep", type=float, default=0.8, help="fraction of linear-layer parameters kept (default 0.8)")
+    p.add_argument("--keep", type=float, default=None, help="fraction of linear-layer parameters kept (default 0.8)")
     p.add_argument("--method", default="whitened", choices=["svd", "whitened", "pca"], help="default whitened")
-    p.add_argument("--allocate", default="auto", choices=["uniform", "auto"], help="rank allocation (default auto)")
+    p.add_argument("--allocate", default=None, choices=["uniform", "auto"], help="rank allocation (default auto)")
     p.add_argument("--plan", type=Path, help="a rank plan JSON (module name → rank) instead of --keep/--allocate")
     p.add_argument("--samples", type=int, default=32, help="calibration samples (default 32)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     p.add_argument("--calibration-text", type=Path, help="a UTF-8 text file instead of the built-in calibration split")
     p.add_argument("--eval-text", type=Path, help="a UTF-8 text file instead of the built-in evaluation split")
-    p.add_argument("--eval-seq-len", type=int, default=256, help="tokens per perplexity block (default 256)")
-    p.add_argument("--eval-blocks", type=int, default=32, help="perplexity over at most this many blocks (default 32)")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="tokens generated per prompt (default 40)")
+    p.add_argument("--eval-seq-len", type=int, default=None, help="tokens per perplexity block (default 256)")
+    p.add_argument(
+        "--eval-blocks", type=int, default=None, help="perplexity over at most this many blocks (default 32)"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=None, help="tokens generated per prompt (default 40)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity, generations, latency and memory")
     p.add_argument(
         "--stages", action="store_true", help="also measure perplexity after each stage (the gap waterfall; slower)"
@@ -42,85 +46,92 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="cpu", help="where the block work runs: cpu (default) or cuda")
     p.add_argument("--out", type=Path, help="write the compressed checkpoint to this folder")
-    p.add_argument("--dtype", default="float32", help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
+    p.add_argument("--dtype", default=None, help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint (and zip) lowrank_lab wrote in --out")
     add_json_argument(p)
     p.set_defaults(run=run)
 
 
-def _read_text(path: Path, what: str) -> str:
-    from lowrank_lab.data.text import decode_text_upload
+def _check_engine_options(args) -> str:
+    """--device, --stream and --stages, before any work; returns the device."""
+    device = checks.device(args.device)
+    if args.stream:
+        if args.out is None:
+            raise SettingsError("--stream writes the checkpoint block by block, so it needs --out DIR")
+        if args.zip:
+            raise SettingsError("--zip is not available with --stream; zip the folder afterwards if you need one")
+        if args.stages:
+            raise SettingsError("--stages measures perplexity in memory; drop it with --stream")
+        if not Path(args.model).expanduser().is_dir():
+            raise SettingsError(
+                f"--stream reads a model folder block by block, and {args.model!r} is not a folder; "
+                "give a Hugging Face folder with safetensors weights, or drop --stream"
+            )
+    if args.stages and args.no_eval:
+        raise SettingsError("--stages measures perplexity, which --no-eval turns off; drop one of them")
+    return device
 
-    if not path.is_file():
-        raise DataError(f"{what} {path} does not exist; give a UTF-8 text file")
-    return decode_text_upload(path.read_bytes(), str(path))
 
-
-def _read_plan(path: Path) -> RankPlan:
-    if not path.is_file():
-        raise DataError(f"plan file {path} does not exist; give a JSON file of module name → rank")
-    return RankPlan.from_json(path.read_bytes())
-
-
-def job_from(args):
-    """The :class:`CompressionJob` the arguments describe (checked on creation)."""
-    from lowrank_lab.compress import CalibrationSettings
+def job_from(args, inputs):
+    """The :class:`CompressionJob` the checked arguments describe."""
     from lowrank_lab.compress.pipeline import CompressionJob
 
     calibration = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
-    if args.calibration_text is not None:
-        text = _read_text(args.calibration_text, "calibration text")
-        calibration = CalibrationSettings(args.samples, args.seq_len, text, str(args.calibration_text))
+    if inputs.calibration_text is not None:
+        calibration = CalibrationSettings(
+            args.samples, args.seq_len, inputs.calibration_text, str(args.calibration_text)
+        )
     evaluation = None
     if not args.no_eval and not args.stream:
         sizes = dict(seq_len=args.eval_seq_len, max_blocks=args.eval_blocks, max_new_tokens=args.max_new_tokens)
         evaluation = EvalSettings(**sizes)
-        if args.eval_text is not None:
-            text = _read_text(args.eval_text, "evaluation text")
-            evaluation = EvalSettings(text=text, source=str(args.eval_text), **sizes)
-    plan = _read_plan(args.plan) if args.plan is not None else None
+        if inputs.eval_text is not None:
+            evaluation = EvalSettings(text=inputs.eval_text, source=str(args.eval_text), **sizes)
     return CompressionJob(
         keep=args.keep,
         allocation=args.allocate,
-        plan=plan,
+        plan=inputs.plan,
         method=args.method,
         calibration=calibration,
         device=args.device,
         evaluation=evaluation,
-        stage_report=args.stages and not args.stream,
+        stage_report=args.stages,
     )
 
 
 def run(args) -> dict:
-    from lowrank_lab.compress.pipeline import check_output, run_folder_job, run_job
-    from lowrank_lab.export.format import normalize_dtype
+    from lowrank_lab.compress.pipeline import run_job
+    from lowrank_lab.compress.stream import run_folder_job
 
-    dtype = normalize_dtype(args.dtype, args.out or "the checkpoint")
-    if args.stream and args.out is None:
-        raise SettingsError("--stream writes the checkpoint block by block, so it needs --out DIR")
-    if args.stream and args.zip:
-        raise SettingsError("--zip is not available with --stream (zip the folder afterwards if you need one)")
-    job = job_from(args)
-    if args.out is not None:
-        check_output(args.out, args.overwrite, source=args.model)
+    _check_engine_options(args)
+    inputs = compress_checks.check(args)  # every argument and file, before the model is loaded
+    job = job_from(args, inputs)
     if args.stream:
         with progress_sink("compressing") as sink:
-            result = run_folder_job(Path(args.model).expanduser(), job, args.out, dtype, args.overwrite, sink)
+            result = run_folder_job(Path(args.model).expanduser(), job, args.out, args.dtype, args.overwrite, sink)
+        out = summary(args, job, result)
     else:
         with progress_bar("loading") as progress:
             loaded = load_model(ModelSpec(args.model), progress=progress)
+        compress_checks.check_loaded(args, inputs, loaded)  # positions, tokenizer, plan, text lengths
         with progress_sink("compressing") as sink:
             result = run_job(loaded, job, sink)
-    out = summary(args, job, result)
-    if args.out is not None and not args.stream:
-        from lowrank_lab.export import save_compressed
+        out = summary(args, job, result)
+        if args.out is not None:
+            from lowrank_lab.export import save_compressed
 
-        with progress_bar("saving") as progress:
-            written = save_compressed(
-                result.compressed, args.out, dtype=dtype, zip=args.zip, overwrite=args.overwrite, progress=progress
-            )
-        out["out"] = str(written)
+            with progress_bar("saving") as progress:
+                written = save_compressed(
+                    result.compressed,
+                    args.out,
+                    dtype=args.dtype,
+                    zip=args.zip,
+                    overwrite=args.overwrite,
+                    progress=progress,
+                    comparison=result.comparison,
+                )
+            out["out"] = str(written)
     if not args.json:
         _print_summary(out)
     return out
@@ -140,9 +151,11 @@ def summary(args, job, result) -> dict:
     }
     if result.stages is not None:
         out["stages"] = result.stages.to_dict()
+    figures = result.params.as_dict() if result.params is not None else {}
     if result.comparison is not None:
-        out["generations"] = [g.__dict__ for g in result.comparison.generations]
-    out["figures"] = dict(result.compressed.figures) if result.compressed is not None else {}
+        out["generations"] = [dataclasses.asdict(g) for g in result.comparison.generations]
+        figures |= result.comparison.figures()
+    out["figures"] = figures
     if result.out is not None:
         out["out"] = result.out
     return out

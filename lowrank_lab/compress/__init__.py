@@ -8,6 +8,14 @@ compressed = compress(loaded, plan, method="whitened")       # works on a copy
 
 from lowrank_lab.compress.allocate import STRATEGIES, Strategy, allocate, whitened_spectra
 from lowrank_lab.compress.apply import compress
-from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings
+from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings
 
-__all__ = ["STATS_CACHE", "STRATEGIES", "CalibrationSettings", "Strategy", "allocate", "compress", "whitened_spectra"]
+__all__ = [
+    "CALIBRATION_CACHE",
+    "STRATEGIES",
+    "CalibrationSettings",
+    "Strategy",
+    "allocate",
+    "compress",
+    "whitened_spectra",
+]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
-from lowrank_lab.artifacts import Method
+from lowrank_lab.cache import KeyedCache
+from lowrank_lab.checks import is_fraction, require
 from lowrank_lab.compress.apply import check_method
+from lowrank_lab.compress.auto import allocate_explained, whitened_values
 from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import LoadedModel, Method
 from lowrank_lab.plan import RankPlan, plan_keep_params
 from lowrank_lab.progress import ProgressFn
 from lowrank_lab.spectra.engine import LayerSpectrum, spectrum_of
@@ -22,7 +22,7 @@ STRATEGIES: tuple[Strategy, ...] = ("uniform", "auto")
 
 def check_keep(keep: float) -> None:
     """Raises SettingsError unless ``keep`` is a number in (0, 1]."""
-    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.floating)) or not 0 < keep <= 1:
+    if not is_fraction(keep):
         raise SettingsError(
             f"the budget keep={keep!r} must be the fraction of linear-layer parameters to keep, in (0, 1]; "
             "e.g. 0.8 removes 20%"
@@ -35,8 +35,8 @@ def allocate(
     strategy: Strategy = "uniform",
     method: Method = "whitened",
     calibration: CalibrationSettings | None = None,
-    spectra: list[LayerSpectrum] | None = None,
     progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> RankPlan:
     """Ranks for every linear matrix so that about ``keep`` of their parameters remain.
 
@@ -44,11 +44,13 @@ def allocate(
         loaded: the model (not changed).
         keep: fraction of the linear layers' parameters to keep, in (0, 1].
         strategy: ``uniform`` (every matrix keeps the same fraction) or ``auto`` (ranks placed
-            where the calibration loss is least hurt; see :mod:`lowrank_lab.compress.auto`).
+            where the calibration loss is least hurt; see :mod:`lowrank_lab.compress.auto`, and
+            :func:`~lowrank_lab.compress.auto.allocate_explained` for the candidates it scored).
         method: the compression method the plan is meant for.
         calibration: calibration text and sizes for ``auto`` (default: built-in split, 32×256).
-        spectra: unused by ``uniform``; accepted so callers may pass what they have.
         progress: called as ``progress(done, total, message)``.
+        cache: where ``auto`` keeps what calibration computes (default:
+            :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
 
     Returns:
         The plan; matrices it leaves out stay dense (all of them at ``keep=1``).
@@ -57,9 +59,10 @@ def allocate(
         SettingsError: ``keep`` outside (0, 1], unknown strategy or method, ``auto`` on an encoder.
         DataError: ``auto`` on a model with no tokenizer, or too little calibration text.
     """
+    require(loaded, LoadedModel, "allocate's model", "load one with load_model")
     check_keep(keep)
     check_method(method)
-    if strategy not in STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise SettingsError(f"unknown allocation strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     matrices = linear_matrices(loaded)
     if keep == 1:
@@ -71,13 +74,15 @@ def allocate(
             f"auto allocation measures how each matrix hurts the language-model loss, and {loaded.title} "
             f"({loaded.architecture}) is an encoder with no such loss; use strategy 'uniform'"
         )
-    from lowrank_lab.compress.auto import auto_plan
-
-    return auto_plan(loaded, float(keep), method, calibration or CalibrationSettings(), progress)
+    plan, _ = allocate_explained(loaded, float(keep), "auto", method, calibration, progress, cache)
+    return plan
 
 
 def whitened_spectra(
-    loaded: LoadedModel, calibration: CalibrationSettings | None = None, progress: ProgressFn | None = None
+    loaded: LoadedModel,
+    calibration: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
 ) -> list[LayerSpectrum]:
     """Singular values of W·S for every linear matrix (S Sᵀ = XᵀX of its calibration inputs).
 
@@ -87,5 +92,7 @@ def whitened_spectra(
     Raises:
         DataError: no tokenizer, or calibration text too short.
     """
-    decs = whitened_decompositions(loaded, calibration or CalibrationSettings(), progress)
-    return [spectrum_of(m, decs[m.name].s.double().numpy().copy()) for m in linear_matrices(loaded)]
+    require(loaded, LoadedModel, "whitened_spectra's model", "load one with load_model")
+    require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
+    values = whitened_values(loaded, calibration, progress, cache)
+    return [spectrum_of(m, values[m.name].copy()) for m in linear_matrices(loaded)]

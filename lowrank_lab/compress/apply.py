@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from torch import nn
 
-from lowrank_lab.artifacts import METHODS, CompressedModel, Method
+from lowrank_lab.checks import check_device, require
 from lowrank_lab.compress.calibration import CalibrationSettings, calibration_blocks
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
-from lowrank_lab.compress.methods import linear_matrices
 from lowrank_lab.compress.sources import MemorySource
-from lowrank_lab.compress.walk import check_device, walk_to_memory
-from lowrank_lab.errors import InvalidRankPlan, SettingsError
+from lowrank_lab.compress.walk import walk_to_memory
+from lowrank_lab.errors import ArgumentTypeError, InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method, ParamCounts
 from lowrank_lab.plan import RankPlan, factorizes
 from lowrank_lab.progress import ProgressFn
+from lowrank_lab.spectra.engine import check_finite
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise SettingsError(f"unknown compression method {method!r}; use one of {', '.join(METHODS)}")
 
 
@@ -28,20 +29,26 @@ def check_plan(loaded: LoadedModel, plan: RankPlan) -> list[WeightMatrix]:
 
     Raises:
         InvalidRankPlan: unknown module names, ranks above full rank, or embeddings in the plan.
+        NonFiniteError: a planned matrix holds NaN or infinity.
     """
     if not isinstance(plan, RankPlan):
         raise InvalidRankPlan(
             f"compress needs a RankPlan, got {type(plan).__name__}; build one with RankPlan({{name: rank}})"
         )
+    if not isinstance(loaded, LoadedModel):
+        raise ArgumentTypeError(f"compress takes a LoadedModel (from load_model), got {type(loaded).__name__}")
     everything = weight_matrices(loaded.model)
-    plan.validate(everything)
+    plan.validate(everything, model=loaded.model)
     embeddings = [m.name for m in everything if m.is_embedding and plan.get(m.name) is not None]
     if embeddings:
         raise InvalidRankPlan(
             f"{', '.join(embeddings)} is an embedding; only Linear and Conv1D layers can be factorized. "
             "Remove it from the plan"
         )
-    return [m for m in linear_matrices(loaded) if plan.get(m.name) is not None]
+    planned = [m for m in linear_matrices(loaded) if plan.get(m.name) is not None]
+    for m in planned:
+        check_finite(m)  # a NaN weight has no decomposition: say which, before any work
+    return planned
 
 
 def compress(
@@ -59,7 +66,8 @@ def compress(
 
     The shared ``loaded.model`` is read, never changed: the compressed model is built on a
     skeleton filled with copies of its tensors one block at a time (the whole model is never
-    copied).
+    copied). Block k is calibrated on what the compressed blocks before it produce, and each
+    layer is refit to the dense layer's outputs.
 
     Args:
         loaded: the model to compress.
@@ -79,8 +87,8 @@ def compress(
 
     Returns:
         The :class:`CompressedModel` (in the loaded model's dtype, on the CPU); ``plan`` holds
-        the ranks actually factorized and ``figures`` the parameter counts (``params_dense``,
-        ``params_compressed``, ``linear_params_dense``, ``linear_params_compressed``).
+        the ranks actually factorized and ``params`` the parameter counts, of the whole model
+        and of its linear layers.
 
     Raises:
         InvalidRankPlan: the plan names modules the model lacks, embeddings, or ranks above full rank.
@@ -89,6 +97,8 @@ def compress(
     """
     check_method(method)
     planned = check_plan(loaded, plan)
+    require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
+    require(engine, (EngineSettings, type(None)), "engine", "pass EngineSettings(...) or None")
     dev = check_device(device)
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
@@ -103,11 +113,11 @@ def compress(
         plan=RankPlan(ranks),
         method=method,
         calibration={} if method == "svd" else settings.describe(),
-        figures=param_figures(loaded, model),
+        params=param_counts(loaded, model),
     )
 
 
-def param_figures(loaded: LoadedModel, compressed: nn.Module) -> dict:
+def param_counts(loaded: LoadedModel, compressed: nn.Module) -> ParamCounts:
     """Parameter counts before and after, over the whole model and over its linear layers' weights."""
     linear_dense = sum(m.params for m in linear_matrices(loaded))
     linear_compressed = 0
@@ -121,9 +131,9 @@ def param_figures(loaded: LoadedModel, compressed: nn.Module) -> dict:
     linear_compressed += sum(
         m.params for m in weight_matrices(compressed, include_embeddings=False) if id(m.weight) not in factor_ids
     )
-    return {
-        "params_dense": loaded.n_params,
-        "params_compressed": sum(p.numel() for p in compressed.parameters()),
-        "linear_params_dense": linear_dense,
-        "linear_params_compressed": linear_compressed,
-    }
+    return ParamCounts(
+        dense=loaded.n_params,
+        compressed=sum(p.numel() for p in compressed.parameters()),
+        linear_dense=linear_dense,
+        linear_compressed=linear_compressed,
+    )

@@ -1,13 +1,12 @@
-"""Automatic rank allocation: ranks placed where the calibration loss is least hurt.
+"""Automatic rank allocation: ranks placed where the calibration loss is least hurt, with its explanation.
 
-1. Whitened decompositions of every linear matrix (cached; σᵢ² is the output error of dropping
-   component i on the calibration tokens).
-2. One forward and backward pass on calibration text gives each component's loss weight
-   (see :mod:`lowrank_lab.compress.sensitivity`): cost cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)².
-3. A Lagrangian over all matrices: for a price λ per parameter, each matrix takes the option
+1. Every whitened component of every linear matrix is priced by what dropping it costs the
+   calibration loss: cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)² (:mod:`lowrank_lab.compress.costs`, one
+   backward pass taken block by block; cached per model content and calibration).
+2. A Lagrangian over all matrices: for a price λ per parameter, each matrix takes the option
    (a rank r below break-even, or dense) minimising Σ_{i>r} cᵢ + λ · params(r); λ is bisected
    until the parameters fit the budget.
-4. The candidate plans (the uniform plan among them) are compressed and scored by their loss
+3. The candidate plans (the uniform plan among them) are compressed and scored by their loss
    on calibration blocks; the best is returned, so ``auto`` never does worse than ``uniform``
    on the calibration text it is scored on. The evaluation split is never read.
 """
@@ -15,16 +14,25 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from lowrank_lab.compress.calibration import STATS_CACHE, CalibrationSettings, calibration_blocks
-from lowrank_lab.compress.methods import linear_matrices, whitened_decompositions
-from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
+from lowrank_lab.cache import KeyedCache
+from lowrank_lab.compress.apply import compress
+from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
+from lowrank_lab.compress.costs import LayerCosts, streamed_costs, streamed_spectra
+from lowrank_lab.compress.decompositions import linear_matrices
+from lowrank_lab.compress.engine import EngineSettings
+from lowrank_lab.compress.results import AllocationReport, Candidate
+from lowrank_lab.compress.sources import MemorySource
+from lowrank_lab.compress.walk import batches_of, prepared_skeleton
+from lowrank_lab.loss import block_batches, mean_next_token_loss
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.plan import RankPlan, plan_keep_params
 from lowrank_lab.progress import ProgressFn, report
 
-SCORE_BLOCKS = 8
+SCORE_BLOCKS = 8  # calibration blocks each candidate plan is scored on
+GRADIENT_BATCH = 4  # calibration blocks per forward/backward of one block in the cost pass
 
 
 def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], keep: float) -> RankPlan:
@@ -46,7 +54,7 @@ def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], 
         tail = np.concatenate([np.cumsum(costs[m.name][::-1])[::-1], [0.0]])  # tail[r] = Σ_{i≥r} cᵢ
         ranks = np.arange(1, top + 1)
         params = np.concatenate([ranks * out_in, [m.params]]).astype(np.float64)
-        loss = np.concatenate([tail[ranks], [0.0]])
+        loss = np.concatenate([tail[np.minimum(ranks, len(tail) - 1)], [0.0]])
         options.append((params, loss))
 
     def choose(price: float) -> tuple[list[int], float]:
@@ -71,42 +79,127 @@ def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], 
     return RankPlan(ranks)
 
 
-def component_costs(
-    loaded: LoadedModel, settings: CalibrationSettings, progress: ProgressFn | None = None
-) -> dict[str, np.ndarray]:
-    """Loss-weighted cost of dropping each whitened component of each linear matrix (cached)."""
+def layer_costs(
+    loaded: LoadedModel,
+    settings: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> dict[str, LayerCosts]:
+    """Whitened spectrum and loss cost of every component of every linear matrix.
+
+    Kept in ``cache`` (default: :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
+
+    Raises:
+        DataError: no tokenizer, or too little calibration text.
+    """
+    settings = settings or CalibrationSettings()
+    ids = calibration_blocks(loaded, settings)
 
     def make():
-        decs = whitened_decompositions(loaded, settings, progress)
-        blocks = calibration_blocks(loaded, settings)
-        fisher = output_fisher(loaded.copy(), decs, blocks, progress=progress)
-        return {name: d.s.double().numpy() ** 2 * fisher[name] for name, d in decs.items()}
+        source = MemorySource(loaded)
+        model, layout = prepared_skeleton(source, torch.device("cpu"))
+        names = [m.name for m in linear_matrices(loaded)]
+        return streamed_costs(model, layout, source, batches_of(ids, GRADIENT_BATCH), names, "cpu", progress)
 
-    return STATS_CACHE.get_or_make(loaded.model, ("costs", settings.key()), make)
+    store = CALIBRATION_CACHE if cache is None else cache
+    return store.get_or_compute(calibration_key(loaded, "layer costs", settings), make)
 
 
-def auto_plan(
-    loaded: LoadedModel, keep: float, method: str, settings: CalibrationSettings, progress: ProgressFn | None = None
-) -> RankPlan:
-    """The ``auto`` allocation (see the module docstring).
+def component_costs(
+    loaded: LoadedModel,
+    settings: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> dict[str, np.ndarray]:
+    """Loss-weighted cost of dropping each whitened component of each linear matrix (cached).
 
-    The costs always come from whitened decompositions (they are what the loss pays per
-    parameter); the candidates are scored compressed with ``method``.
+    cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)², g_t the calibration loss's gradient at the layer's output.
 
     Returns:
-        Of the loss-weighted Lagrangian plan and the uniform plan, the one whose compression
-        with ``method`` has the lower loss on (up to) the first ``SCORE_BLOCKS`` calibration blocks.
+        name → costs (k,) float64, in the order of the whitened singular values (descending σ).
     """
-    from lowrank_lab.compress.apply import compress
+    return {name: c.cost for name, c in layer_costs(loaded, settings, progress, cache).items()}
 
+
+def whitened_values(
+    loaded: LoadedModel,
+    settings: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> dict[str, np.ndarray]:
+    """Whitened singular values of every linear matrix, from a forward pass only (encoders too)."""
+    settings = settings or CalibrationSettings()
+    ids = calibration_blocks(loaded, settings)
+
+    def make():
+        source = MemorySource(loaded)
+        model, layout = prepared_skeleton(source, torch.device("cpu"))
+        names = [m.name for m in linear_matrices(loaded)]
+        return streamed_spectra(model, layout, source, batches_of(ids, GRADIENT_BATCH), names, "cpu", progress)
+
+    store = CALIBRATION_CACHE if cache is None else cache
+    return store.get_or_compute(calibration_key(loaded, "whitened values", settings), make)
+
+
+def plan_linear_params(matrices: list[WeightMatrix], plan: RankPlan) -> int:
+    """Parameters the linear matrices keep under ``plan`` (dense where it has no rank)."""
+    total = 0
+    for m in matrices:
+        r = plan.get(m.name)
+        total += m.params if r is None else min(m.params, r * sum(m.shape))
+    return total
+
+
+def allocate_explained(
+    loaded: LoadedModel,
+    keep: float,
+    strategy: str,
+    method: str,
+    settings: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> tuple[RankPlan, AllocationReport]:
+    """A plan within ``keep`` of the linear parameters, and the candidates it was chosen from.
+
+    ``uniform``: one candidate. ``auto``: the loss-weighted Lagrangian plan and the uniform plan,
+    each compressed (whitened truncation on the dense model's activations: the cheap compression)
+    and scored by its calibration loss on the first :data:`SCORE_BLOCKS` calibration blocks; the
+    lower wins.
+
+    Raises:
+        DataError: no tokenizer, or too little calibration text.
+    """
     matrices = linear_matrices(loaded)
-    costs = component_costs(loaded, settings, progress)
-    candidates = [lagrangian_plan(matrices, costs, keep), plan_keep_params(matrices, keep)]
+    uniform = plan_keep_params(matrices, keep)
+    if strategy == "uniform":
+        candidate = Candidate("uniform", uniform, plan_linear_params(matrices, uniform))
+        return uniform, AllocationReport("uniform", keep, (candidate,))
+    settings = settings or CalibrationSettings()
+    costs = component_costs(loaded, settings, _part(progress, 0, 2), cache)
+    plans = [("loss-weighted", lagrangian_plan(matrices, costs, keep)), ("uniform", uniform)]
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
-    scores = []
-    for i, plan in enumerate(candidates):
-        model = compress(loaded, plan, method, settings).model
-        scores.append(calibration_loss(model, blocks))
+    scorer = EngineSettings(sequential=False, anchored=False)
+    candidates = []
+    for i, (name, plan) in enumerate(plans):
+        model = compress(loaded, plan, method, settings, engine=scorer).model
+        loss = mean_next_token_loss(model, block_batches(blocks, 2))
         del model
-        report(progress, i + 1, len(candidates), "scoring candidate plans on calibration text")
-    return candidates[int(np.argmin(scores))]
+        candidates.append(Candidate(name, plan, plan_linear_params(matrices, plan), loss))
+        report(progress, len(plans) + i + 1, 2 * len(plans), f"scored candidate {name}")
+    chosen = int(np.nanargmin([c.calibration_loss for c in candidates]))
+    scoring = (
+        f"calibration loss on {blocks.shape[0]}×{blocks.shape[1]} calibration tokens after {method} "
+        "truncation on the dense model's activations"
+    )
+    return candidates[chosen].plan, AllocationReport("auto", keep, tuple(candidates), chosen, scoring)
+
+
+def _part(progress: ProgressFn | None, index: int, parts: int) -> ProgressFn | None:
+    """A progress callback for part ``index`` of ``parts`` equal parts of a longer job."""
+    if progress is None:
+        return None
+
+    def fn(done: int, total: int, message: str) -> None:
+        progress(index * total + done, parts * total, message)
+
+    return fn

@@ -22,12 +22,7 @@ import torch
 from torch import nn
 
 from lowrank_lab.errors import SettingsError
-from lowrank_lab.matrices import Conv1D
-
-
-def is_linear(module: nn.Module) -> bool:
-    """True for the layers the engine can factorize: ``nn.Linear`` and GPT-2's ``Conv1D``."""
-    return isinstance(module, nn.Linear) or bool(Conv1D and isinstance(module, Conv1D))
+from lowrank_lab.layers import is_linear
 
 
 @dataclass(frozen=True)

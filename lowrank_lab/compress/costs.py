@@ -4,7 +4,7 @@ With g_t = ∂L/∂y_t the gradient of the calibration loss at a layer's output 
 W S = U Σ Vᵀ the layer's whitened SVD (S Sᵀ = XᵀX of its inputs), dropping component i changes
 the output by σᵢ uᵢ (vᵢᵀ S⁻¹ x_t); with the empirical Fisher the loss rises by about
 
-    cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)²          (cross terms dropped; see :mod:`.sensitivity`)
+    cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)²          (cross terms dropped)
 
 The gradients come from one backward pass that never needs the whole model at once:
 
@@ -31,13 +31,13 @@ from lowrank_lab.compress.blocks import (
     BlockLayout,
     _Stop,
     capture_block_inputs,
-    is_linear,
     replayed_blocks,
     run_block,
 )
 from lowrank_lab.compress.factorize import lapack_thread
 from lowrank_lab.compress.refit import PairStats, _svd, whitening
 from lowrank_lab.compress.sources import materialize, release
+from lowrank_lab.layers import is_linear, weight_out_in
 from lowrank_lab.progress import ProgressFn, report
 
 _RIDGE = 1e-6  # as small as still positive definite: costs want the exact whitened spectrum
@@ -56,18 +56,13 @@ class LayerCosts:
     cost: np.ndarray
 
 
-def _out_in(module: nn.Module) -> torch.Tensor:
-    w = module.weight.detach().float()
-    return w if isinstance(module, nn.Linear) else w.t()
-
-
 def _projections(layers: dict[str, nn.Module], stats: dict[str, PairStats]) -> dict[str, tuple]:
     """name → (σ (k,), U Σ as out×k float32) from each layer's whitened SVD."""
     out = {}
     with lapack_thread():
         for name, module in layers.items():
             s_fac, _ = whitening(stats[name].g, _RIDGE)
-            u, s, _ = _svd(_out_in(module).double() @ s_fac)  # (out,k), (k,)
+            u, s, _ = _svd(weight_out_in(module).float().double() @ s_fac)  # (out,k), (k,)
             out[name] = (s, (u * s).float())
     return out
 
@@ -291,7 +286,7 @@ def streamed_spectra(
         stats = _input_stats(block, list(layers), forward_all)
         with lapack_thread():
             for rel, module in layers.items():
-                out[f"{name}.{rel}"] = _whitened_values(_out_in(module).double(), stats[rel])
+                out[f"{name}.{rel}"] = _whitened_values(weight_out_in(module).float().double(), stats[rel])
         release(model, name)
         hidden = nxt
         report(progress, k + 1, n + 1, f"whitened spectra: block {k + 1}/{n}")
@@ -309,7 +304,7 @@ def streamed_spectra(
             stats = _input_stats(model, outside, forward_tail)
         with lapack_thread():
             for name in outside:
-                out[name] = _whitened_values(_out_in(model.get_submodule(name)).double(), stats[name])
+                out[name] = _whitened_values(weight_out_in(model.get_submodule(name)).float().double(), stats[name])
     report(progress, n + 1, n + 1, "whitened spectra")
     return out
 

@@ -30,7 +30,6 @@ from lowrank_lab.compress.blocks import (
     BlockLayout,
     _Stop,
     capture_block_inputs,
-    is_linear,
     linear_call_groups,
     replayed_blocks,
     run_block,
@@ -39,6 +38,7 @@ from lowrank_lab.compress.factorize import lapack_thread, pca_factors, svd_decom
 from lowrank_lab.compress.refit import PairStats, anchored_decomposition, output_decomposition
 from lowrank_lab.compress.sources import materialize
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.layers import is_linear, weight_out_in
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.progress import ProgressFn, report
 
@@ -104,11 +104,6 @@ def _factor_layer(
     )
 
 
-def _out_in(module: nn.Module) -> torch.Tensor:
-    w = module.weight.detach()
-    return w if isinstance(module, nn.Linear) else w.t()  # Conv1D stores in×out
-
-
 class Walk:
     """One block-sequential compression of a model from a weight source.
 
@@ -172,7 +167,7 @@ class Walk:
     def _factor_plain(self, block: nn.Module, prefix: str) -> None:
         for rel, rank in self._planned(block, prefix).items():
             module = block.get_submodule(rel)
-            set_submodule(block, rel, _factor_layer(module, _out_in(module).float(), rank, "svd", None, 0.0))
+            set_submodule(block, rel, _factor_layer(module, weight_out_in(module).float(), rank, "svd", None, 0.0))
 
     def _block(self, block, prefix, inputs: BlockInputs, shifted, progress, step, k, total):
         planned = self._planned(block, prefix)
@@ -244,7 +239,7 @@ class Walk:
         for rel in group:
             module = block.get_submodule(rel)
             layer = _factor_layer(
-                module, _out_in(module).float(), planned[rel], self.method, stats, self.settings.ridge
+                module, weight_out_in(module).float(), planned[rel], self.method, stats, self.settings.ridge
             )
             set_submodule(block, rel, layer)
 
@@ -275,7 +270,7 @@ class Walk:
                     return False
                 dim_in = seen["x"].shape[-1]
                 stats = PairStats(dim_in, cross=False)
-                w = _out_in(module).float()
+                w = weight_out_in(module).float()
                 bias = None if module.bias is None else module.bias.detach().float()
                 cross = torch.zeros(w.shape[0], dim_in, dtype=torch.float64)
                 for h, kw, target in zip(shifted, kwargs, dense_next):
@@ -343,7 +338,9 @@ class Walk:
         if not self.data_aware:
             for name, rank in planned.items():
                 module = self.model.get_submodule(name)
-                set_submodule(self.model, name, _factor_layer(module, _out_in(module).float(), rank, "svd", None, 0))
+                set_submodule(
+                    self.model, name, _factor_layer(module, weight_out_in(module).float(), rank, "svd", None, 0)
+                )
             return
         dense_in = self._tail_inputs(batches, dense, list(planned)) if self.anchored else None
         shifted_in = self._tail_inputs(batches, shifted if shifted is not None else dense, list(planned))
@@ -358,7 +355,7 @@ class Walk:
             set_submodule(
                 self.model,
                 name,
-                _factor_layer(module, _out_in(module).float(), rank, self.method, stats, self.settings.ridge),
+                _factor_layer(module, weight_out_in(module).float(), rank, self.method, stats, self.settings.ridge),
             )
 
     def _tail_inputs(self, batches, hidden, names) -> dict[str, list[torch.Tensor]]:

@@ -4,9 +4,7 @@ Notation: W is out×in (whatever the layer stores), a layer computes y = W x + b
 calibration statistics are XᵀX = Σₜ xₜxₜᵀ (in×in) and Σₜ xₜ over its input tokens.
 
 - ``svd``: W = U Σ Vᵀ; truncating σᵢ costs σᵢ² of ‖W − Ŵ‖_F².
-- ``whitened`` (SVD-LLM): S Sᵀ = XᵀX (Cholesky), W S = U Σ Vᵀ, Ŵ = U_r Σ_r V_rᵀ S⁻¹. Since
-  ‖(W − Ŵ) X‖_F = ‖(W − Ŵ) S‖_F, truncating σᵢ costs exactly σᵢ² of the squared output error
-  summed over the calibration tokens.
+- ``whitened`` (SVD-LLM, refit to the dense outputs): see :mod:`lowrank_lab.compress.refit`.
 - ``pca``: project the layer's output onto the top-r principal components U_r of its output
   activations: ŷ = P W x + P b + (I − P) μ_y with P = U_r U_rᵀ, so B = U_r, A = U_rᵀ W.
 """
@@ -19,27 +17,20 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.compress.calibration import InputStats
-from lowrank_lab.errors import SettingsError
-
-# Regularisation of XᵀX before its Cholesky factor, as multiples of its mean diagonal: the
-# first that works is used (rank-deficient XᵀX, e.g. fewer tokens than inputs, needs one).
-_RIDGE = (1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
+from lowrank_lab.threads import one_lapack_thread
 
 
 @contextmanager
 def lapack_thread() -> Iterator[None]:
-    """Run LAPACK (SVD, Cholesky, eigh) on one thread.
+    """Run LAPACK (SVD, Cholesky, eigh) on one thread, in the calling thread only.
 
-    On a shared two-core machine torch's two-thread pool makes a 576×1536 float64 SVD take
-    13 s instead of 0.8 s (its threads wait on each other while another process holds a core).
+    On a shared two-core machine torch's two-thread pool makes float64 decompositions about
+    10× slower (its threads wait on each other while another process holds a core). The limit
+    is thread-scoped (see :mod:`lowrank_lab.threads`): ``torch.set_num_threads`` would change
+    every other session's threads too, and interleaved save/restore could leave them on one.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_lapack_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,38 +58,8 @@ def svd_decomposition(w: torch.Tensor) -> Decomposition:
     return Decomposition(u, s, vh)
 
 
-def whitening_factor(xtx: torch.Tensor) -> torch.Tensor:
-    """Lower-triangular S with S Sᵀ = XᵀX + λI, λ the smallest ridge that makes it positive definite.
-
-    Raises:
-        SettingsError: no ridge helps (the statistics hold NaN or inf).
-    """
-    xtx = xtx.double()
-    scale = float(xtx.diagonal().mean())
-    if not torch.isfinite(xtx).all():
-        raise SettingsError("the calibration statistics hold NaN or inf; the model overflows on the calibration text")
-    if scale <= 0:
-        scale = 1.0  # all-zero inputs: any positive ridge whitens them
-    eye = torch.eye(xtx.shape[0], dtype=torch.float64)
-    for ridge in _RIDGE:
-        s, info = torch.linalg.cholesky_ex(xtx + ridge * scale * eye)
-        if int(info) == 0:
-            return s
-    raise SettingsError("XᵀX of the calibration inputs is not positive definite even with a ridge of 0.1·mean diagonal")
-
-
-def whitened_decomposition(w: torch.Tensor, stats: InputStats) -> Decomposition:
-    """SVD of W·S mapped back with S⁻¹ (see the module docstring); S is kept on ``stats``."""
-    if stats.whitening is None:
-        stats.whitening = whitening_factor(stats.xtx)
-    s_fac = stats.whitening  # (in, in) lower
-    u, s, vh = torch.linalg.svd(w.double() @ s_fac, full_matrices=False)  # (out,k), (k,), (k,in)
-    a = torch.linalg.solve_triangular(s_fac, vh, upper=False, left=False)  # Vᵀ S⁻¹, (k, in)
-    return Decomposition(u, s, a)
-
-
 def pca_factors(
-    w: torch.Tensor, bias: torch.Tensor | None, stats: InputStats, rank: int
+    w: torch.Tensor, bias: torch.Tensor | None, stats, rank: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Factors projecting the output onto its top-r principal components.
 

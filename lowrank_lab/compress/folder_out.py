@@ -15,12 +15,13 @@ from pathlib import Path
 
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel
+from lowrank_lab.checkpoint.format import CARD_FILE, CONFIG_FILE, LOADER_FILE, PLAN_FILE, SECTION
 from lowrank_lab.compress.writer import DEFAULT_SHARD_BYTES, ShardWriter
-from lowrank_lab.export.archive import staged_folder
+from lowrank_lab.dtypes import torch_dtype
 from lowrank_lab.export.card import model_card
-from lowrank_lab.export.checkpoint import LOADER_SOURCE, hf_config_dict, param_counts, section_for
-from lowrank_lab.export.format import CARD_FILE, CONFIG_FILE, LOADER_FILE, PLAN_FILE, SECTION, torch_dtype
+from lowrank_lab.export.compressed import LOADER_SOURCE, hf_config_dict, section_for
+from lowrank_lab.models import CompressedModel
+from lowrank_lab.outputs import staged_folder
 from lowrank_lab.plan import RankPlan
 
 
@@ -28,6 +29,7 @@ def write_streamed(
     folder: Path,
     dtype: str,
     overwrite: bool,
+    protect,
     compress_into: Callable[[ShardWriter], tuple[nn.Module, CompressedModel]],
     tokenizer,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -37,7 +39,8 @@ def write_streamed(
     Args:
         folder: the checkpoint folder to create.
         dtype: the canonical dtype name of the stored tensors.
-        overwrite: replace an existing checkpoint folder (never a folder of other files).
+        overwrite: replace a checkpoint folder lowrank_lab wrote (never a folder of other files).
+        protect: the source model's path: the output may not be, contain or lie inside it.
         compress_into: runs the walk into the given writer; returns the (meta) model and a
             :class:`CompressedModel` describing it (source, method, calibration, figures).
         tokenizer: saved beside the weights when not None.
@@ -46,7 +49,7 @@ def write_streamed(
     Returns:
         The folder.
     """
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="compress --stream") as tmp:
         writer = ShardWriter(tmp, torch_dtype(dtype), shard_bytes)
         model, described = compress_into(writer)
         files = writer.close()
@@ -58,10 +61,7 @@ def write_streamed(
         shutil.copyfile(LOADER_SOURCE, tmp / LOADER_FILE)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        figures = dict(described.figures)
-        now, dense = param_counts(model)
-        figures.setdefault("params_compressed", now)
-        figures.setdefault("params_dense", dense)
         size = sum(f.stat().st_size for f in files)
-        (tmp / CARD_FILE).write_text(model_card(section, figures, size, tokenizer is not None), encoding="utf-8")
+        card = model_card(section, described.params, None, size, tokenizer is not None)
+        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
     return Path(folder)

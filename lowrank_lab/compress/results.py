@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.comparison import ComparisonReport
+from lowrank_lab.comparison import Comparison
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.models import CompressedModel, ParamCounts
 from lowrank_lab.plan import RankPlan
 
 # The stages of the gap waterfall, in order: each adds one thing to the one before.
@@ -66,9 +66,9 @@ class StageReport:
 
     def gap_closed(self, figure: StageFigure) -> float | None:
         """The share of the first stage's gap to dense that this stage has closed (None: no gap)."""
-        first = self.stages[0].perplexity - self.dense_perplexity
-        if not self.stages or first <= 0:
+        if not self.stages or self.stages[0].perplexity <= self.dense_perplexity:
             return None
+        first = self.stages[0].perplexity - self.dense_perplexity
         return (self.stages[0].perplexity - figure.perplexity) / first
 
     def to_dict(self) -> dict:
@@ -152,6 +152,7 @@ class CompressionResult:
         allocation: how the ranks were chosen.
         stages: the gap waterfall, when it was measured.
         comparison: dense against compressed, when it was measured.
+        params: parameter counts before and after (whole model, linear layers).
         out: the checkpoint folder written, if any.
         seconds: wall time per step (``allocate``, ``compress``, ``evaluate``, ``stages``, ``write``).
     """
@@ -160,6 +161,7 @@ class CompressionResult:
     plan: RankPlan
     allocation: AllocationReport
     stages: StageReport | None = None
-    comparison: ComparisonReport | None = None
+    comparison: Comparison | None = None
+    params: ParamCounts | None = None
     out: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)

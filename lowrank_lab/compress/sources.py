@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lowrank_lab.checkpoint.format import INDEX_FILE, WEIGHTS_FILE, alias_map
+from lowrank_lab.checkpoint.safetensors_file import check_safetensors
 from lowrank_lab.errors import ModelLoadError
-from lowrank_lab.export.format import INDEX_FILE, WEIGHTS_FILE, alias_map
 from lowrank_lab.models import LoadedModel
 
 
@@ -62,8 +63,6 @@ class FolderSource:
     def __init__(self, folder: Path):
         from safetensors import safe_open
         from transformers import AutoConfig
-
-        from lowrank_lab.models.load import check_safetensors
 
         self.folder = Path(folder)
         if not (self.folder / "config.json").exists():

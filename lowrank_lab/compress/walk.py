@@ -11,33 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lowrank_lab.checkpoint.format import alias_map
 from lowrank_lab.compress.blocks import BlockLayout, block_layout
 from lowrank_lab.compress.engine import EngineSettings, Walk, move_outside_blocks
 from lowrank_lab.compress.sources import check_names, materialize_outside, release, skeleton
 from lowrank_lab.compress.writer import ShardWriter
-from lowrank_lab.errors import SettingsError
-from lowrank_lab.export.format import alias_map
 from lowrank_lab.progress import ProgressFn
-
-
-def check_device(device: str) -> torch.device:
-    """The torch device for the block work.
-
-    Raises:
-        SettingsError: an unknown device, or ``cuda`` where CUDA is not available.
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SettingsError(f"unknown device {device!r}; use cpu, or cuda on a machine with an NVIDIA GPU") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SettingsError(
-            f"device {device!r} asks for a GPU, but this torch sees no CUDA device "
-            f"(torch {torch.__version__}); use --device cpu, or install a CUDA build of torch on a GPU machine"
-        )
-    if dev.type not in ("cpu", "cuda"):
-        raise SettingsError(f"device {device!r} is not supported; use cpu or cuda")
-    return dev
 
 
 def batches_of(ids: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from lowrank_lab.checkpoint.format import FORMAT, INDEX_FILE, WEIGHTS_FILE
 from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.format import FORMAT, INDEX_FILE, WEIGHTS_FILE
 
 DEFAULT_SHARD_BYTES = 512 * 2**20
 MAX_SHARD_BYTES = 2 * 2**30

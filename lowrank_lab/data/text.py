@@ -14,7 +14,8 @@ from typing import Literal
 
 import torch
 
-from lowrank_lab.errors import DataError
+from lowrank_lab.data.files import read_user_file
+from lowrank_lab.errors import ArgumentTypeError, DataError
 
 Split = Literal["calibration", "evaluation"]
 BUILTIN_SPLITS: tuple[Split, ...] = ("calibration", "evaluation")
@@ -66,8 +67,13 @@ def decode_text_upload(data: bytes, filename: str = "upload") -> str:
         filename: its name, for messages.
 
     Raises:
-        DataError: the file is too large, not UTF-8, or empty.
+        ArgumentTypeError: ``data`` is not bytes.
+        DataError: the file is too large, not UTF-8, binary (it holds NUL bytes), or empty.
     """
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise ArgumentTypeError(f"an upload is read from bytes, got {type(data).__name__}; pass the file's contents")
     if len(data) > MAX_UPLOAD_BYTES:
         raise DataError(
             f"{filename} is {len(data) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES // 2**20} MiB. "
@@ -80,13 +86,41 @@ def decode_text_upload(data: bytes, filename: str = "upload") -> str:
             f"{filename} is not UTF-8 text (byte {err.start} is {data[err.start]:#04x}); "
             "save it as UTF-8 and upload it again."
         ) from None
+    if "\x00" in text:
+        at = text.index("\x00")
+        raise DataError(
+            f"{filename} looks like a binary file, not text (it holds a NUL byte at character {at}); "
+            "give a UTF-8 text file"
+        )
     if not text.strip():
         raise DataError(f"{filename} holds no text; upload a file with some prose in it.")
     return text
 
 
+def read_text_file(path: object, what: str = "text file") -> str:
+    """Read a UTF-8 text file from disk with every check a user's file needs.
+
+    Args:
+        path: the file.
+        what: what it is for, naming the option, e.g. ``"calibration text (--calibration-text)"``.
+
+    Raises:
+        ArgumentTypeError: ``path`` is not a path.
+        DataError: missing, a folder, a FIFO or device, too large, not UTF-8, binary or empty.
+    """
+    data = read_user_file(path, what, MAX_UPLOAD_BYTES)
+    return decode_text_upload(data, f"{what} {path}")
+
+
 def token_blocks(
-    tokenizer, text: str, n_samples: int, seq_len: int, allow_fewer: bool = False, spread: bool = False
+    tokenizer,
+    text: str,
+    n_samples: int,
+    seq_len: int,
+    allow_fewer: bool = False,
+    spread: bool = False,
+    what: str = "the text",
+    fix: str = "give more text, or fewer or shorter samples",
 ) -> torch.Tensor:
     """Tokenize ``text`` and cut it into ``n_samples`` blocks of ``seq_len`` tokens.
 
@@ -102,6 +136,9 @@ def token_blocks(
         seq_len: tokens per block; at least 2.
         allow_fewer: return as many whole blocks as the text holds, up to ``n_samples``
             (at least one), instead of failing when it holds fewer.
+        spread: start the blocks evenly over the whole text.
+        what: the text's name for messages (e.g. ``"calibration text notes.txt"``).
+        fix: how to fix too short a text, naming the options (e.g. ``"lower --samples"``).
 
     Returns:
         Token ids, shape ``(n_samples, seq_len)`` (fewer rows if allowed), dtype int64.
@@ -111,6 +148,11 @@ def token_blocks(
     """
     if tokenizer is None:
         raise DataError("this model has no tokenizer, so it cannot read text; load a model that ships one.")
+    if not isinstance(text, str):
+        raise ArgumentTypeError(f"{what} must be a str, got {type(text).__name__}")
+    for name, value in (("samples", n_samples), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     if n_samples < 1 or seq_len < 2:
         raise DataError(f"need at least 1 sample of at least 2 tokens, got {n_samples} × {seq_len}")
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -118,10 +160,7 @@ def token_blocks(
         n_samples = min(n_samples, len(ids) // seq_len)
     need = n_samples * seq_len
     if len(ids) < need:
-        raise DataError(
-            f"the text has {len(ids)} tokens but {n_samples} samples × {seq_len} tokens need {need}; "
-            "give more text, or fewer or shorter samples."
-        )
+        raise DataError(f"{what} has {len(ids)} tokens but {n_samples} samples × {seq_len} tokens need {need}; {fix}.")
     if not spread or n_samples == 1:
         return torch.tensor(ids[:need], dtype=torch.long).view(n_samples, seq_len)
     step = (len(ids) - seq_len) // (n_samples - 1)  # ≥ seq_len, since len(ids) ≥ n_samples·seq_len

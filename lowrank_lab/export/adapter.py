@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import copy
 import json
-import uuid
 from collections import Counter
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
-from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.archive import staged_folder, zip_folder
-from lowrank_lab.export.checkpoint import param_counts, ranks_of, write_compressed
+from lowrank_lab import outputs
+from lowrank_lab.checkpoint.format import factorized_modules
+from lowrank_lab.comparison import Comparison
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
+from lowrank_lab.export.compressed import write_compressed
 from lowrank_lab.export.dense import write_hf_folder
-from lowrank_lab.export.format import factorized_modules, normalize_dtype, torch_dtype
+from lowrank_lab.finetune.result import TrainedAdapter
+from lowrank_lab.models import CompressedModel, ParamCounts, factorized_plan
 from lowrank_lab.plan import RankPlan
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -31,10 +34,26 @@ BASE_FOLDER = "base"
 RANK_PATTERN_FILE = "rank_pattern.json"
 
 
+def check_adapter(adapter: object) -> TrainedAdapter:
+    """``adapter`` itself, or a clear error when it is not a :class:`TrainedAdapter`."""
+    if not isinstance(adapter, TrainedAdapter):
+        raise ArgumentTypeError(
+            f"expected a TrainedAdapter (what lowrank_lab.finetune returns), got {type(adapter).__name__}; "
+            "fine-tune a model first"
+        )
+    return adapter
+
+
+def adapter_sources(adapter: TrainedAdapter) -> tuple[str, ...]:
+    """The model sources an export of ``adapter`` must not write into."""
+    return (adapter.source.source,) if adapter.source is not None else ()
+
+
 def peft_model_of(adapter: TrainedAdapter):
     """The adapter's PEFT model, or a clear error when it is something else."""
-    from peft import PeftModel
+    from peft import PeftModel  # heavy (seconds): imported on first use, not with lowrank_lab
 
+    check_adapter(adapter)
     if not isinstance(adapter.model, PeftModel):
         raise CheckpointError(
             f"the adapter's model is a {type(adapter.model).__name__}, not a PEFT model; "
@@ -53,26 +72,27 @@ def merge_adapter(adapter: TrainedAdapter) -> nn.Module:
     return copy.deepcopy(peft_model_of(adapter)).merge_and_unload()
 
 
-def _compressed_like(adapter: TrainedAdapter, model: nn.Module, figures: dict) -> CompressedModel:
+def _compressed_like(adapter: TrainedAdapter, model: nn.Module, params: ParamCounts | None = None) -> CompressedModel:
     source = adapter.compressed
     return CompressedModel(
         model=model,
         tokenizer=adapter.tokenizer,
         source=adapter.source,
-        plan=ranks_of(model),
+        plan=factorized_plan(model),
         method=source.method if source is not None else "unknown",
         calibration=dict(source.calibration) if source is not None else {},
-        figures=figures,
+        params=params,
     )
 
 
-def merged_compressed(adapter: TrainedAdapter, figures: dict | None = None) -> CompressedModel:
+def merged_compressed(adapter: TrainedAdapter) -> CompressedModel:
     """The adapter merged into its compressed base, as a CompressedModel with the same ranks.
+
+    Its parameter counts are read off the merged model; a comparison of the base is not carried
+    over, since training changed the model (compare the merged model to measure it).
 
     Args:
         adapter: an adapter trained on a compressed model (``base == "compressed"``).
-        figures: figures measured on the merged model (e.g. its perplexity). Parameter counts
-            are filled in; the base's perplexity is not carried over, since training changed it.
 
     Raises:
         CheckpointError: the adapter was trained on the original model.
@@ -83,8 +103,7 @@ def merged_compressed(adapter: TrainedAdapter, figures: dict | None = None) -> C
             "this adapter was trained on the original (dense) model, so merging it gives a dense model; "
             "export it with save_merged, which writes a plain Hugging Face folder"
         )
-    now, dense = param_counts(merged)
-    return _compressed_like(adapter, merged, {"params_compressed": now, "params_dense": dense, **(figures or {})})
+    return _compressed_like(adapter, merged)
 
 
 def _recast_safetensors(path: Path, dtype: str) -> None:
@@ -115,8 +134,11 @@ model = PeftModel.from_pretrained(base, "path/to/this/folder")
 """
 
 
-def write_adapter(adapter: TrainedAdapter, folder: Path, dtype: str) -> None:
-    """Write the PEFT adapter files (and, for a compressed base, that base in ``base/``) into ``folder``."""
+def write_adapter(adapter: TrainedAdapter, folder: Path, dtype: str, comparison: Comparison | None = None) -> None:
+    """Write the PEFT adapter files (and, for a compressed base, that base in ``base/``) into ``folder``.
+
+    ``comparison`` is what was measured on the compressed base, for the card in ``base/``.
+    """
     peft_model = peft_model_of(adapter)
     peft_model.save_pretrained(str(folder))
     if not (folder / ADAPTER_WEIGHTS).exists():
@@ -133,13 +155,18 @@ def write_adapter(adapter: TrainedAdapter, folder: Path, dtype: str) -> None:
     if adapter.base == "compressed":
         (folder / BASE_FOLDER).mkdir()
         base = base_model_of(adapter)
-        figures = dict(adapter.compressed.figures) if adapter.compressed is not None else {}
-        write_compressed(_compressed_like(adapter, base, figures), folder / BASE_FOLDER, dtype)
+        params = adapter.compressed.params if adapter.compressed is not None else None
+        write_compressed(_compressed_like(adapter, base, params), folder / BASE_FOLDER, dtype, comparison=comparison)
     (folder / "README.md").write_text(_adapter_card(adapter, config, dtype), encoding="utf-8")
 
 
 def save_adapter(
-    adapter: TrainedAdapter, folder: str | Path, dtype: str = "float32", zip: bool = False, overwrite: bool = False
+    adapter: TrainedAdapter,
+    folder: str | Path,
+    dtype: str = "float32",
+    zip: bool = False,
+    overwrite: bool = False,
+    comparison: Comparison | None = None,
 ) -> Path:
     """Save a LoRA adapter in PEFT's format, loadable with ``PeftModel.from_pretrained``.
 
@@ -152,23 +179,28 @@ def save_adapter(
         folder: the folder to create (written atomically).
         dtype: dtype of the stored adapter (and base) tensors.
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing export folder.
+        overwrite: replace an export folder (and zip) lowrank_lab wrote.
+        comparison: what :func:`~lowrank_lab.comparison.compare` measured on the compressed
+            base, for the model card in ``base/``.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a PEFT model, or a folder that
-            exists and is not empty.
+        ArgumentTypeError: ``adapter`` is not a TrainedAdapter.
+        CheckpointError: an unknown dtype or a model that is not a PEFT model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    peft_model_of(adapter)
+    protect = adapter_sources(adapter)
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
-        write_adapter(adapter, tmp, dtype)
-    return zip_folder(folder) if zip else folder
+    with staged_folder(folder, overwrite, protect, writer="save_adapter") as tmp:
+        write_adapter(adapter, tmp, dtype, comparison)
+    return zip_folder(folder, overwrite=overwrite, protect=protect) if zip else folder
 
 
-def write_merged(adapter: TrainedAdapter, folder: Path, dtype: str, figures: dict | None = None) -> None:
+def write_merged(adapter: TrainedAdapter, folder: Path, dtype: str, comparison: Comparison | None = None) -> None:
     """Write the merged model into ``folder``: a compressed checkpoint, or a plain HF folder for a dense base."""
     if adapter.base == "compressed":
-        write_compressed(merged_compressed(adapter, figures), folder, dtype)
+        write_compressed(merged_compressed(adapter), folder, dtype, comparison=comparison)
     else:
         write_hf_folder(merge_adapter(adapter), adapter.tokenizer, folder, dtype)
 
@@ -179,7 +211,7 @@ def save_merged(
     dtype: str = "float32",
     zip: bool = False,
     overwrite: bool = False,
-    figures: dict | None = None,
+    comparison: Comparison | None = None,
 ) -> Path:
     """Merge the adapter into its base and save the result.
 
@@ -191,14 +223,21 @@ def save_merged(
         folder: the folder to create (written atomically).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing export folder.
-        figures: figures measured on the merged model, for the model card.
+        overwrite: replace an export folder (and zip) lowrank_lab wrote.
+        comparison: what :func:`~lowrank_lab.comparison.compare` measured on the merged
+            model (``merged_compressed(adapter)``), for the model card of a compressed base.
+
+    Raises:
+        ArgumentTypeError: ``adapter`` is not a TrainedAdapter.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    peft_model_of(adapter)
+    protect = adapter_sources(adapter)
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
-        write_merged(adapter, tmp, dtype, figures)
-    return zip_folder(folder) if zip else folder
+    with staged_folder(folder, overwrite, protect, writer="save_merged") as tmp:
+        write_merged(adapter, tmp, dtype, comparison)
+    return zip_folder(folder, overwrite=overwrite, protect=protect) if zip else folder
 
 
 def rank_pattern(plan: RankPlan) -> dict:
@@ -208,8 +247,13 @@ def rank_pattern(plan: RankPlan) -> dict:
     names, which PEFT matches exactly); ``r`` is the most common rank.
 
     Raises:
+        ArgumentTypeError: ``plan`` is not a RankPlan.
         CheckpointError: the plan is empty.
     """
+    if not isinstance(plan, RankPlan):
+        raise ArgumentTypeError(
+            f"expected a RankPlan, got {type(plan).__name__}; build one with RankPlan({{name: rank}})"
+        )
     ranks = plan.as_dict()
     if not ranks:
         raise CheckpointError("the rank plan is empty, so there is no rank_pattern to write; set some ranks first")
@@ -217,15 +261,21 @@ def rank_pattern(plan: RankPlan) -> dict:
     return {"r": common, "target_modules": sorted(ranks), "rank_pattern": ranks}
 
 
-def save_rank_pattern(plan: RankPlan, path: str | Path) -> Path:
-    """Write :func:`rank_pattern` as JSON to ``path`` (atomically); ``LoraConfig(**json.load(f))`` reads it."""
-    path = Path(path).expanduser()
+def save_rank_pattern(plan: RankPlan, path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """Write :func:`rank_pattern` as JSON to ``path``; ``LoraConfig(**json.load(f))`` reads it.
+
+    The file is written to a temporary sibling and renamed into place.
+
+    Args:
+        plan: the rank plan.
+        path: the JSON file to write.
+        overwrite: replace an existing file (a symbolic link is never written through).
+        protect: model sources the file must not lie inside.
+
+    Raises:
+        CheckpointError: the plan is empty.
+        OutputError: ``path`` exists (without ``overwrite``), is a link or a folder, or cannot be written.
+    """
+    outputs.check_output_file(path, overwrite, protect)
     text = json.dumps(rank_pattern(plan), indent=1) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return outputs.write_file(path, text, overwrite, protect)

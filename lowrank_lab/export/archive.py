@@ -1,27 +1,26 @@
-"""Writing folders atomically, and zip files whose member names are safe to extract.
+"""Zip files of exports, and the ownership-checked staged folder every export is written through.
 
-A failed export must leave nothing half-written, so every export writes into a hidden
-sibling folder and renames it into place at the end. Zip members are always relative paths
-under one root folder with no ``..``, no absolute path and no drive letter, so extracting a
-download cannot write outside the folder it is extracted into.
+Folders and files are written through :mod:`lowrank_lab.outputs`: into a hidden sibling that is
+renamed into place, with a manifest of what was written, and nothing replaced that
+lowrank_lab did not write. Zip members are always relative paths under one root folder with no
+``..``, no absolute path and no drive letter (the rule of
+:func:`~lowrank_lab.checkpoint.unzip.safe_member_name`), so extracting a download cannot write
+outside the folder it is extracted into.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
-import shutil
-import uuid
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from lowrank_lab.errors import CheckpointError
+from lowrank_lab import outputs
+from lowrank_lab.checkpoint.unzip import safe_member_name
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_DRIVE = re.compile(r"^[A-Za-z]:$")
 # Weights barely compress (about 7% for float16); storing them keeps zipping fast.
 _STORED_SUFFIXES = (".safetensors", ".bin")
 
@@ -43,76 +42,9 @@ def safe_folder_name(name: str) -> str:
     return clean[:100]
 
 
-def safe_member_name(name: str) -> str:
-    """Sanitise a zip member name: relative, forward slashes, no ``..``, ``.`` or drive letters.
-
-    ``"/etc/passwd"`` → ``"etc/passwd"``; ``"a/../../b"`` → ``"a/b"``; ``"C:\\\\x"`` → ``"x"``.
-
-    Raises:
-        CheckpointError: nothing is left of the name.
-    """
-    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..") and not _DRIVE.match(p)]
-    if not parts:
-        raise CheckpointError(f"{name!r} is not a usable file name inside a zip")
-    return "/".join(parts)
-
-
-def is_safe_member_name(name: str) -> bool:
-    """True when extracting ``name`` stays inside the target folder."""
-    try:
-        return safe_member_name(name) == name.rstrip("/")
-    except CheckpointError:
-        return False
-
-
-@contextmanager
-def staged_folder(folder: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``folder``; on success it becomes ``folder``.
-
-    On an exception the temporary folder is removed and ``folder`` is left as it was.
-
-    Args:
-        folder: the final folder. If it exists it must be empty, or (with ``overwrite``) a
-            folder this library wrote (it has a config.json or an adapter_config.json).
-        overwrite: replace an existing export.
-
-    Raises:
-        CheckpointError: ``folder`` exists and holds other things, or is a file.
-    """
-    folder = Path(folder).expanduser()
-    _check_replaceable(folder, overwrite)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _check_replaceable(folder: Path, overwrite: bool) -> None:
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder} is a file; choose a folder name for the export")
-    if not any(folder.iterdir()):
-        return
-    ours = (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
-    if not overwrite:
-        raise CheckpointError(f"{folder} already exists and is not empty; choose another folder or pass overwrite=True")
-    if not ours:
-        raise CheckpointError(
-            f"{folder} holds files that are not a model export (no config.json); it is not replaced. "
-            "Choose an empty or new folder."
-        )
+def staged_folder(folder: Path, overwrite: bool = False, protect=(), writer: str = "lowrank_lab"):
+    """The ownership-checked staged folder of :func:`lowrank_lab.outputs.staged_folder` (kept under its old name)."""
+    return outputs.staged_folder(folder, overwrite, protect, writer)
 
 
 def _members(folder: Path, root: str) -> Iterator[tuple[Path, str]]:
@@ -138,16 +70,25 @@ def write_zip(folder: Path, target, root: str | None = None) -> None:
             zf.write(path, member, compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
 
 
-def zip_folder(folder: Path, zip_path: Path | None = None, root: str | None = None) -> Path:
-    """Zip ``folder`` atomically to ``zip_path`` (default: ``<folder>.zip``); returns its path."""
+def zip_path_of(folder: Path) -> Path:
+    """Where ``zip=True`` puts the zip of ``folder``: ``<folder>.zip`` beside it."""
+    folder = outputs.as_path(folder, "the output folder")
+    return folder.with_name(folder.name + ".zip")
+
+
+def zip_folder(
+    folder: Path, zip_path: Path | None = None, root: str | None = None, overwrite: bool = False, protect=()
+) -> Path:
+    """Zip ``folder`` atomically to ``zip_path`` (default: ``<folder>.zip``); returns its path.
+
+    Raises:
+        OutputError: ``zip_path`` exists (without ``overwrite``), is a link or a folder, or lies
+            in a protected path (see :func:`lowrank_lab.outputs.check_output_file`).
+    """
     folder = Path(folder)
-    zip_path = Path(zip_path) if zip_path else folder.with_name(folder.name + ".zip")
-    tmp = zip_path.with_name(f".{zip_path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    zip_path = outputs.as_path(zip_path) if zip_path else zip_path_of(folder)
+    with outputs.staged_file(zip_path, overwrite, protect) as tmp:
         write_zip(folder, tmp, root)
-        tmp.replace(zip_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return zip_path
 
 
@@ -158,25 +99,19 @@ def zip_bytes(folder: Path, root: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def extract_zip(zip_path: Path, dest: Path) -> Path:
-    """Extract a zip export into ``dest`` and return its top folder (the shallowest with a config).
+def check_export_target(folder, overwrite: bool = False, zip: bool = False, protect=()) -> Path:
+    """Check an export's folder (and its ``.zip`` when ``zip``) before anything is computed or written.
+
+    Returns:
+        The folder as an absolute path.
 
     Raises:
-        CheckpointError: the file is not a zip, a member name is unsafe (absolute, ``..``),
-            or the archive holds no config.json / adapter_config.json.
+        OutputError: the folder or the zip cannot be written under the rules of :mod:`lowrank_lab.outputs`.
+        ArgumentTypeError: ``zip`` or ``overwrite`` is not a bool.
     """
-    zip_path, dest = Path(zip_path), Path(dest)
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            bad = [n for n in zf.namelist() if not is_safe_member_name(n)]
-            if bad:
-                raise CheckpointError(
-                    f"{zip_path} holds unsafe file names ({', '.join(map(json.dumps, bad[:3]))}); it is not extracted"
-                )
-            zf.extractall(dest)
-    except zipfile.BadZipFile as err:
-        raise CheckpointError(f"{zip_path} is not a valid zip file ({err}); download it again") from None
-    configs = sorted([*dest.rglob("config.json"), *dest.rglob("adapter_config.json")], key=lambda p: len(p.parts))
-    if not configs:
-        raise CheckpointError(f"{zip_path} holds no config.json, so it is not a model export")
-    return configs[0].parent
+    if not isinstance(zip, bool):
+        raise ArgumentTypeError(f"zip must be True or False, got {type(zip).__name__} {zip!r}")
+    folder = outputs.check_output_folder(folder, overwrite, protect)
+    if zip:
+        outputs.check_output_file(zip_path_of(folder), overwrite, protect)
+    return folder

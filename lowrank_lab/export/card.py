@@ -1,14 +1,18 @@
 """The model card (README.md) of a compressed checkpoint: what it is and what was measured.
 
-Figures come from ``CompressedModel.figures`` (filled by evaluation) and from the checkpoint
-itself (parameter counts, file sizes); anything not measured says so.
+Figures come from the model's :class:`~lowrank_lab.models.ParamCounts`, from a
+:class:`~lowrank_lab.comparison.Comparison` with the dense model when one was measured, and
+from the checkpoint itself (file sizes); anything not measured says so.
 """
 
 from __future__ import annotations
 
 import statistics
 
-from lowrank_lab.export.format import BYTES_PER_ELEMENT, LowrankSection
+from lowrank_lab.checkpoint.format import LowrankSection
+from lowrank_lab.comparison import Comparison
+from lowrank_lab.dtypes import BYTES_PER_ELEMENT
+from lowrank_lab.models import ParamCounts
 
 NOT_MEASURED = "not measured"
 
@@ -37,35 +41,40 @@ def _calibration_text(calibration: dict, method: str) -> str:
     return "; ".join(f"{k}: {v}" for k, v in calibration.items())
 
 
-def figures_table(figures: dict, section: LowrankSection, weights_bytes: int) -> str:
+def figures_table(
+    params: ParamCounts, comparison: Comparison | None, section: LowrankSection, weights_bytes: int
+) -> str:
     """A markdown table: parameters, size and perplexity, dense vs compressed."""
-    bytes_per = BYTES_PER_ELEMENT[section.dtype]
-    dense_params = figures.get("params_dense")
-    dense_size = dense_params * bytes_per if isinstance(dense_params, (int, float)) else None
-    eval_text = figures.get("eval_text") or "evaluation text not named"
-    tokens = figures.get("eval_tokens")
-    where = f"{eval_text}, {int(tokens):,} tokens" if isinstance(tokens, (int, float)) else eval_text
+    dense_size = params.dense * BYTES_PER_ELEMENT[section.dtype]
+    measured = comparison is not None and comparison.dense.perplexity is not None
+    where = f"{comparison.eval_source}, {comparison.eval_tokens:,} tokens" if measured else "evaluation text not named"
+    ppl_dense, ppl_compressed = (
+        (comparison.dense.perplexity, comparison.compressed.perplexity) if measured else (None, None)
+    )
     rows = [
-        ("parameters", _count(dense_params), _count(figures.get("params_compressed"))),
-        (
-            "linear-layer parameters",
-            _count(figures.get("linear_params_dense")),
-            _count(figures.get("linear_params_compressed")),
-        ),
+        ("parameters", _count(params.dense), _count(params.compressed)),
+        ("linear-layer parameters", _count(params.linear_dense), _count(params.linear_compressed)),
         (f"weights on disk ({section.dtype})", human_bytes(dense_size), human_bytes(weights_bytes)),
-        (f"perplexity ({where})", _ppl(figures.get("perplexity_dense")), _ppl(figures.get("perplexity_compressed"))),
+        (f"perplexity ({where})", _ppl(ppl_dense), _ppl(ppl_compressed)),
     ]
     lines = ["| | dense | compressed |", "| --- | --- | --- |"]
     lines += [f"| {name} | {before} | {after} |" for name, before, after in rows]
     return "\n".join(lines)
 
 
-def model_card(section: LowrankSection, figures: dict, weights_bytes: int, has_tokenizer: bool) -> str:
+def model_card(
+    section: LowrankSection,
+    params: ParamCounts,
+    comparison: Comparison | None,
+    weights_bytes: int,
+    has_tokenizer: bool,
+) -> str:
     """The README.md of a compressed checkpoint.
 
     Args:
         section: the checkpoint's ``lowrank`` section.
-        figures: measured figures (canonical keys of ``CompressedModel.figures``).
+        params: the parameter counts before and after.
+        comparison: what was measured against the dense model, or None.
         weights_bytes: the size of model.safetensors as written.
         has_tokenizer: whether tokenizer files were written.
     """
@@ -96,7 +105,7 @@ Written by lowrank_lab {section.library_version}. Linear layers listed in `confi
 
 ## Measured figures
 
-{figures_table(figures, section, weights_bytes)}
+{figures_table(params, comparison, section, weights_bytes)}
 
 ## Loading
 
@@ -104,7 +113,7 @@ With lowrank_lab:
 
 ```python
 from lowrank_lab import load_compressed
-model = load_compressed("path/to/this/folder")
+model = load_compressed("path/to/this/folder").model
 ```
 
 Without lowrank_lab (needs only torch, transformers and safetensors):

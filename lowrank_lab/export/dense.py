@@ -13,17 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.export.archive import staged_folder, zip_folder
-from lowrank_lab.export.checkpoint import check_exportable
-from lowrank_lab.export.format import SECTION, factorized_modules, head_is_untied, normalize_dtype, torch_dtype
-from lowrank_lab.export.loader import layer_dims
+from lowrank_lab.checkpoint.format import SECTION, factorized_modules, head_is_untied
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
+from lowrank_lab.export.compressed import check_compressed, check_exportable
+from lowrank_lab.layers import dense_layer
 from lowrank_lab.lowrank import set_submodule
-
-try:
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers always ships it
-    Conv1D = ()
+from lowrank_lab.models import CompressedModel
 
 
 def _original_types(model: nn.Module) -> dict[str, nn.Module]:
@@ -48,19 +44,7 @@ def densify(model: nn.Module) -> nn.Module:
     dense = copy.deepcopy(model)
     with torch.no_grad():
         for name, low in factorized_modules(dense).items():
-            weight = low.dense_weight()  # (out, in)
-            bias = low.B.bias
-            kind = originals[name]
-            if Conv1D and isinstance(kind, Conv1D):
-                layer = Conv1D(low.out_features, low.in_features).to(weight.dtype)
-                layer.weight.copy_(weight.t())
-            else:
-                layer = nn.Linear(low.in_features, low.out_features, bias=bias is not None, dtype=weight.dtype)
-                layer.weight.copy_(weight)
-            if bias is not None:
-                layer.bias.copy_(bias)
-            elif layer_dims(layer)[2]:
-                layer.bias.zero_()
+            layer = dense_layer(originals[name], low.dense_weight(), low.B.bias)  # W = B·A, (out, in)
             set_submodule(dense, name, layer)
     if hasattr(dense.config, SECTION):
         delattr(dense.config, SECTION)
@@ -110,17 +94,20 @@ def save_dense(
         folder: the folder to create (written atomically).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing export folder.
+        overwrite: replace an export folder (and zip) lowrank_lab wrote.
 
     Returns:
         The folder, or the zip when ``zip`` is true.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a transformers model, or a
-            folder that exists and is not empty.
+        ArgumentTypeError: ``compressed`` is not a CompressedModel.
+        CheckpointError: an unknown dtype or a model that is not a transformers model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    check_compressed(compressed)
+    protect = compressed.source.source
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
+    with staged_folder(folder, overwrite, protect, writer="save_dense") as tmp:
         write_dense(compressed, tmp, dtype)
-    return zip_folder(folder) if zip else folder
+    return zip_folder(folder, overwrite=overwrite, protect=protect) if zip else folder

@@ -1,5 +1,6 @@
 """LoRA fine-tuning (Hugging Face PEFT + Accelerate) of the original or a compressed model."""
 
+from lowrank_lab.finetune.result import TrainedAdapter
 from lowrank_lab.finetune.settings import (
     ALL_LINEAR,
     INITS,
@@ -9,7 +10,7 @@ from lowrank_lab.finetune.settings import (
     TrainControl,
     TrainReport,
 )
-from lowrank_lab.finetune.targets import target_kinds, target_modules
+from lowrank_lab.finetune.targets import lora_targets, target_modules
 from lowrank_lab.finetune.train import finetune, lora_config, validation_loss
 from lowrank_lab.generate import generate
 
@@ -21,10 +22,11 @@ __all__ = [
     "StepInfo",
     "TrainControl",
     "TrainReport",
+    "TrainedAdapter",
     "finetune",
     "generate",
     "lora_config",
-    "target_kinds",
+    "lora_targets",
     "target_modules",
     "validation_loss",
 ]

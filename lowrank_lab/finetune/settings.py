@@ -8,13 +8,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lowrank_lab.errors import SettingsError
+from lowrank_lab.errors import ArgumentTypeError, SettingsError
 
 Init = Literal["default", "pissa"]
 Schedule = Literal["constant", "linear", "cosine"]
 INITS: tuple[Init, ...] = ("default", "pissa")
 SCHEDULES: tuple[Schedule, ...] = ("constant", "linear", "cosine")
 ALL_LINEAR = "all-linear"
+MAX_STEPS = 1_000_000  # far past any fine-tune here; a typo (epochs=1e9) must not run for ever
+
+_INTS = ("r", "warmup_steps", "batch_size", "max_seq_len", "seed", "eval_every", "eval_examples")
+_FLOATS = ("alpha", "dropout", "learning_rate", "max_grad_norm", "weight_decay")
 
 
 @dataclass(frozen=True)
@@ -25,9 +29,9 @@ class LoraSettings:
         r: the adapter's rank.
         alpha: LoRA's alpha; the update is scaled by ``alpha / r``.
         dropout: dropout on the adapter's input.
-        targets: ``"all-linear"`` (every linear layer but the output head) or a tuple of module
-            kinds such as ``("q_proj", "v_proj")``. On a compressed model a factorized layer's
-            adapters sit on its thin ``A`` and ``B`` Linears.
+        targets: ``"all-linear"`` (every linear layer but the output head) or a tuple of the
+            last parts of layer names, such as ``("q_proj", "v_proj")``. On a compressed model a
+            factorized layer's adapters sit on its thin ``A`` and ``B`` Linears.
         init: ``"default"`` (PEFT's: A random, B zero) or ``"pissa"`` (A, B from each weight's
             top singular vectors, the rest left in the base; saved as a plain LoRA adapter).
         learning_rate: AdamW's peak learning rate.
@@ -63,6 +67,7 @@ class LoraSettings:
     weight_decay: float = 0.0
 
     def __post_init__(self):
+        _check_types(self)
         _check(isinstance(self.r, int) and self.r >= 1, f"r must be a positive integer, got {self.r!r}; use e.g. 8")
         _check(self.alpha > 0, f"alpha must be positive, got {self.alpha!r}; use e.g. 2·r = {2 * self.r}")
         _check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout!r}; use e.g. 0.05")
@@ -71,7 +76,7 @@ class LoraSettings:
         ok_targets = self.targets == ALL_LINEAR or (
             isinstance(self.targets, tuple) and self.targets and all(isinstance(t, str) and t for t in self.targets)
         )
-        _check(ok_targets, f"targets {self.targets!r}: use {ALL_LINEAR!r} or module kinds such as ('q_proj', 'v_proj')")
+        _check(ok_targets, f"targets {self.targets!r}: use {ALL_LINEAR!r} or layer names such as ('q_proj', 'v_proj')")
         _check(self.init in INITS, f"init {self.init!r} is unknown; use one of {', '.join(INITS)}")
         _check(
             0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate!r}; use e.g. 1e-3"
@@ -83,6 +88,8 @@ class LoraSettings:
             f"give exactly one of steps and epochs (got steps={self.steps!r}, epochs={self.epochs!r})",
         )
         _check(self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps!r}")
+        if self.steps is not None and self.steps > MAX_STEPS:
+            raise SettingsError(f"steps {self.steps:,} is more than {MAX_STEPS:,}; use fewer steps")
         _check(self.epochs is None or self.epochs > 0, f"epochs must be positive, got {self.epochs!r}; use e.g. 1")
         _check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size!r}")
         _check(
@@ -95,15 +102,60 @@ class LoraSettings:
         _check(self.weight_decay >= 0, f"weight_decay must be 0 or more, got {self.weight_decay!r}")
 
     def total_steps(self, n_examples: int) -> int:
-        """Optimizer steps for ``n_examples`` training examples (``steps``, or ``epochs`` worth)."""
+        """Optimizer steps for ``n_examples`` training examples (``steps``, or ``epochs`` worth).
+
+        Raises:
+            SettingsError: ``epochs`` of this data is more than :data:`MAX_STEPS` steps.
+        """
         if self.steps is not None:
             return self.steps
-        return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
+        steps = max(1, math.ceil(self.epochs * n_examples / self.batch_size))
+        if steps > MAX_STEPS:
+            raise SettingsError(
+                f"epochs={self.epochs:g} over {n_examples:,} examples is {steps:,} steps, more than {MAX_STEPS:,}; "
+                "use fewer epochs"
+            )
+        return steps
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise SettingsError(message)
+
+
+def _check_types(settings: LoraSettings) -> None:
+    """Whole numbers are ints, the others finite real numbers: before any comparison can fail on a type."""
+    for name in _INTS:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    for name in _FLOATS:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ArgumentTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, got {value!r}")
+    if settings.steps is not None and (isinstance(settings.steps, bool) or not isinstance(settings.steps, int)):
+        raise ArgumentTypeError(
+            f"steps must be an integer or None, got {type(settings.steps).__name__} {settings.steps!r}"
+        )
+    epochs = settings.epochs
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)):
+            raise ArgumentTypeError(f"epochs must be a number or None, got {type(epochs).__name__} {epochs!r}")
+        if not math.isfinite(epochs):
+            raise SettingsError(f"epochs must be a finite number, got {epochs!r}; use e.g. 1")
+    for name in ("init", "schedule"):
+        if not isinstance(getattr(settings, name), str):
+            raise ArgumentTypeError(f"{name} must be a str, got {type(getattr(settings, name)).__name__}")
+
+
+def _exp(x: float) -> float:
+    """exp that gives inf instead of raising OverflowError (a perplexity of a diverged loss)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
 
 
 @dataclass(frozen=True)
@@ -143,6 +195,9 @@ class TrainReport:
         trainable_params: the adapter's parameters.
         stopped: True when stopped early (the adapter holds the steps done).
         data_name: what it was trained on.
+        stop_reason: why it stopped early ("" when it ran to the end): a stop request, or a
+            loss or weight that was not finite (then the adapter holds the last good step).
+        diverged: True when it stopped because a loss, gradient or weight was not finite.
     """
 
     losses: tuple[tuple[int, float], ...]
@@ -157,14 +212,16 @@ class TrainReport:
     trainable_params: int
     stopped: bool
     data_name: str = ""
+    stop_reason: str = ""
+    diverged: bool = False
 
     @property
     def perplexity_before(self) -> float:
-        return math.exp(self.val_loss_before)
+        return _exp(self.val_loss_before)
 
     @property
     def perplexity_after(self) -> float:
-        return math.exp(self.val_loss_after)
+        return _exp(self.val_loss_after)
 
     def figures(self) -> dict:
         """The headline numbers as a flat dict (for JSON and model cards)."""
@@ -180,6 +237,8 @@ class TrainReport:
             "train_seconds": self.train_seconds,
             "trainable_params": self.trainable_params,
             "stopped": self.stopped,
+            "stop_reason": self.stop_reason,
+            "diverged": self.diverged,
             "data": self.data_name,
         }
 

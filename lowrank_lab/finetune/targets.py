@@ -1,6 +1,7 @@
-"""Which layers get LoRA adapters: every linear layer but the output head, or chosen kinds.
+"""Which layers get LoRA adapters: every linear layer but the output head, or chosen targets.
 
-A layer's kind is the last part of its name (``model.layers.3.self_attn.q_proj`` → ``q_proj``).
+A target is the last part of a layer's name (``model.layers.3.self_attn.q_proj`` → ``q_proj``),
+as PEFT's ``target_modules`` matches it; it names that layer in every block.
 A factorized layer (:class:`LowRankLinear`) has no weight of its own: its adapters go on its
 thin ``A`` (in → r) and ``B`` (r → out) Linears, which is what healing a compressed model means.
 """
@@ -11,17 +12,12 @@ from torch import nn
 
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.finetune.settings import ALL_LINEAR
+from lowrank_lab.layers import is_linear
 from lowrank_lab.lowrank import LowRankLinear
 
 
-def _is_linear(module: nn.Module) -> bool:
-    from transformers.pytorch_utils import Conv1D
-
-    return isinstance(module, (nn.Linear, Conv1D))
-
-
 def _layers(model: nn.Module) -> list[tuple[str, str, list[str]]]:
-    """(name, kind, names of the Linears to adapt) for each adaptable layer, in model order."""
+    """(name, target, names of the Linears to adapt) for each adaptable layer, in model order."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     inside_lowrank = set()
     layers = []
@@ -29,14 +25,14 @@ def _layers(model: nn.Module) -> list[tuple[str, str, list[str]]]:
         if isinstance(module, LowRankLinear):
             inside_lowrank.update((module.A, module.B))
             layers.append((name, name.rpartition(".")[2], [f"{name}.A", f"{name}.B"]))
-        elif _is_linear(module) and module is not head and module not in inside_lowrank:
+        elif is_linear(module) and module is not head and module not in inside_lowrank:
             layers.append((name, name.rpartition(".")[2], [name]))
     return layers
 
 
-def target_kinds(model: nn.Module) -> list[str]:
-    """The kinds of adaptable layers in ``model`` (sorted), e.g. ``['down_proj', 'k_proj', ...]``."""
-    return sorted({kind for _, kind, _ in _layers(model)})
+def lora_targets(model: nn.Module) -> list[str]:
+    """The targets of the adaptable layers in ``model`` (sorted), e.g. ``['down_proj', 'k_proj', ...]``."""
+    return sorted({target for _, target, _ in _layers(model)})
 
 
 def target_modules(model: nn.Module, targets: str | tuple[str, ...]) -> list[str]:
@@ -44,21 +40,21 @@ def target_modules(model: nn.Module, targets: str | tuple[str, ...]) -> list[str
 
     Args:
         model: the model to adapt (dense or compressed).
-        targets: ``"all-linear"`` or a tuple of kinds.
+        targets: ``"all-linear"`` or a tuple of targets such as ``("q_proj", "v_proj")``.
 
     Raises:
-        SettingsError: a kind the model does not have, or nothing to adapt.
+        SettingsError: a target the model does not have, or nothing to adapt.
     """
     layers = _layers(model)
-    kinds = {kind for _, kind, _ in layers}
+    known = {target for _, target, _ in layers}
     if targets != ALL_LINEAR:
-        unknown = sorted(set(targets) - kinds)
+        unknown = sorted(set(targets) - known)
         if unknown:
             raise SettingsError(
-                f"the model has no layers of kind {', '.join(unknown)}; choose from {', '.join(sorted(kinds))} "
+                f"the model has no layers named {', '.join(unknown)}; choose from {', '.join(sorted(known))} "
                 f"or {ALL_LINEAR!r}"
             )
-    names = [n for _, kind, linears in layers if targets == ALL_LINEAR or kind in targets for n in linears]
+    names = [n for _, target, linears in layers if targets == ALL_LINEAR or target in targets for n in linears]
     if not names:
         raise SettingsError(f"{type(model).__name__} has no linear layer to put a LoRA adapter on")
     return names

@@ -62,7 +62,7 @@ def smollm2_folder(progress: ProgressFn | None = None) -> Path:
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
     report(progress, 0, 2, "converting the 4-bit GGUF to float (once, about 20 s)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: imported on first use, not with lowrank_lab
 
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF)

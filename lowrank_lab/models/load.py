@@ -12,20 +12,26 @@ import json
 import os
 import re
 import socket
+import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from lowrank_lab.errors import ModelLoadError
+from lowrank_lab.checkpoint.format import SECTION
+from lowrank_lab.checkpoint.safetensors_file import check_safetensors
+from lowrank_lab.errors import ArgumentTypeError, ModelLoadError
 from lowrank_lab.models import builtin
+from lowrank_lab.models.compressed import open_compressed_folder
 from lowrank_lab.models.spec import BUILTIN_MODELS, TINY_MODELS, ModelSpec
+from lowrank_lab.models.tiny import tiny_model, tiny_tokenizer
+from lowrank_lab.models.tokenizer import tokenizer_and_note
 from lowrank_lab.progress import ProgressFn, report
-
-Task = Literal["causal-lm", "encoder"]
+from lowrank_lab.tasks import Task, auto_model_class, task_of_config
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_HOST = ("huggingface.co", 443)
@@ -88,11 +94,20 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
         The loaded model, in eval mode with gradients off.
 
     Raises:
+        ArgumentTypeError: ``spec`` is neither a ModelSpec nor a str/path, or ``progress`` is
+            not callable.
         ModelLoadError: unknown name, missing path, a folder with no config or no weights,
             a corrupt file, a pickle file, or a hub id that cannot be reached.
+        CheckpointError: a compressed checkpoint (folder or .zip) that is damaged.
     """
-    if isinstance(spec, str):
-        spec = ModelSpec(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        spec = ModelSpec(os.fspath(spec))
+    if not isinstance(spec, ModelSpec):
+        raise ArgumentTypeError(
+            f"load_model takes a ModelSpec or a model name or path (str), got {type(spec).__name__} {spec!r}"
+        )
+    if progress is not None and not callable(progress):
+        raise ArgumentTypeError(f"progress must be a function (done, total, message), got {type(progress).__name__}")
     start = time.perf_counter()
     if spec.is_tiny:
         loaded = _load_tiny(spec)
@@ -100,7 +115,14 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
         loaded = _load_builtin(spec, progress)
     else:
         path = Path(spec.source).expanduser()
-        if path.exists():
+        try:
+            exists = path.exists()
+        except OSError as err:  # e.g. a name longer than the file system allows
+            shown = spec.source if len(spec.source) <= 80 else spec.source[:40] + "…" + spec.source[-30:]
+            raise ModelLoadError(
+                f"{shown!r} cannot be a path here ({err.strerror}); give a shorter path or a model name"
+            ) from None
+        if exists:
             loaded = _load_local(spec, path)
         elif _HUB_ID.match(spec.source) and not spec.source.startswith((".", "/", "~")):
             loaded = _load_hub(spec)
@@ -121,28 +143,13 @@ def load_model(spec: ModelSpec | str, progress: ProgressFn | None = None) -> Loa
     return loaded
 
 
-def _task_of(config) -> Task:
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        return "causal-lm"
-    return "encoder"
-
-
-def _auto_class(task: Task):
-    from transformers import AutoModel, AutoModelForCausalLM
-
-    return AutoModelForCausalLM if task == "causal-lm" else AutoModel
-
-
 def _load_tiny(spec: ModelSpec) -> LoadedModel:
-    from lowrank_lab.models.tiny import tiny_model, tiny_tokenizer
-
     model = tiny_model(spec.source, seed=spec.seed)
     return LoadedModel(
         spec=spec,
         model=model,
         tokenizer=tiny_tokenizer(),
-        task=_task_of(model.config),
+        task=task_of_config(model.config),
         title=f"{spec.source} (seed {spec.seed})",
         notes=(TINY_MODELS[spec.source] + "; random weights, for tests.",),
     )
@@ -164,32 +171,63 @@ def _load_builtin(spec: ModelSpec, progress: ProgressFn | None) -> LoadedModel:
 
 
 def _load_local(spec: ModelSpec, path: Path) -> LoadedModel:
+    mode = path.stat().st_mode
+    if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        raise ModelLoadError(
+            f"{path} is not a regular file or folder (a FIFO, device or socket), so it is not read; "
+            "pass a Hugging Face model folder, a .safetensors file or a compressed checkpoint .zip"
+        )
     if path.is_file():
         if path.suffix == ".safetensors":
             return _from_safetensors_file(spec, path)
+        if path.suffix.lower() == ".zip":
+            return _from_zip(spec, path)
         if path.suffix in _PICKLE_SUFFIXES:
             raise ModelLoadError(
                 f"{path} is a pickle file, which can run code when read, so it is not loaded. "
                 "Load the Hugging Face folder it came from, or convert it to .safetensors."
             )
-        raise ModelLoadError(f"{path} is not a model: pass a Hugging Face folder or a .safetensors file")
+        raise ModelLoadError(
+            f"{path} is not a model: pass a Hugging Face folder, a .safetensors file or a compressed checkpoint .zip"
+        )
     if not (path / "config.json").exists():
         raise ModelLoadError(
             f"the folder {path} has no config.json, so it is not a Hugging Face model folder; "
             "save the model there with model.save_pretrained(folder), or pick the folder that holds config.json"
         )
     config = _read_json(path / "config.json")
-    if "lowrank" in config:
-        from lowrank_lab.models.compressed_hook import load_compressed_folder
-
-        return load_compressed_folder(spec, path)
-    weights = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    if SECTION in config:
+        return _load_compressed_folder(spec, path)
+    weights = sorted(p.name for p in path.iterdir() if p.suffix == ".safetensors")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if not weights and pickles:
+        raise ModelLoadError(
+            f"the folder {path} holds its weights only as {pickles[0]}, a pickle file, which can run code when "
+            "read, so lowrank_lab does not load it. Get the model's .safetensors files (most hub models ship "
+            "them), or convert it on a machine you trust: load it there with transformers and save it with "
+            "model.save_pretrained(folder, safe_serialization=True)"
+        )
     if not weights:
-        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors or pytorch_model.bin)")
+        raise ModelLoadError(f"the folder {path} has a config.json but no weights (*.safetensors files)")
     for name in weights:
-        if name.endswith(".safetensors"):
-            check_safetensors(path / name)
+        check_safetensors(path / name)
     return _from_folder(spec, path, trust_remote_code=spec.trust_remote_code)
+
+
+def _from_zip(spec: ModelSpec, path: Path) -> LoadedModel:
+    """A compressed checkpoint downloaded as a .zip: extracted (with size caps) into a temporary folder and loaded."""
+    from lowrank_lab.checkpoint.unzip import extract_zip
+
+    with tempfile.TemporaryDirectory(prefix="lowrank-zip-") as tmp:
+        folder = extract_zip(path, Path(tmp))
+        if SECTION not in _read_json(folder / "config.json"):
+            raise ModelLoadError(
+                f"{path} holds a model folder that is not a lowrank_lab compressed checkpoint; extract it and "
+                "load the folder"
+            )
+        loaded = _load_compressed_folder(spec, folder)
+    title = f"{path.name} (compressed)"
+    return LoadedModel(spec, loaded.model, loaded.tokenizer, loaded.task, title, loaded.notes)
 
 
 def _load_hub(spec: ModelSpec) -> LoadedModel:
@@ -221,58 +259,21 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"{path} is not valid JSON ({err}); restore the file from the original model") from None
 
 
-def check_safetensors(path: Path) -> None:
-    """Check that a safetensors file's header is valid and every tensor lies inside the file.
-
-    Raises:
-        ModelLoadError: the file is truncated or corrupt, naming the file.
-    """
-    size = path.stat().st_size
-    problem = None
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                problem = "it is shorter than a safetensors header"
-            else:
-                n = int.from_bytes(head, "little")
-                if n > size - 8 or n > 100 * 2**20:
-                    problem = f"its header claims {n} bytes but the file has {size}"
-                else:
-                    header = json.loads(f.read(n))
-                    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-                    if 8 + n + end > size:
-                        problem = f"it is truncated: its tensors need {8 + n + end} bytes but the file has {size}"
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
-        problem = f"its header cannot be read ({err})"
-    if problem:
-        raise ModelLoadError(f"{path} is not a valid safetensors file: {problem}. Download or copy it again.")
-
-
-_TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-)
-
-
-def _load_tokenizer(source, local_only: bool, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    folder = Path(str(source))
-    if folder.is_dir() and not any((folder / f).exists() for f in _TOKENIZER_FILES):
-        return None  # transformers would otherwise build an empty tokenizer from defaults
-    try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust_remote_code)
-    except Exception:  # many model folders ship no tokenizer: say so rather than fail
-        return None
+def _load_compressed_folder(spec: ModelSpec, path: Path) -> LoadedModel:
+    """A lowrank_lab compressed checkpoint folder as a LoadedModel (:func:`load_compressed` reads it the same way)."""
+    compressed, section = open_compressed_folder(path)
+    notes = [
+        f"A lowrank_lab compressed checkpoint: {len(section.ranks)} layers stored as rank-r factors "
+        f"({section.method}, saved in {section.dtype}) from {section.source}."
+    ]
+    if compressed.tokenizer is None:
+        notes.append(tokenizer_and_note(path)[1])
+    title = f"{path.name} (compressed)"
+    return LoadedModel(spec, compressed.model, compressed.tokenizer, compressed.task, title, tuple(notes))
 
 
 def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: bool = False) -> LoadedModel:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: imported on first use, not with lowrank_lab
 
     is_local = not isinstance(source, str) or Path(source).exists()
     try:
@@ -282,15 +283,15 @@ def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: b
             local_files_only=local_only or is_local,
             trust_remote_code=trust_remote_code,
         )
-        task = _task_of(config)
-        model = _auto_class(task).from_pretrained(
+        task = task_of_config(config)
+        model = auto_model_class(task).from_pretrained(
             str(source),
             config=config,
             revision=None if is_local else spec.revision,
             local_files_only=local_only or is_local,
             trust_remote_code=trust_remote_code,
             dtype=getattr(torch, spec.dtype),
-            weights_only=True,  # a .bin is read with torch.load(weights_only=True): no code runs
+            use_safetensors=True,  # never a pickle (pytorch_model.bin), even one beside the safetensors
         )
     except ModelLoadError:
         raise
@@ -301,8 +302,8 @@ def _from_folder(spec: ModelSpec, source, trust_remote_code: bool, local_only: b
                 "Read that code, then pass ModelSpec(..., trust_remote_code=True)."
             ) from None
         raise ModelLoadError(f"could not load the model at {source}: {type(err).__name__}: {err}") from None
-    tokenizer = _load_tokenizer(str(source), local_only or is_local, trust_remote_code)
-    notes = () if tokenizer is not None else ("No tokenizer was found, so text-based evaluation is off.",)
+    tokenizer, note = tokenizer_and_note(str(source), local_only or is_local, trust_remote_code)
+    notes = (note,) if note else ()
     title = Path(str(source)).name if is_local else str(source)
     return LoadedModel(spec, model, tokenizer, task, title, notes)
 
@@ -318,13 +319,12 @@ def _from_safetensors_file(spec: ModelSpec, path: Path) -> LoadedModel:
     if path.name == "model.safetensors":
         return _load_local(spec, folder)
     check_safetensors(path)
-    from safetensors.torch import load_file
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: imported on first use, not with lowrank_lab
 
     try:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
-        task = _task_of(config)
-        model = _auto_class(task).from_config(config, trust_remote_code=spec.trust_remote_code)
+        task = task_of_config(config)
+        model = auto_model_class(task).from_config(config, trust_remote_code=spec.trust_remote_code)
         state = load_file(str(path))
     except Exception as err:
         raise ModelLoadError(f"could not load {path}: {type(err).__name__}: {err}") from None
@@ -338,5 +338,5 @@ def _from_safetensors_file(spec: ModelSpec, path: Path) -> LoadedModel:
         )
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    tokenizer = _load_tokenizer(str(folder), True, spec.trust_remote_code)
-    return LoadedModel(spec, model, tokenizer, task, path.name)
+    tokenizer, note = tokenizer_and_note(str(folder), True, spec.trust_remote_code)
+    return LoadedModel(spec, model, tokenizer, task, path.name, (note,) if note else ())

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from lowrank_lab.errors import ModelLoadError
-
-Dtype = Literal["float32", "bfloat16", "float16"]
-DTYPES: tuple[Dtype, ...] = ("float32", "bfloat16", "float16")
+from lowrank_lab.dtypes import DTYPES, Dtype
+from lowrank_lab.errors import ArgumentTypeError, ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -77,14 +74,30 @@ class ModelSpec:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        if self.source is not None and not isinstance(self.source, str):
+            import os
+
+            if not isinstance(self.source, os.PathLike):
+                raise ArgumentTypeError(
+                    f"a model source is a name or a path (str), got {type(self.source).__name__} {self.source!r}"
+                )
+            object.__setattr__(self, "source", os.fspath(self.source))
         if not isinstance(self.source, str) or not self.source.strip():
             raise ModelLoadError(
                 f"no model given; pass a built-in name ({', '.join(BUILTIN_MODELS)}), a local folder or a hub id"
             )
         if self.source != self.source.strip():
             object.__setattr__(self, "source", self.source.strip())
-        if self.dtype not in DTYPES:
+        if "\0" in self.source:
+            raise ModelLoadError(f"the model name {self.source!r} holds a NUL character; give a name or a path")
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise ModelLoadError(f"dtype {self.dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ArgumentTypeError(f"seed must be an integer ≥ 0, got {self.seed!r}")
+        if self.revision is not None and not isinstance(self.revision, str):
+            raise ArgumentTypeError(f"revision must be a str (branch, tag or commit) or None, got {self.revision!r}")
+        if not isinstance(self.trust_remote_code, bool):
+            raise ArgumentTypeError(f"trust_remote_code must be True or False, got {self.trust_remote_code!r}")
 
     @property
     def is_builtin(self) -> bool:

@@ -7,18 +7,13 @@ calibration text and cached on disk, so tiny models read real text quickly.
 from __future__ import annotations
 
 import torch
-from transformers import (
-    BertConfig,
-    BertModel,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-)
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch import nn
+from transformers import PreTrainedTokenizerFast
 
+from lowrank_lab.data.text import builtin_text
 from lowrank_lab.paths import cache_dir
+from lowrank_lab.tasks import auto_model_class, task_of_config
 
 TINY_VOCAB = 512
 _TOKENIZER_VERSION = "tiny-bpe-512-v1"
@@ -35,10 +30,6 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     folder = cache_dir("tokenizers", _TOKENIZER_VERSION)
     path = folder / "tokenizer.json"
     if not path.exists():
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        from lowrank_lab.data.text import builtin_text
-
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
@@ -62,13 +53,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_model(name: str, seed: int = 0) -> PreTrainedModel:
+def tiny_model(name: str, seed: int = 0) -> nn.Module:
     """Build a tiny model with random weights (``torch.manual_seed(seed)``).
 
     Args:
         name: ``tiny-llama``, ``tiny-gpt2`` or ``tiny-bert``.
         seed: seed of the random initialisation; the same seed gives the same weights.
     """
+    from transformers import BertConfig, GPT2Config, LlamaConfig  # heavy: imported on first use, not with lowrank_lab
+
     common = dict(vocab_size=TINY_VOCAB, pad_token_id=3)
     if name == "tiny-llama":
         config = LlamaConfig(
@@ -83,10 +76,10 @@ def tiny_model(name: str, seed: int = 0) -> PreTrainedModel:
             eos_token_id=0,
             **common,
         )
-        cls = LlamaForCausalLM
+        architecture = "LlamaForCausalLM"
     elif name == "tiny-gpt2":
         config = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0, **common)
-        cls = GPT2LMHeadModel
+        architecture = "GPT2LMHeadModel"
     elif name == "tiny-bert":
         config = BertConfig(
             hidden_size=64,
@@ -96,9 +89,10 @@ def tiny_model(name: str, seed: int = 0) -> PreTrainedModel:
             max_position_embeddings=256,
             **common,
         )
-        cls = BertModel
+        architecture = "BertModel"
     else:
         raise ValueError(f"unknown tiny model {name!r}")
-    config.architectures = [cls.__name__]
+    config.architectures = [architecture]
     torch.manual_seed(seed)
-    return cls(config)
+    # Through the auto class, so the modelling code is imported only when a tiny model is built.
+    return auto_model_class(task_of_config(config)).from_config(config)

@@ -16,6 +16,7 @@ import xxhash
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from lowrank_lab.cache import update_digest
 from lowrank_lab.paths import cache_dir
 
 ALGORITHM_VERSION = "gram-eigh-f64-v1"
@@ -23,13 +24,9 @@ ALGORITHM_VERSION = "gram-eigh-f64-v1"
 
 def weight_digest(w: torch.Tensor) -> str:
     """A 128-bit content hash of a tensor's bytes, shape and dtype (XXH3, about 10 GB/s)."""
-    t = w.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.contiguous()
     h = xxhash.xxh3_128()
-    h.update(f"{ALGORITHM_VERSION}|{tuple(t.shape)}|{t.dtype}|".encode())
-    h.update(memoryview(t.view(torch.uint8).numpy()) if t.numel() else b"")
+    h.update(f"{ALGORITHM_VERSION}|".encode())
+    update_digest(h, w)
     return h.hexdigest()
 
 

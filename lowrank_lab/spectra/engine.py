@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lowrank_lab import outputs, strict_json
+from lowrank_lab.checks import check_device, require
+from lowrank_lab.errors import NonFiniteError, OutputError, SettingsError
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
@@ -68,6 +70,22 @@ class LayerSpectrum:
         }
 
 
+def check_finite(matrix: WeightMatrix) -> None:
+    """Refuse a matrix holding NaN or infinity: it has no spectrum, and LAPACK would fail on it.
+
+    Raises:
+        NonFiniteError: naming the matrix and how many of its values are bad.
+    """
+    w = matrix.weight.detach()
+    finite = torch.isfinite(w)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteError(
+            f"{matrix.name} holds {bad:,} NaN or infinite value(s) of {w.numel():,}, so it cannot be analysed or compressed; "
+            "the model's weights are damaged (a diverged training run or a bad conversion): load a good copy"
+        )
+
+
 def spectrum_of(matrix: WeightMatrix, s: np.ndarray, digest: str = "") -> LayerSpectrum:
     """Wrap singular values of ``matrix`` into a :class:`LayerSpectrum` with its metrics."""
     eps = float(torch.finfo(matrix.weight.dtype).eps) if matrix.weight is not None else float(np.finfo(np.float32).eps)
@@ -109,9 +127,9 @@ def compute_spectra(
     Raises:
         NoWeightMatricesError: the model has no 2-D weight.
     """
+    require(model, (nn.Module, list), "compute_spectra's model", "pass loaded.model (not the LoadedModel or a name)")
     matrices = model if isinstance(model, list) else weight_matrices(model, include_embeddings)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
     store = SpectrumCache() if cache is True else (cache or None)
     total = len(matrices)
     found: dict[int, np.ndarray] = {}
@@ -124,6 +142,8 @@ def compute_spectra(
                 if s is not None and s.shape == (matrix.full_rank,):
                     found[i] = s
         missing = [i for i in range(total) if i not in found]
+        for i in missing:
+            check_finite(matrices[i])
         done = len(found)
         report(progress, done, total, "from cache" if done else "")
         results = singular_values_many((matrices[i].matrix() for i in missing), device=device)
@@ -141,23 +161,42 @@ def spectra_records(spectra: list[LayerSpectrum]) -> list[dict]:
     return [sp.as_record() for sp in spectra]
 
 
-def write_spectra(spectra: list[LayerSpectrum], path: str | Path) -> Path:
-    """Write the spectra to ``.json`` (metrics and singular values) or ``.csv`` (metrics only).
+SPECTRA_SUFFIXES = (".json", ".csv")
+
+
+def check_spectra_path(path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """Check, before any work, that spectra may be written to ``path`` (see :mod:`lowrank_lab.outputs`).
 
     Raises:
-        ValueError: the suffix is neither ``.json`` nor ``.csv``.
+        OutputError: a suffix other than ``.json``/``.csv``, or a path that is taken or unsafe.
     """
-    path = Path(path)
-    if path.suffix == ".json":
+    where = outputs.as_path(path, "the spectra file")
+    if where.suffix.lower() not in SPECTRA_SUFFIXES:
+        raise OutputError(f"cannot write spectra to {where.name}: use a file name ending in .json or .csv")
+    return outputs.check_output_file(path, overwrite, protect)
+
+
+def write_spectra(spectra: list[LayerSpectrum], path: str | Path, overwrite: bool = False, protect=()) -> Path:
+    """Write the spectra to ``.json`` (metrics and singular values) or ``.csv`` (metrics only).
+
+    The file is written to a temporary sibling and renamed into place; an existing file is
+    replaced only with ``overwrite``, and a symbolic link is never written through.
+
+    Raises:
+        OutputError: the suffix is neither ``.json`` nor ``.csv``, or the path is taken or unsafe.
+        SettingsError: no spectra to write.
+    """
+    path = check_spectra_path(path, overwrite, protect)
+    if not spectra:
+        raise SettingsError("there are no spectra to write; compute them first with compute_spectra")
+    if path.suffix.lower() == ".json":
         rows = [{**sp.as_record(), "singular_values": sp.s.tolist()} for sp in spectra]
-        path.write_text(json.dumps({"matrices": rows}, indent=1))
-    elif path.suffix == ".csv":
+        text = strict_json.dumps({"matrices": rows}, indent=1)
+    else:
         records = spectra_records(spectra)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-        path.write_text(buf.getvalue())
-    else:
-        raise ValueError(f"cannot write spectra to {path.name}: use a .json or .csv file name")
-    return path
+        text = buf.getvalue()
+    return outputs.write_file(path, text, overwrite, protect)

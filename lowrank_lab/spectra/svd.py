@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from lowrank_lab.spectra import _lapack
+from lowrank_lab.threads import shared_blas_limit
 
 # Relative to σ_max, the smallest singular value the float64 Gram route resolves, for sizes up
 # to k ≈ 4500: sqrt(k·ε₆₄) ≈ 1e-6.
@@ -107,5 +107,6 @@ def singular_values_many(
         for w in matrices:
             yield singular_values(w, "cpu")
         return
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+    # OpenBLAS has one process-wide thread count: the limit is shared by overlapping callers.
+    with shared_blas_limit(1), ThreadPoolExecutor(workers) as pool:
         yield from pool.map(_singular_values_cpu, matrices)

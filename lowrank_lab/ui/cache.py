@@ -3,23 +3,24 @@
 ``loaded_model`` returns the same object to every session: it must stay read-only. Pages
 that change weights (compression, fine-tuning) work on ``loaded.copy()``.
 
-Spectra are memoised by hand rather than with ``st.cache_data``: Streamlit records every
-element a cached function draws and replays it on later hits, so a progress bar drawn from
-inside a cached function breaks the next page that hits the cache. The memo computes outside
-any Streamlit cache, so the bar is drawn once, live, and never replayed.
+Spectra and whitened spectra live in :class:`~lowrank_lab.cache.KeyedCache` objects the app
+owns (one per server process, through ``st.cache_resource``) rather than in ``st.cache_data``:
+Streamlit records every element a cached function draws and replays it on later hits, so a
+progress bar drawn from inside a cached function breaks the next page that hits the cache. A
+KeyedCache computes outside any Streamlit cache, so the bar is drawn once, live, and never
+replayed; it locks per key, so one session's calibration does not hold up another session's
+spectra. The core's calibration work gets the app's own cache too (:func:`calibration_cache`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-
 import streamlit as st
 
+from lowrank_lab.cache import GiB, KeyedCache
+from lowrank_lab.compress import CalibrationSettings, whitened_spectra
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
-from lowrank_lab.plan_views import PlanCalculator, TradeoffCurve, tradeoff_curves
+from lowrank_lab.plan import PlanCalculator, TradeoffCurve, tradeoff_curves
 from lowrank_lab.spectra import LayerSpectrum, compute_spectra
 
 
@@ -36,32 +37,23 @@ def param_count(spec: ModelSpec) -> int:
     return loaded_model(spec).n_params
 
 
-class _Memo:
-    """A small thread-safe LRU map shared by every session (one per server process)."""
-
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: Hashable, compute: Callable[[], object]):
-        with self.lock:  # one computation at a time: two sessions asking at once share the result
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-            value = self.items[key] = compute()
-            while len(self.items) > self.max_entries:
-                self.items.popitem(last=False)
-            return value
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
+@st.cache_resource(show_spinner=False)
+def spectra_cache() -> KeyedCache:
+    """Spectra of each model spec's shared model (small: a few MiB per model)."""
+    return KeyedCache(max_bytes=512 * 2**20, name="spectra")
 
 
 @st.cache_resource(show_spinner=False)
-def _spectra_memo() -> _Memo:
-    return _Memo(max_entries=8)
+def whitened_cache() -> KeyedCache:
+    """Whitened spectra per (model spec, calibration settings)."""
+    return KeyedCache(max_bytes=256 * 2**20, name="whitened spectra")
+
+
+@st.cache_resource(show_spinner=False)
+def calibration_cache() -> KeyedCache:
+    """What calibration computes for compression and allocation (statistics, decompositions,
+    loss gradients), keyed by model content; every core call from the app passes this one."""
+    return KeyedCache(max_bytes=4 * GiB, name="calibration")
 
 
 def _read_only(spectra: list[LayerSpectrum]) -> list[LayerSpectrum]:
@@ -77,10 +69,8 @@ def model_spectra(spec: ModelSpec, _progress=None) -> list[LayerSpectrum]:
     Computed once per server process (and cached on disk by content); ``_progress`` is told
     how a first computation goes.
     """
-    return _spectra_memo().get(spec, lambda: _read_only(compute_spectra(loaded_model(spec).model, progress=_progress)))
-
-
-model_spectra.clear = lambda: _spectra_memo().clear()
+    compute = lambda: _read_only(compute_spectra(loaded_model(spec).model, progress=_progress))  # noqa: E731
+    return spectra_cache().get_or_compute(spec, compute)
 
 
 def spectra_with_progress(spec: ModelSpec) -> list[LayerSpectrum]:
@@ -112,26 +102,20 @@ def model_tradeoff(spec: ModelSpec) -> list[TradeoffCurve]:
     return tradeoff_curves(model_spectra(spec))
 
 
-@st.cache_resource(show_spinner=False)
-def _whitened_memo() -> _Memo:
-    return _Memo(max_entries=4)
-
-
-def whitened_with_progress(spec: ModelSpec, calibration) -> list[LayerSpectrum]:
+def whitened_with_progress(spec: ModelSpec, calibration: CalibrationSettings) -> list[LayerSpectrum]:
     """Whitened spectra (W·S) of the shared model for ``spec`` on ``calibration``, once per process.
 
     Raises:
         LowrankLabError: calibration is impossible (no tokenizer, text too short); the page shows it.
     """
-    from lowrank_lab.compress import whitened_spectra
-
     bar = st.empty()
 
     def progress(done: int, total: int, message: str) -> None:
         bar.progress(done / max(total, 1), text=f"Calibrating and whitening: {done}/{total} {message}")
 
     try:
-        compute = lambda: _read_only(whitened_spectra(loaded_model(spec), calibration, progress=progress))  # noqa: E731
-        return _whitened_memo().get((spec, calibration), compute)
+        loaded = loaded_model(spec)
+        compute = lambda: _read_only(whitened_spectra(loaded, calibration, progress, calibration_cache()))  # noqa: E731
+        return whitened_cache().get_or_compute((spec, calibration.key()), compute)
     finally:
         bar.empty()

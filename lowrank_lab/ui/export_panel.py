@@ -11,22 +11,25 @@ from dataclasses import dataclass
 import streamlit as st
 from peft import get_peft_model_state_dict
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
+from lowrank_lab.checkpoint.format import factorized_modules
+from lowrank_lab.dtypes import DTYPES
 from lowrank_lab.errors import LowrankLabError
-from lowrank_lab.export import EXPORT_KINDS, available_kinds, estimate_size, export_zip, safe_folder_name
+from lowrank_lab.export import EXPORT_FORMATS, available_formats, estimate_size, export_zip, safe_folder_name
 from lowrank_lab.export.adapter import peft_model_of
 from lowrank_lab.export.card import human_bytes
-from lowrank_lab.export.format import DTYPES, factorized_modules
+from lowrank_lab.finetune import TrainedAdapter
+from lowrank_lab.models import CompressedModel
 from lowrank_lab.ui import state
+from lowrank_lab.ui.state import CompressionRun
 
-BUILT = "export_built"  # session key: (ExportRequest, zip bytes) of the last zip built
+BUILT = "export_built"  # session key: the BuiltZip of the last zip built
 
 
 @dataclass(frozen=True)
 class ExportRequest:
     """What the user asked for, and the artifacts (by identity) it was asked of."""
 
-    kind: str
+    fmt: str
     dtype: str
     name: str
     compressed_id: int
@@ -37,26 +40,35 @@ class ExportRequest:
         return f"{self.name}.zip"
 
 
-def artifacts() -> tuple[CompressedModel | None, TrainedAdapter | None]:
-    """The compressed model (Ranks page) and the adapter (LoRA page) of this session, if any."""
-    compressed = st.session_state.get(state.COMPRESSED)
+@dataclass(frozen=True, eq=False)
+class BuiltZip:
+    """A zip built for one request, kept in the session until the request changes."""
+
+    request: ExportRequest
+    data: bytes
+
+
+def artifacts() -> tuple[CompressionRun | None, TrainedAdapter | None]:
+    """The compression run (Ranks page) and the adapter (LoRA page) of this session, if any."""
+    run = st.session_state.get(state.COMPRESSED)
     adapter = st.session_state.get(state.ADAPTER)
-    if compressed is not None and not isinstance(compressed, CompressedModel):
-        st.error(f"The session's compressed model is a {type(compressed).__name__}; compress again on the Ranks page.")
-        compressed = None
+    if run is not None and not isinstance(run, CompressionRun):
+        st.error(f"The session's compressed model is a {type(run).__name__}; compress again on the Ranks page.")
+        run = None
     if adapter is not None and not isinstance(adapter, TrainedAdapter):
         st.error(f"The session's adapter is a {type(adapter).__name__}; fine-tune again on the LoRA page.")
         adapter = None
-    return compressed, adapter
+    return run, adapter
 
 
-def describe(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> None:
+def describe(run: CompressionRun | None, adapter: TrainedAdapter | None) -> None:
     """One line per available artifact."""
-    if compressed is not None:
+    if run is not None:
+        compressed = run.compressed
         n = len(factorized_modules(compressed.model))
         params = sum(p.numel() for p in compressed.model.parameters())
-        ppl = compressed.figures.get("perplexity_compressed")
-        ppl_text = f", perplexity {ppl:.2f}" if isinstance(ppl, (int, float)) else ""
+        ppl = run.comparison.compressed.perplexity if run.comparison is not None else None
+        ppl_text = f", perplexity {ppl:.2f}" if ppl is not None else ""
         st.success(
             f"Compressed model of **{compressed.source.source}** ({compressed.method}): {n} layers factorized, "
             f"{params / 1e6:.2f}M parameters{ppl_text}."
@@ -78,13 +90,13 @@ def describe(compressed: CompressedModel | None, adapter: TrainedAdapter | None)
 
 def choose(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -> ExportRequest:
     """Format, dtype and folder name widgets; stops the page with st.error on an unusable name."""
-    kinds = available_kinds(compressed, adapter)
-    kind = st.radio("Format", kinds, format_func=EXPORT_KINDS.get, key="export_kind")
+    formats = available_formats(compressed, adapter)
+    fmt = st.radio("Format", formats, format_func=EXPORT_FORMATS.get, key="export_kind")
     dtype = "float32"
-    if kind != "rank_pattern":
+    if fmt != "rank_pattern":
         dtype = st.selectbox("Weights dtype", DTYPES, key="export_dtype", help="float16/bfloat16 halve the size")
     source = (compressed or adapter).source.source
-    default = f"{safe_folder_name(source)}-{kind.replace('_', '-')}"
+    default = f"{safe_folder_name(source)}-{fmt.replace('_', '-')}"
     raw = st.text_input("Folder name inside the zip", value=default, key="export_name")
     try:
         name = safe_folder_name(raw)
@@ -93,13 +105,13 @@ def choose(compressed: CompressedModel | None, adapter: TrainedAdapter | None) -
         st.stop()
     if name != raw.strip():
         st.caption(f"Saved as **{name}** (names are reduced to letters, digits, '-', '_' and '.').")
-    return ExportRequest(kind, dtype, name, id(compressed), id(adapter))
+    return ExportRequest(fmt, dtype, name, id(compressed), id(adapter))
 
 
 def show_size(request: ExportRequest, compressed, adapter) -> None:
     """The size the export will have, from parameter counts, before anything is built."""
     try:
-        estimate = estimate_size(request.kind, request.dtype, compressed=compressed, adapter=adapter)
+        estimate = estimate_size(request.fmt, request.dtype, compressed=compressed, adapter=adapter)
     except LowrankLabError as err:
         st.error(str(err))
         st.stop()
@@ -115,22 +127,30 @@ def show_size(request: ExportRequest, compressed, adapter) -> None:
         )
 
 
-def download(request: ExportRequest, compressed, adapter) -> None:
-    """Build the zip on request and offer it for download."""
+def download(request: ExportRequest, run: CompressionRun | None, adapter) -> None:
+    """Build the zip on request and offer it for download (the card carries the run's measured figures)."""
+    compressed, comparison = (run.compressed, run.comparison) if run is not None else (None, None)
     built = st.session_state.get(BUILT)
-    if built is not None and built[0] != request:
+    if built is not None and built.request != request:
         del st.session_state[BUILT]  # free the old zip: the request changed
         built = None
     if built is None and st.button("Build the zip", key="export_build", type="primary"):
         try:
             with st.spinner(f"Writing {request.file_name}…"):
-                data = export_zip(request.kind, request.name, request.dtype, compressed=compressed, adapter=adapter)
+                data = export_zip(
+                    request.fmt,
+                    request.name,
+                    request.dtype,
+                    compressed=compressed,
+                    adapter=adapter,
+                    comparison=comparison,
+                )
         except LowrankLabError as err:
             st.error(str(err))
             st.stop()
-        built = st.session_state[BUILT] = (request, data)
+        built = st.session_state[BUILT] = BuiltZip(request, data)
     if built is not None:
-        data = built[1]
+        data = built.data
         st.download_button(
             f"Download {request.file_name} ({human_bytes(len(data))})",
             data=data,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.data import BUILTIN_DATASETS, TrainingSource, builtin_source, read_upload
 from lowrank_lab.data.sources import MAX_TRAINING_UPLOAD_BYTES
 from lowrank_lab.errors import LowrankLabError
-from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, target_kinds
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, lora_targets
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.ui import state
 
 UPLOAD = "upload"
@@ -32,8 +31,9 @@ def choose_base(loaded: LoadedModel) -> LoadedModel | CompressedModel:
             "fine-tune; choose a causal language model (e.g. smollm2-135m) on the home page."
         )
         st.stop()
-    compressed = st.session_state.get(state.COMPRESSED)
-    if not isinstance(compressed, CompressedModel):
+    run = st.session_state.get(state.COMPRESSED)
+    compressed = run.compressed if isinstance(run, state.CompressionRun) else None
+    if compressed is None:
         st.caption("Training the original model. Compress it on the **Ranks** page to heal the compressed one here.")
         return loaded
     options = {"original": f"Original {loaded.title}", "compressed": f"Compressed {compressed.source.source} (heal it)"}
@@ -75,9 +75,9 @@ def choose_data() -> TrainingSource:
 
 
 def _targets(model) -> str | tuple[str, ...]:
-    kinds = target_kinds(model)
-    chosen = st.multiselect("Layers to adapt", kinds, default=kinds, key="lora_targets")
-    return ALL_LINEAR if set(chosen) == set(kinds) else tuple(chosen)
+    targets = lora_targets(model)
+    chosen = st.multiselect("Layers to adapt", targets, default=targets, key="lora_targets")
+    return ALL_LINEAR if set(chosen) == set(targets) else tuple(chosen)
 
 
 def choose_settings(base: LoadedModel | CompressedModel) -> LoraSettings:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import threading
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
 from lowrank_lab.data import PreparedData
 from lowrank_lab.errors import LowrankLabError
-from lowrank_lab.finetune import LoraSettings, StepInfo, TrainControl, finetune, generate
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.finetune import LoraSettings, StepInfo, TrainControl, TrainedAdapter, finetune, generate
+from lowrank_lab.models import CompressedModel, LoadedModel
 
 SAMPLE_TOKENS = 32
 
@@ -43,7 +42,7 @@ class TrainingJob:
 
     @property
     def chat(self) -> bool:
-        return self.data.kind == "pairs"
+        return self.data.style == "pairs"
 
     def start(self) -> TrainingJob:
         self._thread.start()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.data import TrainingSource, prepare
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.finetune import LoraSettings
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.ui import state
 from lowrank_lab.ui.finetune_charts import loss_figure
 from lowrank_lab.ui.finetune_job import TrainingJob
@@ -23,11 +22,18 @@ def current_job() -> TrainingJob | None:
 
 def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings: LoraSettings) -> None:
     """Tokenize the data (errors stop the page, nothing trains) and start training in the background."""
+    bar = st.progress(0.0, text="Tokenizing the training data…")
+
+    def tokenized(done: int, total: int, message: str) -> None:
+        bar.progress(done / max(total, 1), text=f"Tokenizing the training data… {done:,} of {total:,} texts")
+
     try:
-        data = prepare(source, base.tokenizer, settings.max_seq_len, seed=settings.seed)
+        data = prepare(source, base.tokenizer, settings.max_seq_len, seed=settings.seed, progress=tokenized)
     except LowrankLabError as err:
+        bar.empty()
         st.error(str(err))
         st.stop()
+    bar.empty()
     st.session_state[JOB] = TrainingJob(base, data, settings).start()
 
 

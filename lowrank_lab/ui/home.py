@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -15,24 +15,33 @@ from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import mib, params
 
 LOCAL, HUB = "local folder or file", "Hugging Face hub id"
-ROOT = Path(__file__).resolve().parents[2]
 
-# Every page of the app; a page shows on the home page once its file is there.
+
+@dataclass(frozen=True)
+class StepPage:
+    """One page of the app after Home: its file (relative to the app's folder), title and what it does."""
+
+    path: str
+    title: str
+    description: str
+
+
+# Every page after Home, in the sidebar's order: app.py's navigation and the home page's guide.
 PAGES = (
-    (
+    StepPage(
         "pages/1_Spectra.py",
         "Spectra",
         "Singular values of every matrix: a (layer × kind) heatmap of low-rank "
         "metrics, spectra overlaid with energy curves and the Marchenko–Pastur edge, a metrics table (CSV).",
     ),
-    (
+    StepPage(
         "pages/2_Ranks.py",
         "Ranks",
         "Choose ranks (per kind, per matrix, or a preset) and see at once the "
         "parameters and bytes saved and the reconstruction error; download the plan as JSON.",
     ),
-    ("pages/3_LoRA.py", "LoRA", "Fine-tune LoRA adapters on the original or the compressed model."),
-    ("pages/4_Export.py", "Export", "Download the compressed checkpoint (safetensors, plan, model card)."),
+    StepPage("pages/3_LoRA.py", "LoRA", "Fine-tune LoRA adapters on the original or the compressed model."),
+    StepPage("pages/4_Export.py", "Export", "Download the compressed checkpoint (safetensors, plan, model card)."),
 )
 
 
@@ -120,7 +129,6 @@ def summary(loaded: LoadedModel, n_params: int) -> None:
 def page_guide() -> None:
     """What each page does, with a link to it."""
     st.subheader("Where to go next")
-    for path, label, what in PAGES:
-        if (ROOT / path).exists():
-            st.page_link(path, label=f"**{label}**")
-            st.caption(what)
+    for page in PAGES:
+        st.page_link(page.path, label=f"**{page.title}**")
+        st.caption(page.description)

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from lowrank_lab.plan_views import CURVE_LABELS, ErrorCurve, TradeoffCurve
+from lowrank_lab.plan.curves import ErrorCurve, TradeoffCurve
 
+# The legend's words for each swept family of plans (keyed by TradeoffCurve.label).
+CURVE_LABELS = {
+    "keep-params": "keep a fraction of each matrix's parameters",
+    "keep-energy": "keep a fraction of each matrix's energy",
+    "fixed-rank": "same rank everywhere",
+    "best": "best for the size (energy per parameter)",
+}
 FRO_COLOR, SPECTRAL_COLOR, PLAN_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
 # The plan is red everywhere; the families get colors that cannot be mistaken for it.
 CURVE_COLORS = {"keep-params": "#1f77b4", "keep-energy": "#2ca02c", "fixed-rank": "#9467bd", "best": "#7f7f7f"}
@@ -85,7 +92,7 @@ def tradeoff_spec(curves: list[TradeoffCurve], point: tuple[float, float]) -> di
     """Parameters kept (% of linear layers) against weighted error, per plan family and for the plan.
 
     Args:
-        curves: from :func:`lowrank_lab.plan_views.tradeoff_curves`.
+        curves: from :func:`lowrank_lab.plan.curves.tradeoff_curves`.
         point: the current plan's (fraction kept, weighted error).
     """
     hover = "%{x:.1f}% kept, error %{y:.4f}<br>setting %{customdata:.4g}<extra></extra>"

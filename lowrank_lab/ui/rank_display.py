@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from lowrank_lab.dtypes import BYTES_PER_ELEMENT
 from lowrank_lab.plan import MatrixCost, PlanSummary
-from lowrank_lab.plan_views import BYTES, summary_records
+from lowrank_lab.plan.curves import summary_records
 from lowrank_lab.ui.formatting import mib, params, pct
 
 # Labels the tests (and a reader) look for; the numbers under them are exact counts or percentages.
@@ -16,6 +17,8 @@ SAVED_MODEL = "Saved, % of whole model"
 KEPT_MODEL = "Parameters kept (whole model)"
 WEIGHTED_ERROR = "Weighted error ‖W−Wᵣ‖/‖W‖"
 WORST_SPECTRAL = "Worst spectral error σᵣ₊₁/σ₁"
+# The sizes shown: every parameter at this many bytes.
+SIZES = {"fp32": BYTES_PER_ELEMENT["float32"], "fp16": BYTES_PER_ELEMENT["float16"]}
 
 
 def totals(summary: PlanSummary) -> None:
@@ -36,7 +39,7 @@ def totals(summary: PlanSummary) -> None:
     )
     c[3].metric(KEPT_MODEL, f"{summary.model_params_kept:,}", help=f"Dense: {summary.model_params:,}.")
     c = st.columns(4)
-    for col, (dtype, size) in zip(c, BYTES.items()):
+    for col, (dtype, size) in zip(c, SIZES.items()):
         saved = summary.params_saved * size
         col.metric(
             f"Size at {dtype}",

@@ -3,21 +3,24 @@
 Streamlit forgets a widget's value while its page is not shown, so the settings live in
 session state as one :class:`RankControls` per model, every widget is seeded from it on each
 run, and widget callbacks write changes back before the page reruns. The plan they describe is
-kept in ``st.session_state[state.PLAN]`` for the compress panel and the export page; a plan put
-there by someone else is adopted on the next run.
+kept once, in ``st.session_state[state.PLAN]``, for the compress panel and the export page; a
+plan put there by someone else (one the controls do not describe) is adopted on the next run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import streamlit as st
 
 from lowrank_lab.errors import InvalidRankPlan
-from lowrank_lab.plan import RankPlan
-from lowrank_lab.plan_views import KindTotals
-from lowrank_lab.rank_controls import (
+from lowrank_lab.plan import (
     PRESETS,
     KindInfo,
+    KindTotals,
     RankControls,
+    RankPlan,
     controls_from_plan,
     plan_from_controls,
     read_plan,
@@ -26,12 +29,32 @@ from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params, pct
 
-CONTROLS = "ranks_controls"  # (model source, RankControls, the RankPlan written to state.PLAN)
+CONTROLS = "ranks_controls"  # SavedControls: the rank controls of the model in state.MODEL_SOURCE
 MATRIX_RANK = "ranks_matrix_rank"
 UPLOAD = "ranks_plan_upload"
-UPLOAD_RESULT = "ranks_plan_upload_result"  # (file id, "success" | "error", message)
-PRESET_MESSAGE = "ranks_preset_message"
+UPLOAD_RESULT = "ranks_plan_upload_result"  # Notice about the uploaded file (its file_id set)
+PRESET_MESSAGE = "ranks_preset_message"  # Notice about the last preset applied
 DEFAULT_PRESET = ("keep-params", 0.5)
+
+
+@dataclass(frozen=True)
+class SavedControls:
+    """The session's rank controls and the model they were set for (the plan they give is state.PLAN)."""
+
+    source: str
+    controls: RankControls
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message to show once: what happened to a preset or an uploaded plan file."""
+
+    level: Literal["success", "error"]
+    text: str
+    file_id: str | None = None
+
+    def show(self) -> None:
+        (st.success if self.level == "success" else st.error)(self.text)
 
 
 def kind_key(kind: str) -> str:
@@ -48,7 +71,7 @@ def preset_button_key(preset: str) -> str:
 
 def _save(spectra: list[LayerSpectrum], controls: RankControls) -> RankPlan:
     plan = plan_from_controls(spectra, controls)
-    st.session_state[CONTROLS] = (state.current_spec().source, controls, plan)
+    st.session_state[CONTROLS] = SavedControls(state.current_spec().source, controls)
     st.session_state[state.PLAN] = plan
     return plan
 
@@ -58,9 +81,11 @@ def current_controls(spectra: list[LayerSpectrum]) -> tuple[RankControls, RankPl
     source = state.current_spec().source
     saved = st.session_state.get(CONTROLS)
     outside = st.session_state.get(state.PLAN)
-    if saved is not None and saved[0] == source and (outside is None or outside == saved[2]):
-        st.session_state[state.PLAN] = saved[2]
-        return saved[1], saved[2]
+    if isinstance(saved, SavedControls) and saved.source == source:
+        plan = plan_from_controls(spectra, saved.controls)  # microseconds: no copy of it is kept
+        if outside is None or outside == plan:
+            st.session_state[state.PLAN] = plan
+            return saved.controls, plan
     plan = None
     if isinstance(outside, RankPlan):
         try:
@@ -76,7 +101,7 @@ def current_controls(spectra: list[LayerSpectrum]) -> tuple[RankControls, RankPl
 
 
 def _controls() -> RankControls:
-    return st.session_state[CONTROLS][1]
+    return st.session_state[CONTROLS].controls
 
 
 def _on_kind(kind: KindInfo, spectra: list[LayerSpectrum]) -> None:
@@ -105,10 +130,10 @@ def _apply_preset(key: str, spectra: list[LayerSpectrum]) -> None:
     try:
         plan = preset.plan(spectra, value)
     except InvalidRankPlan as err:
-        st.session_state[PRESET_MESSAGE] = ("error", str(err))
+        st.session_state[PRESET_MESSAGE] = Notice("error", str(err))
         return
     _save(spectra, controls_from_plan(spectra, plan))
-    st.session_state[PRESET_MESSAGE] = ("success", f"Applied: {preset.label.lower()} = {value:g}")
+    st.session_state[PRESET_MESSAGE] = Notice("success", f"Applied: {preset.label.lower()} = {value:g}")
 
 
 def _on_upload(spectra: list[LayerSpectrum]) -> None:
@@ -119,10 +144,10 @@ def _on_upload(spectra: list[LayerSpectrum]) -> None:
     try:
         plan = read_plan(uploaded.getvalue(), spectra)
     except InvalidRankPlan as err:
-        st.session_state[UPLOAD_RESULT] = (uploaded.file_id, "error", f"{uploaded.name}: {err}")
+        st.session_state[UPLOAD_RESULT] = Notice("error", f"{uploaded.name}: {err}", uploaded.file_id)
         return
     _save(spectra, controls_from_plan(spectra, plan))
-    st.session_state[UPLOAD_RESULT] = (uploaded.file_id, "success", f"Loaded {uploaded.name}: {len(plan)} ranks")
+    st.session_state[UPLOAD_RESULT] = Notice("success", f"Loaded {uploaded.name}: {len(plan)} ranks", uploaded.file_id)
 
 
 def preset_controls(spectra: list[LayerSpectrum]) -> None:
@@ -142,7 +167,7 @@ def preset_controls(spectra: list[LayerSpectrum]) -> None:
             st.button("Apply", key=preset_button_key(preset.key), on_click=_apply_preset, args=(preset.key, spectra))
     message = st.session_state.pop(PRESET_MESSAGE, None)
     if message is not None:
-        (st.success if message[0] == "success" else st.error)(message[1])
+        message.show()
 
 
 def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None) -> str:
@@ -224,5 +249,5 @@ def plan_file(plan: RankPlan, spectra: list[LayerSpectrum]) -> None:
         "Load a plan (JSON: module name → rank)", type=["json"], key=UPLOAD, on_change=_on_upload, args=(spectra,)
     )
     result = st.session_state.get(UPLOAD_RESULT)
-    if uploaded is not None and result is not None and result[0] == uploaded.file_id:
-        (st.success if result[1] == "success" else st.error)(result[2])
+    if uploaded is not None and result is not None and result.file_id == uploaded.file_id:
+        result.show()

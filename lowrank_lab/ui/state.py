@@ -1,22 +1,51 @@
-"""Session-state keys, in one place, and typed accessors for the values every page shares."""
+"""Session-state keys, in one place, the typed values every page shares, and their accessors."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import streamlit as st
 
-from lowrank_lab.models import DEFAULT_MODEL, ModelSpec
+from lowrank_lab.comparison import Comparison
+from lowrank_lab.compress import CalibrationSettings
+from lowrank_lab.compress.results import CompressionResult
+from lowrank_lab.models import DEFAULT_MODEL, CompressedModel, ModelSpec
 
 # The environment can choose the model the app opens with (the tests use a tiny one).
 DEFAULT_MODEL_ENV = "LOWRANK_LAB_MODEL"
 
 MODEL_SOURCE = "model_source"  # str: what the home page's picker chose
-PLAN = "rank_plan"  # RankPlan: the plan the Ranks page built, for the model in MODEL_SOURCE
-COMPRESSED = "compressed"  # the compressed model + report from "Compress and evaluate"
-ADAPTER = "adapter"  # the LoRA fine-tune's result, for the Export page
-CALIBRATION = "calibration"  # (model source, CalibrationSettings): the last calibration this session ran
+PLAN = "rank_plan"  # RankPlan: the plan the Ranks page built, for the model in MODEL_SOURCE (the one copy)
+COMPRESSED = "compressed"  # CompressionRun: the last finished "Compress and evaluate"
+ADAPTER = "adapter"  # TrainedAdapter: the LoRA fine-tune's result, for the Export page
+CALIBRATION = "calibration"  # Calibration: the last calibration this session ran
 SELECTED_MATRIX = "selected_matrix"  # str: the matrix the Spectra and Ranks pages focus on
+
+
+@dataclass(frozen=True, eq=False)
+class CompressionRun:
+    """A finished "Compress and evaluate", for the Ranks, LoRA and Export pages.
+
+    Attributes:
+        compressed: the compressed model (a copy; the shared model is untouched).
+        comparison: what was measured against the dense model, or None when not measured.
+        ranks_from: where the ranks came from: ``plan`` (the sliders) or an allocation strategy.
+        result: the pipeline's whole result (stage report, allocation candidates), when it ran.
+    """
+
+    compressed: CompressedModel
+    comparison: Comparison | None
+    ranks_from: str
+    result: CompressionResult | None = None  # the whole run: stages, allocation candidates
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A calibration this session ran: on which model, with which settings."""
+
+    source: str
+    settings: CalibrationSettings
 
 
 def default_source() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.spectra.engine import LayerSpectrum
@@ -21,11 +22,9 @@ BUTTON = "spectra_calibrate"
 
 def section(loaded: LoadedModel, sp: LayerSpectrum) -> None:
     """Draw the plain-vs-whitened chart for ``sp``, or offer to calibrate."""
-    from lowrank_lab.compress import CalibrationSettings
-
     st.subheader("Whitened spectrum")
     saved = st.session_state.get(state.CALIBRATION)
-    if saved is None or saved[0] != loaded.spec.source:
+    if not isinstance(saved, state.Calibration) or saved.source != loaded.spec.source:
         default = CalibrationSettings()
         st.caption(
             "The whitened spectrum is that of W·S, where SSᵀ = XᵀX collects the layer's inputs on "
@@ -33,9 +32,9 @@ def section(loaded: LoadedModel, sp: LayerSpectrum) -> None:
         )
         if not st.button(f"Calibrate on the built-in text ({default.samples} × {default.seq_len} tokens)", key=BUTTON):
             return
-        saved = (loaded.spec.source, default)
+        saved = state.Calibration(loaded.spec.source, default)
         st.session_state[state.CALIBRATION] = saved
-    calibration = saved[1]
+    calibration = saved.settings
     try:
         whitened = {w.name: w for w in whitened_with_progress(loaded.spec, calibration)}
     except LowrankLabError as err:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from lowrank_lab.artifacts import CompressedModel
 from lowrank_lab.lowrank import LowRankLinear
+from lowrank_lab.models import CompressedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 RANKS = str(ROOT / "pages" / "2_Ranks.py")
@@ -45,7 +45,7 @@ def test_compress_the_sliders_plan_and_measure_it(tiny_llama):
     at = page(RANKS)
     plan = at.session_state["rank_plan"]
     at = submit(at, "plan")
-    compressed = at.session_state["compressed"]
+    compressed = at.session_state["compressed"].compressed
     assert isinstance(compressed, CompressedModel) and compressed.method == "whitened"
     assert compressed.plan == factorized_part(plan, compressed)
     assert not any(isinstance(m, LowRankLinear) for m in tiny_llama.model.modules())  # the shared model is untouched
@@ -66,8 +66,8 @@ def factorized_part(plan, compressed):
 
 def test_an_allocated_plan_loads_into_the_sliders():
     at = submit(page(RANKS), "uniform", keep=40)
-    compressed = at.session_state["compressed"]
-    linear = compressed.figures["linear_params_compressed"] / compressed.figures["linear_params_dense"]
+    compressed = at.session_state["compressed"].compressed
+    linear = compressed.params.linear_compressed / compressed.params.linear_dense
     assert linear <= 0.42
     at.button(key="compress_load_plan").click()
     at.run()
@@ -78,8 +78,13 @@ def test_an_allocated_plan_loads_into_the_sliders():
 def test_too_little_calibration_text_keeps_the_earlier_result():
     at = submit(page(RANKS), "uniform")
     first = at.session_state["compressed"]
-    at = submit(at, "uniform", samples=512, seq_len=2048)
-    assert any("Compression stopped" in e.value and "tokens" in e.value for e in at.error)
+    at = submit(at, "uniform", samples=512, seq_len=2048)  # past tiny-llama's 256 positions
+    assert any("Compression stopped" in e.value and "256 positions" in e.value for e in at.error)
+    at.file_uploader(key="compress_upload").upload("notes.txt", b"only a few words of calibration text")
+    at = submit(at, "uniform", samples=8, seq_len=64)
+    assert any(
+        "Compression stopped" in e.value and "notes.txt) has" in e.value and "tokens" in e.value for e in at.error
+    )
     assert at.session_state["compressed"] is first
 
 
@@ -91,7 +96,7 @@ def test_whitened_spectrum_after_calibration(tiny_llama):
     assert not at.exception, at.exception
     charts = [c for c in at.get("plotly_chart") if "spectra_whitened" in c.proto.id]
     assert len(charts) == 1
-    assert at.session_state["calibration"][0] == "tiny-llama"
+    assert at.session_state["calibration"].source == "tiny-llama"
     w = tiny_llama.model.model.layers[0].mlp.up_proj.weight
     assert torch.equal(w, tiny_llama.model.model.layers[0].mlp.up_proj.weight)
 
@@ -103,7 +108,7 @@ def test_uploaded_calibration_and_evaluation_text():
     at.file_uploader(key="compress_upload").upload("notes.txt", builtin_text("evaluation")[:40_000].encode())
     at.file_uploader(key="compress_eval_upload").upload("eval.txt", builtin_text("evaluation")[40_000:].encode())
     at = submit(at, "uniform")
-    compressed = at.session_state["compressed"]
+    compressed = at.session_state["compressed"].compressed
     assert compressed.calibration["text"] == "uploaded notes.txt"
     assert figures_row(at, "perplexity (uploaded eval.txt")["compressed"] > 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import LowRankLinear, load_compressed
-from lowrank_lab.export import EXPORT_KINDS, extract_zip
+from lowrank_lab.checkpoint import extract_zip
+from lowrank_lab.comparison import Comparison, ModelFigures
+from lowrank_lab.export import EXPORT_FORMATS
 from lowrank_lab.ui import state
 from tests.unit.export_support import adapter_on_compressed, compressed_model, logits
 
@@ -20,9 +23,15 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Export.py")
 
 @pytest.fixture(scope="module")
 def compressed(tiny_llama):
-    c = compressed_model(tiny_llama, keep=0.8)
-    c.figures["perplexity_compressed"] = 612.5
-    return c
+    return compressed_model(tiny_llama, keep=0.8)
+
+
+@pytest.fixture(scope="module")
+def run(compressed):
+    """What the Ranks page keeps after "Compress and evaluate": the model and what was measured on it."""
+    measured = ModelFigures(params=1, bytes=1, perplexity=612.5, latency_ms=1.0, peak_memory_bytes=1)
+    comparison = Comparison(replace(measured, perplexity=500.0), measured, (), "test text", 128, 8)
+    return state.CompressionRun(compressed, comparison, "plan")
 
 
 @pytest.fixture
@@ -61,11 +70,11 @@ def test_without_artifacts_the_page_says_where_to_make_them():
     assert not at.radio
 
 
-def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compressed, downloads):
-    at = _page(**{state.COMPRESSED: compressed})
+def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compressed, run, downloads):
+    at = _page(**{state.COMPRESSED: run})
     assert not at.exception and not at.error
     assert "612.50" in at.success[0].value
-    assert at.radio(key="export_kind").options == [EXPORT_KINDS[k] for k in ("compressed", "dense", "rank_pattern")]
+    assert at.radio(key="export_kind").options == [EXPORT_FORMATS[k] for k in ("compressed", "dense", "rank_pattern")]
     at.selectbox(key="export_dtype").set_value("float16").run()
     kept = sum(p.numel() for p in compressed.model.parameters())
     assert at.metric[1].value == f"{kept:,}"  # stored values = kept parameters (tied once)
@@ -79,15 +88,15 @@ def test_compressed_checkpoint_download_is_a_zip_that_loads_back(tmp_path, compr
         names = zf.namelist()
     assert all(n.startswith("tiny-llama-compressed/") and ".." not in n for n in names)
     (tmp_path / "d.zip").write_bytes(data)
-    model = load_compressed(extract_zip(tmp_path / "d.zip", tmp_path / "d"))
+    model = load_compressed(extract_zip(tmp_path / "d.zip", tmp_path / "d")).model
     assert sum(isinstance(m, LowRankLinear) for m in model.modules()) == len(compressed.plan)
     assert (logits(model.float()) - logits(compressed.model)).abs().max().item() < 0.05  # fp16 rounding
     size_shown = at.metric[0].value  # the announced size is the download's size, give or take headers
     assert size_shown.endswith("kB") and abs(float(size_shown.split()[0]) - len(data) / 1e3) < 25
 
 
-def test_a_bad_folder_name_is_an_error_and_a_tricky_one_is_sanitised(compressed, downloads):
-    at = _page(**{state.COMPRESSED: compressed})
+def test_a_bad_folder_name_is_an_error_and_a_tricky_one_is_sanitised(run, downloads):
+    at = _page(**{state.COMPRESSED: run})
     at.text_input(key="export_name").set_value("..").run()
     assert at.error and "cannot name a folder" in at.error[0].value
     assert not at.button
@@ -103,23 +112,23 @@ def test_adapter_and_merged_downloads(tmp_path, tiny_llama, downloads):
 
     adapter = adapter_on_compressed(tiny_llama)
     at = _page(**{state.ADAPTER: adapter})
-    assert at.radio(key="export_kind").options == [EXPORT_KINDS[k] for k in ("adapter", "merged")]
+    assert at.radio(key="export_kind").options == [EXPORT_FORMATS[k] for k in ("adapter", "merged")]
     assert "compressed" in at.success[0].value
     at.button(key="export_build").click().run()
     (tmp_path / "a.zip").write_bytes(_served_zip(at, downloads))
     root = extract_zip(tmp_path / "a.zip", tmp_path / "a")
-    reloaded = PeftModel.from_pretrained(load_compressed(root / "base"), str(root))
+    reloaded = PeftModel.from_pretrained(load_compressed(root / "base").model, str(root))
     assert (logits(reloaded) - logits(adapter.model)).abs().max().item() <= 1e-5
 
     at.radio(key="export_kind").set_value("merged").run()
     assert not at.get("download_button")  # the zip built for the adapter is dropped
     at.button(key="export_build").click().run()
     (tmp_path / "m.zip").write_bytes(_served_zip(at, downloads))
-    merged = load_compressed(tmp_path / "m.zip")
+    merged = load_compressed(tmp_path / "m.zip").model
     assert (logits(merged) - logits(adapter.model)).abs().max().item() <= 1e-4
 
 
-def test_something_that_is_not_an_artifact_gives_an_error(compressed):
+def test_something_that_is_not_an_artifact_gives_an_error():
     at = _page(**{state.COMPRESSED: "not a model", state.ADAPTER: None})
     assert at.error and "compress again" in at.error[0].value
     assert at.info  # and the page says where to make one

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lowrank_lab.artifacts import TrainedAdapter
+from lowrank_lab.finetune import TrainedAdapter
 from lowrank_lab.ui import state
 from lowrank_lab.ui.finetune_view import JOB
 from tests.unit.export_support import compressed_model
@@ -90,7 +90,7 @@ def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
 
 def test_healing_the_compressed_model_from_the_ranks_page(tiny_llama):
     compressed = compressed_model(tiny_llama, keep=0.5)
-    at = _page(**{state.COMPRESSED: compressed})
+    at = _page(**{state.COMPRESSED: state.CompressionRun(compressed, None, "plan")})
     at.radio(key="lora_base").set_value("compressed")
     at.radio(key="lora_data").set_value("number-words")
     at.number_input(key="lora_steps").set_value(3)

@@ -10,8 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import RankPlan, compute_spectra, summarize_plan
-from lowrank_lab.plan_views import error_curve, plan_point, tradeoff_curves
-from lowrank_lab.rank_controls import PRESETS
+from lowrank_lab.plan.curves import error_curve, plan_point, tradeoff_curves
+from lowrank_lab.plan.presets import PRESETS
 from lowrank_lab.ui import rank_display as shown
 from lowrank_lab.ui import rank_widgets as widgets
 from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec

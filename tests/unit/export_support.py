@@ -12,12 +12,14 @@ import copy
 import torch
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel, TrainedAdapter
 from lowrank_lab.data import builtin_text, token_blocks
+from lowrank_lab.finetune import TrainedAdapter
+from lowrank_lab.layers import weight_out_in
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
 from lowrank_lab.matrices import weight_matrices
-from lowrank_lab.models import LoadedModel
+from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.plan import RankPlan
+from lowrank_lab.threads import one_lapack_thread
 
 
 def keep_rank(shape: tuple[int, int], keep: float) -> int:
@@ -28,12 +30,8 @@ def keep_rank(shape: tuple[int, int], keep: float) -> int:
 
 def _svd(matrix: torch.Tensor):
     # One thread: on a busy two-core machine torch's thread pool makes a 64×160 SVD take ~0.5 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_lapack_thread():
         return torch.linalg.svd(matrix, full_matrices=False)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def factorize(model: nn.Module, keep: float = 0.5, with_head: bool = False) -> RankPlan:
@@ -45,7 +43,7 @@ def factorize(model: nn.Module, keep: float = 0.5, with_head: bool = False) -> R
     ranks = {}
     for name in names:
         module = model.get_submodule(name)
-        weight = module.weight if isinstance(module, nn.Linear) else module.weight.t()  # (out, in); Conv1D is in×out
+        weight = weight_out_in(module)  # (out, in); Conv1D stores in×out
         rank = keep_rank(tuple(weight.shape), keep)
         u, s, vh = _svd(weight.detach().double())  # (out, k), (k,), (k, in)
         b, a = (u[:, :rank] * s[:rank]).float(), vh[:rank].float()
@@ -55,7 +53,7 @@ def factorize(model: nn.Module, keep: float = 0.5, with_head: bool = False) -> R
     return RankPlan(ranks)
 
 
-def compressed_model(loaded: LoadedModel, keep: float = 0.5, with_head: bool = False, figures=None) -> CompressedModel:
+def compressed_model(loaded: LoadedModel, keep: float = 0.5, with_head: bool = False) -> CompressedModel:
     """A real CompressedModel of ``loaded`` (a copy; the shared model is untouched)."""
     model = loaded.copy()
     plan = factorize(model, keep, with_head)
@@ -66,7 +64,6 @@ def compressed_model(loaded: LoadedModel, keep: float = 0.5, with_head: bool = F
         plan=plan,
         method="svd",
         calibration={},
-        figures=dict(figures or {}),
     )
 
 

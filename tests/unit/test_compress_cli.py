@@ -28,7 +28,7 @@ def test_compress_measures_and_writes_a_checkpoint_that_evaluates_the_same(tmp_p
     assert out["calibration"] == {"text": "built-in pydoc_data calibration split", "samples": 4, "seq_len": 32}
     assert len(out["generations"]) == 3 and out["out"] == str(tmp_path / "ckpt")
 
-    reloaded = load_compressed(tmp_path / "ckpt")
+    reloaded = load_compressed(tmp_path / "ckpt").model
     code = main(["evaluate", "--model", str(tmp_path / "ckpt"), "--seq-len", "32", "--max-blocks", "2", "--json"])
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and evaluated["perplexity"] == pytest.approx(f["perplexity_compressed"], rel=1e-5)
@@ -44,7 +44,7 @@ def test_a_plan_file_and_fp16_zip(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0 and out["factorized"] == 2 and out["out"].endswith(".zip")
     assert "perplexity_dense" not in out["figures"] and "generations" not in out
-    model = load_compressed(out["out"])
+    model = load_compressed(out["out"]).model
     assert model.model.layers[0].mlp.up_proj.rank == 8
     assert next(model.parameters()).dtype == torch.float16
 

@@ -9,12 +9,12 @@ import torch
 
 from lowrank_lab import CalibrationSettings, LowRankLinear, RankPlan, compress, load_compressed
 from lowrank_lab.compress.blocks import block_layout, linear_call_groups
-from lowrank_lab.compress.calibration import InputStats, calibration_blocks
+from lowrank_lab.compress.calibration import calibration_blocks
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
-from lowrank_lab.compress.factorize import whitened_decomposition
-from lowrank_lab.compress.methods import linear_matrices
-from lowrank_lab.compress.pipeline import CompressionJob, run_folder_job
+from lowrank_lab.compress.pipeline import CompressionJob
 from lowrank_lab.compress.refit import PairStats, anchored_decomposition, refit_b
+from lowrank_lab.compress.stream import run_folder_job
 from lowrank_lab.compress.writer import ShardWriter
 from lowrank_lab.errors import CheckpointError
 from lowrank_lab.models import ModelSpec, load_model
@@ -83,9 +83,9 @@ def test_the_refit_never_increases_a_layers_output_error_on_its_calibration_inpu
     def error(b, a):
         return float((xs @ (b @ a).T - target).square().sum())
 
-    truncated = InputStats(xs.shape[1])
+    truncated = PairStats(xs.shape[1], cross=False)
     truncated.add(xs.float())
-    plain = whitened_decomposition(w, truncated).factors(rank)  # whitened truncation on the shifted inputs
+    plain = anchored_decomposition(w, truncated, 0.0).factors(rank)  # whitened truncation on the shifted inputs
     stats = PairStats(xs.shape[1], cross=True)
     stats.add(xs.float(), x.float())
     for ridge in (0.0, 1e-2, 1e-1):
@@ -124,7 +124,7 @@ def test_a_block_at_a_time_run_from_a_folder_equals_the_in_memory_run(request, m
     plan = RankPlan({m.name: max(1, m.full_rank // 3) for m in linear_matrices(loaded)})
     job = CompressionJob(plan=plan, calibration=CAL, evaluation=None)
     result = run_folder_job(folder, job, tmp_path / "out", "float32", overwrite=False)
-    streamed = load_compressed(result.out)
+    streamed = load_compressed(result.out).model
     in_memory = compress(loaded, plan, "whitened", CAL).model
     assert torch.equal(logits(streamed), logits(in_memory))
 
@@ -136,7 +136,7 @@ def test_a_bf16_folder_is_read_in_bf16_and_written_in_the_asked_dtype(tiny_llama
     result = run_folder_job(folder, job, tmp_path / "out", "bf16", overwrite=False)
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["lowrank"]["dtype"] == "bfloat16"
-    streamed = load_compressed(result.out)
+    streamed = load_compressed(result.out).model
     assert next(streamed.parameters()).dtype == torch.bfloat16
     bf16 = load_model(ModelSpec("tiny-llama", dtype="bfloat16"))  # the same weights, held in bf16
     in_memory = compress(bf16, plan, "whitened", CAL).model

@@ -10,7 +10,8 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from lowrank_lab import CheckpointError, LowrankLabError, load_compressed, load_model, save_compressed
-from lowrank_lab.export import extract_zip, safe_folder_name, safe_member_name, save_dense
+from lowrank_lab.checkpoint.unzip import extract_zip, safe_member_name
+from lowrank_lab.export import safe_folder_name, save_dense
 from tests.unit.export_support import compressed_model
 
 Q = "model.layers.0.self_attn.q_proj"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,23 +15,29 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from lowrank_lab import CheckpointError, LowRankLinear, RankPlan, load_compressed, load_model, save_compressed
-from lowrank_lab.data import builtin_text
-from lowrank_lab.evaluate import perplexity
+from lowrank_lab import (
+    LowRankLinear,
+    OutputError,
+    RankPlan,
+    load_compressed,
+    load_model,
+    save_compressed,
+)
+from lowrank_lab.comparison import EvalSettings, compare
 from lowrank_lab.export import estimate_size
 from tests.unit.export_support import compressed_model, logits
 
-EVAL_FIGURES = {"eval_text": "built-in evaluation split (pydoc_data)", "eval_tokens": 2 * 64}
+EVAL = EvalSettings(source="built-in evaluation split (pydoc_data)", seq_len=64, max_blocks=2, prompts=())
 
 
 @pytest.fixture(scope="module")
 def llama_compressed(tiny_llama):
-    c = compressed_model(tiny_llama, keep=0.5)
-    text = builtin_text("evaluation")
-    c.figures.update(EVAL_FIGURES)
-    c.figures["perplexity_dense"] = perplexity(tiny_llama.model, tiny_llama.tokenizer, text, seq_len=64, max_blocks=2)
-    c.figures["perplexity_compressed"] = perplexity(c.model, c.tokenizer, text, seq_len=64, max_blocks=2)
-    return c
+    return compressed_model(tiny_llama, keep=0.5)
+
+
+@pytest.fixture(scope="module")
+def llama_comparison(tiny_llama, llama_compressed):
+    return compare(tiny_llama, llama_compressed, replace(EVAL, latency_tokens=16, latency_repeats=1))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +47,7 @@ def test_fp32_round_trip_gives_the_same_outputs(tmp_path, name, with_head):
     loaded = load_model(name)
     compressed = compressed_model(loaded, keep=0.5, with_head=with_head)
     folder = save_compressed(compressed, tmp_path / "ckpt")
-    model = load_compressed(folder)
+    model = load_compressed(folder).model
     diff = (logits(model) - logits(compressed.model)).abs().max().item()
     assert diff <= 1e-5
     ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
@@ -48,10 +55,10 @@ def test_fp32_round_trip_gives_the_same_outputs(tmp_path, name, with_head):
     assert not any(isinstance(m, torch.nn.Linear) and n in ranks for n, m in model.named_modules())
 
 
-def test_checkpoint_holds_config_section_factors_plan_card_and_tokenizer(tmp_path, llama_compressed):
+def test_checkpoint_holds_config_section_factors_plan_card_and_tokenizer(tmp_path, llama_compressed, llama_comparison):
     import lowrank_lab
 
-    folder = save_compressed(llama_compressed, tmp_path / "ckpt", dtype="fp16")
+    folder = save_compressed(llama_compressed, tmp_path / "ckpt", dtype="fp16", comparison=llama_comparison)
     names = sorted(p.name for p in folder.iterdir())
     assert {
         "config.json",
@@ -84,7 +91,7 @@ def test_checkpoint_holds_config_section_factors_plan_card_and_tokenizer(tmp_pat
     assert "model.embed_tokens.weight" in shapes and "lm_head.weight" not in shapes
 
     card = (folder / "README.md").read_text()
-    f = llama_compressed.figures
+    f = llama_comparison.figures()
     assert f"{f['perplexity_dense']:.2f}" in card and f"{f['perplexity_compressed']:.2f}" in card
     assert "built-in evaluation split (pydoc_data), 128 tokens" in card
     assert f"{sum(p.numel() for p in llama_compressed.model.parameters()):,}" in card
@@ -95,7 +102,7 @@ def test_checkpoint_holds_config_section_factors_plan_card_and_tokenizer(tmp_pat
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_round_trip_is_exact_on_the_stored_values(tmp_path, llama_compressed, dtype):
     folder = save_compressed(llama_compressed, tmp_path / "ckpt", dtype=dtype)
-    model = load_compressed(folder)
+    model = load_compressed(folder).model
     target = getattr(torch, dtype)
     assert next(model.parameters()).dtype == target
     mine = llama_compressed.model.state_dict()
@@ -142,7 +149,7 @@ def test_zip_holds_the_folder_under_one_root_and_loads_back(tmp_path, llama_comp
         assert zf.testzip() is None
     assert all(n.startswith("my-ckpt/") and ".." not in n and not n.startswith("/") for n in names)
     assert "my-ckpt/model.safetensors" in names
-    model = load_compressed(path)
+    model = load_compressed(path).model
     assert (logits(model) - logits(llama_compressed.model)).abs().max().item() <= 1e-5
 
 
@@ -160,7 +167,7 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, llama_compressed):
 
 def test_existing_folders_are_not_overwritten_unless_asked(tmp_path, llama_compressed):
     folder = save_compressed(llama_compressed, tmp_path / "ckpt")
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         save_compressed(llama_compressed, folder)
     save_compressed(llama_compressed, folder, dtype="fp16", overwrite=True)
     assert json.loads((folder / "config.json").read_text())["lowrank"]["dtype"] == "float16"
@@ -168,7 +175,7 @@ def test_existing_folders_are_not_overwritten_unless_asked(tmp_path, llama_compr
     other = tmp_path / "photos"
     other.mkdir()
     (other / "cat.jpg").write_bytes(b"\xff\xd8")
-    with pytest.raises(CheckpointError, match="not a model export"):
+    with pytest.raises(OutputError, match="did not write"):
         save_compressed(llama_compressed, other, overwrite=True)
     assert (other / "cat.jpg").exists()
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from lowrank_lab import LowRankLinear, load_compressed, load_model
+from lowrank_lab.checkpoint import extract_zip
 from lowrank_lab.export import (
-    EXPORT_KINDS,
-    available_kinds,
+    EXPORT_FORMATS,
+    available_formats,
     densify,
     estimate_size,
     export,
     export_zip,
-    extract_zip,
     merged_compressed,
     rank_pattern,
     save_adapter,
@@ -85,7 +85,7 @@ def test_adapter_on_a_compressed_model_ships_its_base(tmp_path, on_compressed):
     from peft import PeftModel
 
     folder = save_adapter(on_compressed, tmp_path / "adapter")
-    base = load_compressed(folder / "base")
+    base = load_compressed(folder / "base").model
     assert _n_low(base) == len(on_compressed.compressed.plan)
     assert not any("lora" in n for n, _ in base.named_parameters())  # the base is clean
     reloaded = PeftModel.from_pretrained(base, str(folder))
@@ -97,7 +97,7 @@ def test_merged_into_a_compressed_model_keeps_the_ranks_and_the_outputs(tmp_path
     merged = merged_compressed(on_compressed)
     assert merged.plan == on_compressed.compressed.plan  # LoRA folded into the thin factors
     folder = save_merged(on_compressed, tmp_path / "merged", dtype="float32")
-    model = load_compressed(folder)
+    model = load_compressed(folder).model
     assert {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)} == merged.plan.as_dict()
     assert (logits(model) - before).abs().max().item() <= 1e-4
     assert (logits(on_compressed.model) - before).abs().max().item() == 0  # the adapter is not changed
@@ -130,31 +130,35 @@ def test_rank_pattern_drives_peft_lora_ranks(tmp_path, tiny_llama):
     assert got == plan.as_dict()
 
 
-@pytest.mark.parametrize("kind", list(EXPORT_KINDS))
-def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_llama, on_compressed, kind):
+@pytest.mark.parametrize("fmt", list(EXPORT_FORMATS))
+def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_llama, on_compressed, fmt):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     compressed = on_compressed.compressed
-    estimate = estimate_size(kind, "fp16", compressed=compressed, adapter=on_compressed)
-    data = export_zip(kind, "../My export", "fp16", compressed=compressed, adapter=on_compressed)
+    estimate = estimate_size(fmt, "fp16", compressed=compressed, adapter=on_compressed)
+    data = export_zip(fmt, "../My export", "fp16", compressed=compressed, adapter=on_compressed)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
         weights = sum(i.file_size for i in zf.infolist() if i.filename.endswith(".safetensors"))
         total = sum(i.file_size for i in zf.infolist())
     assert all(n.startswith("My-export/") for n in names)
     (tmp_path / "x.zip").write_bytes(data)
-    root = extract_zip(tmp_path / "x.zip", tmp_path / "x") if kind != "rank_pattern" else None
-    if kind == "compressed":
-        model = load_compressed(root)
-    elif kind in ("dense",):
+    root = extract_zip(tmp_path / "x.zip", tmp_path / "x") if fmt != "rank_pattern" else None
+    if fmt == "compressed":
+        model = load_compressed(root).model
+    elif fmt in ("dense",):
         model = AutoModelForCausalLM.from_pretrained(str(root))
-    elif kind == "merged":
-        model = load_compressed(root)
-    elif kind == "adapter":
-        model = PeftModel.from_pretrained(load_compressed(root / "base"), str(root))
+    elif fmt == "merged":
+        model = load_compressed(root).model
+    elif fmt == "adapter":
+        model = PeftModel.from_pretrained(load_compressed(root / "base").model, str(root))
     else:
-        assert sorted(names) == ["My-export/rank_pattern.json", "My-export/rank_plan.json"]
+        assert sorted(names) == [
+            "My-export/lowrank_lab_manifest.json",
+            "My-export/rank_pattern.json",
+            "My-export/rank_plan.json",
+        ]
         assert estimate.total_bytes == 0
         return
     assert torch.isfinite(logits(model.float())).all()
@@ -163,11 +167,11 @@ def test_every_export_zip_loads_back_and_its_size_was_announced(tmp_path, tiny_l
     assert total <= estimate.total_bytes + 64 * 1024
 
 
-def test_available_kinds_follow_what_exists(tiny_llama, on_original):
+def test_available_formats_follow_what_exists(tiny_llama, on_original):
     compressed = compressed_model(tiny_llama, keep=0.5)
-    assert available_kinds(None, None) == []
-    assert available_kinds(compressed, None) == ["compressed", "dense", "rank_pattern"]
-    assert available_kinds(None, on_original) == ["adapter", "merged"]
+    assert available_formats(None, None) == []
+    assert available_formats(compressed, None) == ["compressed", "dense", "rank_pattern"]
+    assert available_formats(None, on_original) == ["adapter", "merged"]
 
 
 def test_exports_that_need_a_missing_artifact_say_where_to_make_it(tmp_path, on_original):

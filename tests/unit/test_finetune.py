@@ -14,7 +14,7 @@ from lowrank_lab import LowRankLinear, load_compressed, load_model
 from lowrank_lab.data import builtin_source, prepare
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.export import save_adapter
-from lowrank_lab.finetune import LoraSettings, TrainControl, finetune, generate, target_kinds, target_modules
+from lowrank_lab.finetune import LoraSettings, TrainControl, finetune, generate, lora_targets, target_modules
 from tests.unit.export_support import compressed_model, logits
 
 FAST = dict(steps=12, batch_size=4, max_seq_len=32, learning_rate=1e-2, eval_every=4, eval_examples=8, r=4, alpha=8)
@@ -109,7 +109,7 @@ def test_healing_a_compressed_model_trains_its_thin_factors(tmp_path, tiny_llama
     assert adapter.base == "compressed" and adapter.compressed is compressed
     assert adapter.report.val_loss_after < adapter.report.val_loss_before
     folder = save_adapter(adapter, tmp_path / "healed")
-    reloaded = PeftModel.from_pretrained(load_compressed(folder / "base"), str(folder))
+    reloaded = PeftModel.from_pretrained(load_compressed(folder / "base").model, str(folder))
     assert sum(isinstance(m, LowRankLinear) for m in reloaded.modules()) == len(compressed.plan)
     assert torch.allclose(logits(reloaded), logits(adapter.model), atol=1e-5)
 
@@ -121,12 +121,12 @@ def test_generate_gives_text_for_each_prompt(tiny_llama):
     assert len(out) == 1 and isinstance(out[0], str)
 
 
-def test_target_kinds_and_modules(tiny_llama):
-    kinds = target_kinds(tiny_llama.model)
-    assert kinds == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+def test_lora_targets_and_modules(tiny_llama):
+    targets = lora_targets(tiny_llama.model)
+    assert targets == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     names = target_modules(tiny_llama.model, "all-linear")
     assert len(names) == 14 and "lm_head" not in names
-    with pytest.raises(SettingsError, match="no layers of kind qkv.*choose from down_proj"):
+    with pytest.raises(SettingsError, match="no layers named qkv.*choose from down_proj"):
         target_modules(tiny_llama.model, ("qkv",))
 
 

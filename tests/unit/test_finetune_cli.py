@@ -48,7 +48,7 @@ def test_finetune_heals_a_compressed_checkpoint_and_reads_an_uploaded_file(tmp_p
     )
     assert code == 0 and out["base"] == "compressed" and out["data"] == "qa.jsonl"
     assert out["train_examples"] == 27 and out["validation_examples"] == 3
-    base = load_compressed(tmp_path / "h" / "base")
+    base = load_compressed(tmp_path / "h" / "base").model
     reloaded = PeftModel.from_pretrained(base, out["out"])
     adapted = [name for name, m in reloaded.named_modules() if isinstance(m, LoraLayer)]
     assert adapted and all(name.endswith((".A", ".B")) for name in adapted)
@@ -61,4 +61,4 @@ def test_finetune_bad_input_exits_2_and_trains_nothing(tmp_path, capsys):
     assert code == 2 and not out["ok"] and "bad.jsonl, line 2: not valid JSON" in out["error"]
     assert not (tmp_path / "x").exists()
     code, out = _run(capsys, "--model", "tiny-llama", "--r", "0", "--json")
-    assert code == 2 and "r must be a positive integer" in out["error"]
+    assert code == 2 and "--r 0 is too small" in out["error"]

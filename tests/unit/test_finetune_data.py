@@ -48,9 +48,9 @@ def test_instruction_pairs_are_deterministic_and_distinct():
 def test_builtin_sets_hold_out_their_own_validation():
     domain, numbers = builtin_source("domain-text"), builtin_source("number-words")
     assert set(BUILTIN_DATASETS) == {"domain-text", "number-words"}
-    assert domain.kind == "text" and len(domain.validation) == 19  # the evaluation topics
+    assert domain.style == "text" and len(domain.validation) == 19  # the evaluation topics
     assert {r.text for r in domain.records}.isdisjoint(r.text for r in domain.validation)
-    assert numbers.kind == "pairs" and len(numbers.records) == 400 and len(numbers.validation) == 40
+    assert numbers.style == "pairs" and len(numbers.records) == 400 and len(numbers.validation) == 40
     assert {r.prompt for r in numbers.records}.isdisjoint(r.prompt for r in numbers.validation)
     assert numbers.demo_prompts(2) == [r.prompt for r in numbers.validation[:2]]
     with pytest.raises(DataError, match="domain-text"):
@@ -82,14 +82,14 @@ def test_text_is_cut_into_full_blocks_and_batches_pad_with_ignored_labels(tiny_l
 
 def test_uploads_of_each_format_read_and_split(tiny_llama):
     txt = read_upload(("Some prose about sorting lists. " * 400).encode(), "notes.txt")
-    assert txt.kind == "text" and txt.preview(1)[0]["text"].startswith("Some prose")
+    assert txt.style == "text" and txt.preview(1)[0]["text"].startswith("Some prose")
     rows = [{"prompt": f"Q{i}?", "response": f"A{i}."} for i in range(20)]
     jsonl = read_upload("\n".join(json.dumps(r) for r in rows).encode(), "qa.jsonl")
-    assert jsonl.kind == "pairs"
+    assert jsonl.style == "pairs"
     assert jsonl.preview(2) == [{"prompt": "Q0?", "response": "A0."}, {"prompt": "Q1?", "response": "A1."}]
     csv_text = "text,other\n" + "\n".join(f'"line {i}, quoted",x' for i in range(10))
     table = read_upload(csv_text.encode(), "t.csv")
-    assert table.kind == "text" and table.records[0].text == "line 0, quoted" and table.records[3].where == "row 4"
+    assert table.style == "text" and table.records[0].text == "line 0, quoted" and table.records[3].where == "row 5"
     split = prepare(jsonl, tiny_llama.tokenizer, 64, val_fraction=0.2, seed=3)
     again = prepare(jsonl, tiny_llama.tokenizer, 64, val_fraction=0.2, seed=3)
     assert len(split.train) == 16 and len(split.validation) == 4
@@ -132,7 +132,7 @@ def test_a_row_over_the_sequence_length_and_too_little_text_are_data_errors(tiny
 
 
 def test_a_name_or_a_file_on_disk(tmp_path):
-    assert source_from_name_or_file("number-words").kind == "pairs"
+    assert source_from_name_or_file("number-words").style == "pairs"
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "hello there"}\n', encoding="utf-8")
     assert source_from_name_or_file(str(path)).records[0].text == "hello there"

@@ -1,4 +1,4 @@
-"""The compressed checkpoint's format: file names, the config's ``lowrank`` section, dtypes.
+"""The compressed checkpoint's format: file names, the config's ``lowrank`` section, tensor names.
 
 A compressed checkpoint is a folder::
 
@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lowrank_lab.checks import is_positive_int
+from lowrank_lab.dtypes import DTYPES
 from lowrank_lab.errors import CheckpointError
 from lowrank_lab.lowrank import LowRankLinear
 
@@ -42,42 +44,6 @@ PLAN_FILE = "rank_plan.json"
 CARD_FILE = "README.md"
 LOADER_FILE = "load_lowrank.py"
 SECTION = "lowrank"
-
-DTYPES = ("float32", "float16", "bfloat16")
-_DTYPE_ALIASES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
-BYTES_PER_ELEMENT = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-def normalize_dtype(dtype: str | torch.dtype, target: object = "the export") -> str:
-    """Return the canonical name (``float32``, ``float16``, ``bfloat16``) of an export dtype.
-
-    Args:
-        dtype: a name (``fp16``, ``bf16``, ``float32``, ...) or a torch floating dtype.
-        target: what is being written, for the message.
-
-    Raises:
-        CheckpointError: the dtype is none of the three.
-    """
-    name = str(dtype).removeprefix("torch.").lower() if dtype is not None else ""
-    if name not in _DTYPE_ALIASES:
-        raise CheckpointError(
-            f"cannot write {target} in dtype {dtype!r}: the export dtype must be one of "
-            f"{', '.join(DTYPES)} (or fp32, fp16, bf16)"
-        )
-    return _DTYPE_ALIASES[name]
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    return getattr(torch, normalize_dtype(name))
 
 
 def factorized_modules(model: nn.Module) -> dict[str, LowRankLinear]:
@@ -191,7 +157,7 @@ class LowrankSection:
         if raw.get("format") != FORMAT:
             raise CheckpointError(f"{where}: the '{SECTION}' section's format is {raw.get('format')!r}, not {FORMAT!r}")
         version = raw.get("format_version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        if not is_positive_int(version):
             raise CheckpointError(f"{where}: the '{SECTION}' section's format_version {version!r} is not a version")
         if version > FORMAT_VERSION:
             raise CheckpointError(
@@ -202,7 +168,7 @@ class LowrankSection:
         if not isinstance(ranks, dict):
             raise CheckpointError(f"{where}: the '{SECTION}' section has no 'ranks' object (module name → rank)")
         for name, rank in ranks.items():
-            if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            if not is_positive_int(rank):
                 raise CheckpointError(f"{where}: the rank of {name} is {rank!r}; ranks must be positive integers")
         bias = raw.get("bias", [])
         if not isinstance(bias, list) or any(b not in ranks for b in bias):

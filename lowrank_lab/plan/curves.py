@@ -1,7 +1,8 @@
-"""What the Ranks page shows, from cached singular values alone: per-matrix rows, error against
-rank for one matrix, and whole-model trade-off curves (parameters kept against error).
+"""What the Ranks page shows, from cached singular values alone: per-matrix rows, per-kind
+totals, error against rank for one matrix, and whole-model trade-off curves (parameters kept
+against error).
 
-Everything here follows from Eckart–Young (see :mod:`lowrank_lab.plan`): no SVD is run.
+Everything here follows from Eckart–Young (see :mod:`lowrank_lab.plan.summary`): no SVD is run.
 """
 
 from __future__ import annotations
@@ -10,19 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lowrank_lab.plan import (  # noqa: F401 - PlanCalculator is re-exported for the UI
-    PlanCalculator,
-    PlanSummary,
-    RankPlan,
-    break_even_rank,
-    factorizes,
-    rank_errors,
-)
+from lowrank_lab.dtypes import BYTES_PER_ELEMENT
+from lowrank_lab.plan.presets import PRESETS, plan_energy_per_param
+from lowrank_lab.plan.rank_plan import break_even_rank
+from lowrank_lab.plan.summary import PlanCalculator, PlanSummary, rank_errors
 from lowrank_lab.progress import ProgressFn, report
-from lowrank_lab.rank_controls import PRESETS
 from lowrank_lab.spectra.engine import LayerSpectrum
-
-BYTES = {"fp32": 4, "fp16": 2}
 
 
 def summary_records(summary: PlanSummary) -> list[dict]:
@@ -43,7 +37,7 @@ def summary_records(summary: PlanSummary) -> list[dict]:
             "params_kept": r.params_kept,
             "params_saved": r.params_dense - r.params_kept,
             "saved_pct": 100.0 * (r.params_dense - r.params_kept) / r.params_dense,
-            "fp16_MiB_saved": (r.params_dense - r.params_kept) * BYTES["fp16"] / 2**20,
+            "fp16_MiB_saved": (r.params_dense - r.params_kept) * BYTES_PER_ELEMENT["float16"] / 2**20,
             "rel_frobenius_error": r.rel_frobenius_error,
             "spectral_error": r.spectral_error,
         }
@@ -147,25 +141,6 @@ def _curve(label: str, calc: PlanCalculator, settings, build) -> TradeoffCurve:
     return TradeoffCurve(label, np.asarray(settings, dtype=float), kept, err)
 
 
-def plan_energy_per_param(spectra: list[LayerSpectrum], threshold: float) -> RankPlan:
-    """Keep every singular direction whose energy per parameter σᵢ²/(m+n) is ≥ ``threshold``.
-
-    This spends a parameter budget greedily where it keeps the most energy, so it loses about
-    the least total energy (the weighted error) for its size; it is exact up to the break-even
-    rule, which leaves a matrix dense rather than factorized past break-even.
-    """
-    ranks = {}
-    for sp in spectra:
-        if sp.is_embedding:
-            continue
-        m, n = sp.shape
-        # At least rank 1: a matrix cannot be dropped altogether.
-        r = max(1, int(np.sum(np.square(sp.s) / (m + n) >= threshold)))
-        if factorizes(r, sp.shape):
-            ranks[sp.name] = r
-    return RankPlan(ranks)
-
-
 def tradeoff_curves(
     spectra: list[LayerSpectrum], n_points: int = 24, progress: ProgressFn | None = None
 ) -> list[TradeoffCurve]:
@@ -197,11 +172,3 @@ def tradeoff_curves(
     curves.append(_curve("best", calc, thresholds, lambda t: plan_energy_per_param(spectra, t)))
     report(progress, len(families) + 1, len(families) + 1, "best")
     return curves
-
-
-CURVE_LABELS = {
-    "keep-params": "keep a fraction of each matrix's parameters",
-    "keep-energy": "keep a fraction of each matrix's energy",
-    "fixed-rank": "same rank everywhere",
-    "best": "best for the size (energy per parameter)",
-}

@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 
 from lowrank_lab import compute_spectra, plan_keep_params, summarize_plan
-from lowrank_lab.plan import RankPlan, rank_errors
-from lowrank_lab.plan_views import (
-    CURVE_LABELS,
+from lowrank_lab.plan import (
     PlanCalculator,
+    RankPlan,
     error_curve,
     kind_totals,
     plan_energy_per_param,
     plan_point,
-    summary_records,
+    rank_errors,
     tradeoff_curves,
 )
+from lowrank_lab.plan.curves import summary_records
+from lowrank_lab.ui.rank_charts import CURVE_LABELS
 
 
 @pytest.fixture(scope="module")

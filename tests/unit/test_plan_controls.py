@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from lowrank_lab import InvalidRankPlan, RankPlan, compute_spectra
-from lowrank_lab.plan import factorizes, plan_keep_energy
-from lowrank_lab.rank_controls import (
+from lowrank_lab.plan import (
     PRESETS,
     RankControls,
     controls_from_plan,
+    factorizes,
     linear_kinds,
     plan_from_controls,
+    plan_keep_energy,
     read_plan,
 )
 

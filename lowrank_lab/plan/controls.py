@@ -1,9 +1,10 @@
-"""Rank controls: one rank per matrix kind, per-matrix overrides and presets, to a RankPlan and back.
+"""Rank controls: one rank per matrix kind and per-matrix overrides, to a RankPlan and back.
 
 The Ranks page sets ranks at three levels: a rank per matrix kind (``self_attn.q_proj`` in
-every layer), an override for single matrices, and presets that set every matrix at once. This
-module turns those settings into a :class:`~lowrank_lab.plan.RankPlan` and a plan back into
-settings (so a preset or an uploaded plan shows on the sliders), with no UI in it.
+every layer), an override for single matrices, and presets (:mod:`lowrank_lab.plan.presets`)
+that set every matrix at once. This module turns the first two into a
+:class:`~lowrank_lab.plan.RankPlan` and a plan back into them (so a preset or an uploaded plan
+shows on the sliders), with no UI in it.
 
 Conventions: a rank is clipped to each matrix's full rank, and a rank at or past a matrix's
 break-even rank (r·(m+n) ≥ m·n) means "keep dense", so the full rank is a safe way to say
@@ -14,20 +15,12 @@ analysed matrix, embeddings included.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
+from lowrank_lab.checks import is_positive_int
 from lowrank_lab.errors import InvalidRankPlan
-from lowrank_lab.plan import (
-    RankPlan,
-    break_even_rank,
-    factorizes,
-    plan_fixed_rank,
-    plan_keep_energy,
-    plan_keep_params,
-)
+from lowrank_lab.plan.rank_plan import RankPlan, break_even_rank, factorizes
 from lowrank_lab.spectra.engine import LayerSpectrum
 
 
@@ -69,7 +62,7 @@ def _positive_ranks(items: Mapping[str, int] | Iterable[tuple[str, int]], what: 
     pairs = items.items() if isinstance(items, Mapping) else items
     clean = {}
     for key, rank in pairs:
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+        if not is_positive_int(rank):
             raise InvalidRankPlan(f"the {what} rank of {key!r} must be a positive integer, got {rank!r}")
         clean[str(key)] = int(rank)
     return tuple(sorted(clean.items()))
@@ -188,47 +181,3 @@ def read_plan(data: str | bytes, spectra: list[LayerSpectrum]) -> RankPlan:
         raise InvalidRankPlan("the rank plan nests too deeply to be a rank plan; upload a file saved here") from None
     plan.validate(spectra)
     return plan
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A way to set every linear matrix at once, with the range of its one setting.
-
-    Attributes:
-        key: a short stable name (``keep-params``).
-        label: what a person reads.
-        minimum, maximum, default, step: the setting's range and default.
-        build: ``build(spectra, value) -> RankPlan``.
-        integer: the setting is an integer (a rank) rather than a fraction.
-    """
-
-    key: str
-    label: str
-    minimum: float
-    maximum: float
-    default: float
-    step: float
-    build: Callable[[list[LayerSpectrum], float], RankPlan]
-    integer: bool = False
-
-    def plan(self, spectra: list[LayerSpectrum], value: float) -> RankPlan:
-        """The preset's plan for ``value``.
-
-        Raises:
-            InvalidRankPlan: ``value`` is outside the preset's range.
-        """
-        if not self.minimum <= value <= self.maximum:
-            raise InvalidRankPlan(f"{self.label} must be in {self.minimum}..{self.maximum}, got {value!r}")
-        return self.build(spectra, int(value) if self.integer else float(value))
-
-
-PRESETS: dict[str, Preset] = {
-    p.key: p
-    for p in (
-        Preset("keep-params", "Keep this fraction of each matrix's parameters", 0.01, 1.0, 0.5, 0.01, plan_keep_params),
-        Preset(
-            "keep-energy", "Keep this fraction of each matrix's energy Σσᵢ²", 0.5, 1.0, 0.9, 0.005, plan_keep_energy
-        ),
-        Preset("fixed-rank", "The same rank for every matrix", 1, 4096, 64, 1, plan_fixed_rank, integer=True),
-    )
-}

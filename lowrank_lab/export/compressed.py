@@ -1,6 +1,6 @@
 """Writing a compressed checkpoint: config + factor tensors + plan + loader + card (+ zip).
 
-The format is described in :mod:`lowrank_lab.export.format`. Nothing is pickled: tensors go to
+The format is described in :mod:`lowrank_lab.checkpoint.format`. Nothing is pickled: tensors go to
 safetensors, everything else is JSON, Markdown or the loader's Python source.
 """
 
@@ -14,11 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lowrank_lab.artifacts import CompressedModel
-from lowrank_lab.errors import CheckpointError
-from lowrank_lab.export.archive import staged_folder, zip_folder
-from lowrank_lab.export.card import model_card
-from lowrank_lab.export.format import (
+from lowrank_lab.checkpoint.format import (
     CARD_FILE,
     CONFIG_FILE,
     FORMAT,
@@ -27,28 +23,38 @@ from lowrank_lab.export.format import (
     SECTION,
     WEIGHTS_FILE,
     LowrankSection,
-    count_elements,
     factorized_modules,
     head_is_untied,
-    normalize_dtype,
-    torch_dtype,
     unique_state_dict,
 )
+from lowrank_lab.comparison import Comparison
+from lowrank_lab.dtypes import normalize_dtype, torch_dtype
+from lowrank_lab.errors import ArgumentTypeError, CheckpointError
+from lowrank_lab.export.archive import check_export_target, staged_folder, zip_folder
+from lowrank_lab.export.card import model_card
+from lowrank_lab.models import CompressedModel
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.tasks import task_of_model
+from lowrank_lab.version import __version__
 
 LOADER_SOURCE = Path(__file__).with_name("load_lowrank.py")
 
 
-def task_of(model: nn.Module) -> str:
-    """``causal-lm`` for a model with a language-model head, else ``encoder``."""
-    archs = getattr(model.config, "architectures", None) or [type(model).__name__]
-    return "causal-lm" if archs[0].endswith(("ForCausalLM", "LMHeadModel")) else "encoder"
+def check_compressed(compressed: object) -> CompressedModel:
+    """``compressed`` itself, or a clear error when it is not a :class:`CompressedModel`."""
+    if not isinstance(compressed, CompressedModel):
+        raise ArgumentTypeError(
+            f"expected a CompressedModel (what lowrank_lab.compress returns), got {type(compressed).__name__}; "
+            "compress a model first, or load a checkpoint with load_compressed"
+        )
+    check_exportable(compressed.model, "the compressed model")
+    return compressed
 
 
 def check_exportable(model: nn.Module, what: str) -> None:
     """Raise a clear error unless ``model`` is a plain transformers model (not wrapped)."""
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel  # heavy (seconds): imported on first use, not with lowrank_lab
 
     if not isinstance(model, PreTrainedModel):
         raise CheckpointError(
@@ -57,25 +63,8 @@ def check_exportable(model: nn.Module, what: str) -> None:
         )
 
 
-def ranks_of(model: nn.Module) -> RankPlan:
-    """The ranks the model really has: every :class:`LowRankLinear`, by module name."""
-    return RankPlan({name: m.rank for name, m in factorized_modules(model).items()})
-
-
-def param_counts(model: nn.Module) -> tuple[int, int]:
-    """(parameters now, parameters with every factorized layer multiplied back), ties counted once."""
-    now = sum(p.numel() for p in model.parameters())
-    dense = now + sum(
-        m.out_features * m.in_features - m.rank * (m.in_features + m.out_features)
-        for m in factorized_modules(model).values()
-    )
-    return now, dense
-
-
 def section_for(compressed: CompressedModel, dtype: str) -> LowrankSection:
     """The ``lowrank`` section describing ``compressed`` as it will be written in ``dtype``."""
-    from lowrank_lab import __version__
-
     model = compressed.model
     layers = factorized_modules(model)
     return LowrankSection(
@@ -84,7 +73,7 @@ def section_for(compressed: CompressedModel, dtype: str) -> LowrankSection:
         method=str(compressed.method),
         dtype=dtype,
         architecture=type(model).__name__,
-        task=task_of(model),
+        task=task_of_model(model),
         source=compressed.source.source,
         library_version=__version__,
         calibration=dict(compressed.calibration or {}),
@@ -118,17 +107,12 @@ def checkpoint_tensors(model: nn.Module, dtype: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def checkpoint_figures(compressed: CompressedModel) -> dict:
-    """``compressed.figures`` with the parameter counts filled from the model when missing."""
-    figures = dict(compressed.figures or {})
-    now, dense = param_counts(compressed.model)
-    figures.setdefault("params_compressed", now)
-    figures.setdefault("params_dense", dense)
-    return figures
-
-
 def write_compressed(
-    compressed: CompressedModel, folder: Path, dtype: str, progress: ProgressFn | None = None
+    compressed: CompressedModel,
+    folder: Path,
+    dtype: str,
+    progress: ProgressFn | None = None,
+    comparison: Comparison | None = None,
 ) -> LowrankSection:
     """Write the checkpoint's files into the existing, empty ``folder`` (no staging)."""
     check_exportable(compressed.model, "the compressed model")
@@ -147,7 +131,8 @@ def write_compressed(
         compressed.tokenizer.save_pretrained(str(folder))
     card = model_card(
         section,
-        checkpoint_figures(compressed),
+        compressed.params,
+        comparison,
         (folder / WEIGHTS_FILE).stat().st_size,
         compressed.tokenizer is not None,
     )
@@ -163,6 +148,7 @@ def save_compressed(
     zip: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    comparison: Comparison | None = None,
 ) -> Path:
     """Save a compressed model as a checkpoint folder (and optionally a zip of it).
 
@@ -178,28 +164,26 @@ def save_compressed(
         folder: the checkpoint folder to create.
         dtype: ``float32``, ``float16`` or ``bfloat16`` (``fp32``/``fp16``/``bf16`` too).
         zip: also write ``<folder>.zip`` and return its path.
-        overwrite: replace an existing checkpoint folder (never a folder of other files).
+        overwrite: replace a checkpoint folder (and zip) lowrank_lab wrote; never a folder
+            holding other files (see :mod:`lowrank_lab.outputs`).
         progress: called as ``progress(done, total, message)``.
+        comparison: what :func:`~lowrank_lab.comparison.compare` measured on ``compressed``;
+            the model card shows its perplexities (else it says "not measured").
 
     Returns:
         The checkpoint folder, or the zip when ``zip`` is true.
 
     Raises:
-        CheckpointError: an unknown dtype, a model that is not a transformers model, or a
-            folder that exists and is not empty.
+        ArgumentTypeError: ``compressed`` is not a CompressedModel.
+        CheckpointError: an unknown dtype or a model that is not a transformers model.
+        OutputError: the folder or zip is taken, or is inside the source model (checked before writing).
     """
-    folder = Path(folder).expanduser()
+    check_compressed(compressed)
+    protect = compressed.source.source
+    folder = check_export_target(folder, overwrite, zip, protect)
     dtype = normalize_dtype(dtype, folder)
-    with staged_folder(folder, overwrite) as tmp:
-        write_compressed(compressed, tmp, dtype, progress)
+    with staged_folder(folder, overwrite, protect, writer="save_compressed") as tmp:
+        write_compressed(compressed, tmp, dtype, progress, comparison)
     if zip:
-        return zip_folder(folder)
+        return zip_folder(folder, overwrite=overwrite, protect=protect)
     return folder
-
-
-def weights_bytes_estimate(model: nn.Module, dtype: str) -> int:
-    """Bytes the stored tensors will take in ``dtype``, from element counts (before writing)."""
-    tensors = unique_state_dict(model)
-    floats = count_elements(tensors)
-    others = sum(t.numel() * t.element_size() for t in tensors.values() if not t.is_floating_point())
-    return floats * torch_dtype(dtype).itemsize + others

@@ -1,24 +1,23 @@
-"""Loading a compressed checkpoint back: rebuild from config, swap in the factors, load strictly.
+"""Reading a compressed checkpoint folder: rebuild from config, swap in the factors, load strictly.
 
 Every check runs before a model is returned, so a bad checkpoint raises
 :class:`~lowrank_lab.errors.CheckpointError` naming the file and the problem and never
-yields a half-loaded model. Nothing is downloaded and no remote code runs.
+yields a half-loaded model. Nothing is downloaded and no remote code runs. The one public way
+to open a checkpoint (folder, file or zip, with its tokenizer) is
+:func:`lowrank_lab.models.load_compressed`, which reads it through :func:`load_checkpoint`.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+import transformers
 from safetensors.torch import load_file
 from torch import nn
 
-from lowrank_lab.errors import CheckpointError, ModelLoadError
-from lowrank_lab.export.archive import extract_zip
-from lowrank_lab.export.format import (
+from lowrank_lab.checkpoint.format import (
     CONFIG_FILE,
     INDEX_FILE,
     SECTION,
@@ -26,44 +25,12 @@ from lowrank_lab.export.format import (
     LowrankSection,
     alias_map,
     factor_names,
-    torch_dtype,
     unique_state_dict,
 )
+from lowrank_lab.checkpoint.safetensors_file import tensor_shapes
+from lowrank_lab.errors import CheckpointError
+from lowrank_lab.layers import linear_dims
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
-
-try:
-    from transformers.pytorch_utils import Conv1D
-except ImportError:  # pragma: no cover - transformers always ships it
-    Conv1D = ()
-
-
-def load_compressed(path: str | Path, dtype: str | None = None) -> nn.Module:
-    """Load a compressed checkpoint written by :func:`save_compressed`.
-
-    Args:
-        path: the checkpoint folder, its ``config.json`` or ``model.safetensors``, or a
-            ``.zip`` of it (as the Export page downloads).
-        dtype: the dtype to return the model in; default: the dtype it was stored in.
-
-    Returns:
-        The model (eval mode) with :class:`LowRankLinear` at every factorized module; its
-        outputs equal those of the compressed model that was saved.
-
-    Raises:
-        CheckpointError: a missing or malformed config or ``lowrank`` section, a truncated
-            or corrupt safetensors file, missing or unexpected tensors, or a rank that does
-            not match its factor's shape.
-    """
-    path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".zip":
-        with tempfile.TemporaryDirectory(prefix="lowrank-") as tmp:
-            return load_compressed(extract_zip(path, Path(tmp)), dtype)
-    if path.is_file():
-        path = path.parent
-    model, _ = load_checkpoint(path)
-    if dtype is not None:
-        model.to(torch_dtype(dtype))
-    return model
 
 
 def read_section(folder: Path) -> tuple[dict, LowrankSection]:
@@ -155,26 +122,6 @@ def _materialize(model: nn.Module) -> None:
     model.initialize_weights()
 
 
-def tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the tensors in a safetensors file, after checking it is complete.
-
-    Raises:
-        CheckpointError: the file is missing, truncated or its header is corrupt.
-    """
-    from lowrank_lab.models.load import check_safetensors
-
-    if not weights.exists():
-        raise CheckpointError(f"{weights} is missing; a compressed checkpoint folder holds {WEIGHTS_FILE}")
-    try:
-        check_safetensors(weights)
-        with safe_open(str(weights), framework="pt") as f:
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-    except ModelLoadError as err:
-        raise CheckpointError(str(err)) from None
-    except Exception as err:
-        raise CheckpointError(f"{weights} is not a valid safetensors file ({err}); export it again") from None
-
-
 def check_factor_shapes(section: LowrankSection, shapes: dict[str, tuple[int, ...]], weights: Path) -> None:
     """Check both factors of every factorized module exist and have the recorded rank.
 
@@ -219,8 +166,6 @@ def check_tensor_names(expected: dict[str, tuple], shapes: dict[str, tuple], wei
 
 
 def _architecture_class(section: LowrankSection, config_path: Path):
-    import transformers
-
     cls = getattr(transformers, section.architecture, None)
     if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
         return cls
@@ -228,15 +173,6 @@ def _architecture_class(section: LowrankSection, config_path: Path):
         f"{config_path}: architecture {section.architecture!r} is not a transformers model class; "
         "this checkpoint needs a transformers version that has it (remote code is never run)"
     )
-
-
-def layer_dims(module: nn.Module) -> tuple[int, int, bool] | None:
-    """(in, out, has bias) of a Linear or GPT-2 Conv1D (which stores its weight in×out), else None."""
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features, module.bias is not None
-    if Conv1D and isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1], module.bias is not None
-    return None
 
 
 def build_model(folder: Path, section: LowrankSection, materialize: bool = False) -> nn.Module:
@@ -248,12 +184,10 @@ def build_model(folder: Path, section: LowrankSection, materialize: bool = False
         materialize: False: everything on the meta device (no memory; for checks). True: on
             the CPU with uninitialised weights (to be loaded) and computed non-persistent buffers.
     """
-    from transformers import AutoConfig
-
     config_path = folder / CONFIG_FILE
     cls = _architecture_class(section, config_path)
     try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         if hasattr(config, SECTION):
             delattr(config, SECTION)  # a stale section would mark a later dense save as compressed
         with torch.device("meta"):
@@ -271,7 +205,7 @@ def build_model(folder: Path, section: LowrankSection, materialize: bool = False
             raise CheckpointError(
                 f"{config_path}: the lowrank section names {name}, which {section.architecture} does not have"
             ) from None
-        dims = layer_dims(module)
+        dims = linear_dims(module)
         if dims is None:
             raise CheckpointError(
                 f"{config_path}: {name} is a {type(module).__name__}, not a Linear layer, so it cannot be factorized"
