@@ -72,16 +72,25 @@ def calibration_blocks(loaded: LoadedModel, settings: CalibrationSettings) -> to
     Raises:
         DataError: the model has no tokenizer, or the text is too short for the settings.
     """
-    if loaded.tokenizer is None:
+    check_seq_len(loaded.model, settings.seq_len, "the calibration block length seq_len")
+    return calibration_ids(loaded.tokenizer, settings, loaded.title)
+
+
+def calibration_ids(tokenizer, settings: CalibrationSettings, title: str) -> torch.Tensor:
+    """Token blocks of the calibration text for a model known by its tokenizer (a folder read block by block).
+
+    Raises:
+        DataError: no tokenizer, or the text is too short for the settings (naming the options).
+    """
+    if tokenizer is None:
         raise DataError(
-            f"{loaded.title} has no tokenizer, so it cannot read calibration text; "
+            f"{title} has no tokenizer, so it cannot read calibration text; "
             "use method 'svd' (needs no data) or load a model that ships a tokenizer"
         )
-    check_seq_len(loaded.model, settings.seq_len, "the calibration block length seq_len")
     text = settings.text if settings.text is not None else builtin_text("calibration")
     fix = "give more text, or fewer or shorter samples (samples, seq_len; --samples, --seq-len on the command line)"
     return token_blocks(
-        loaded.tokenizer,
+        tokenizer,
         text,
         settings.samples,
         settings.seq_len,

@@ -17,7 +17,7 @@ from torch import nn
 
 from lowrank_lab.checkpoint.format import INDEX_FILE, WEIGHTS_FILE, alias_map
 from lowrank_lab.checkpoint.safetensors_file import check_safetensors
-from lowrank_lab.errors import ModelLoadError
+from lowrank_lab.errors import ModelLoadError, NonFiniteError
 from lowrank_lab.models import LoadedModel
 
 
@@ -214,6 +214,8 @@ def materialize(model: nn.Module, prefix: str, source, dtype: torch.dtype = torc
         if stored is None:
             continue
         value = source.tensor(stored)
+        if value.is_floating_point():
+            _check_finite(stored, value)
         value = value.to(dtype, copy=True) if value.is_floating_point() else value.clone()
         if attr in owner._parameters:
             owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
@@ -221,6 +223,22 @@ def materialize(model: nn.Module, prefix: str, source, dtype: torch.dtype = torc
             owner._buffers[attr] = value
     _retie(model, aliases)
     return module
+
+
+def _check_finite(name: str, value: torch.Tensor) -> None:
+    """Refuse a weight holding NaN or infinity as it is read (a folder is read block by block,
+    so a damaged tensor in a late block is found there; the staged output is then discarded).
+
+    Raises:
+        NonFiniteError: naming the tensor and how many of its values are bad.
+    """
+    finite = torch.isfinite(value)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteError(
+            f"{name} holds {bad:,} NaN or infinite value(s) of {value.numel():,}, so it cannot be compressed; "
+            "the model's weights are damaged (a diverged training run or a bad conversion): load a good copy"
+        )
 
 
 def _stored_name(name: str, aliases: dict[str, str], have: set[str]) -> str | None:

@@ -15,20 +15,20 @@ from pathlib import Path
 
 from lowrank_lab.checks import check_device
 from lowrank_lab.compress.auto import GRADIENT_BATCH, lagrangian_plan, plan_linear_params
+from lowrank_lab.compress.calibration import calibration_ids
 from lowrank_lab.compress.costs import streamed_costs
 from lowrank_lab.compress.folder_out import write_streamed
 from lowrank_lab.compress.pipeline import CompressionJob
 from lowrank_lab.compress.results import AllocationReport, Candidate, CompressionResult
 from lowrank_lab.compress.sources import FolderSource, skeleton
 from lowrank_lab.compress.walk import batches_of, prepared_skeleton, walk_to_folder
-from lowrank_lab.data.text import builtin_text, token_blocks
 from lowrank_lab.dtypes import normalize_dtype
-from lowrank_lab.errors import DataError, SettingsError
+from lowrank_lab.errors import SettingsError
+from lowrank_lab.export.archive import check_export_target
 from lowrank_lab.matrices import weight_matrices
 from lowrank_lab.models import CompressedModel, ModelSpec, ParamCounts
 from lowrank_lab.models.limits import check_seq_len
 from lowrank_lab.models.tokenizer import load_tokenizer
-from lowrank_lab.outputs import check_output_folder
 from lowrank_lab.plan import RankPlan, factorizes, plan_keep_params
 from lowrank_lab.progress import ProgressSink, Stages
 from lowrank_lab.tasks import task_of_model
@@ -59,7 +59,7 @@ def run_folder_job(
     check_device(job.device)
     source = FolderSource(folder)
     dtype = normalize_dtype(dtype, out)
-    out = check_output_folder(out, overwrite, protect=(folder,))
+    out = check_export_target(out, overwrite, zip=False, protect=(folder,))  # the source is never written
     shell = skeleton(source)
     matrices = weight_matrices(shell, include_embeddings=False)
     tokenizer = load_tokenizer(folder)
@@ -69,12 +69,8 @@ def run_folder_job(
         raise SettingsError(f"auto allocation needs a language-model loss and {folder} is an encoder; use 'uniform'")
     ids = None
     if job.data_aware:
-        if tokenizer is None:
-            raise DataError(f"{folder} has no tokenizer, so it cannot read calibration text; use method 'svd'")
         check_seq_len(shell, job.calibration.seq_len, "the calibration seq_len")
-        cal = job.calibration
-        text = cal.text if cal.text is not None else builtin_text("calibration")
-        ids = token_blocks(tokenizer, text, cal.samples, cal.seq_len, spread=True)
+        ids = calibration_ids(tokenizer, job.calibration, str(folder))
     del shell
     auto = job.plan is None and job.allocation == "auto"
     stages = Stages(sink, {"allocate": 3.0 if auto else 0.1, "compress": 5.0})
