@@ -8,19 +8,21 @@ the output by σᵢ uᵢ (vᵢᵀ S⁻¹ x_t); with the empirical Fisher the los
 
 The gradients come from one backward pass that never needs the whole model at once:
 
-1. forward, block by block, keeping only what enters each block;
+1. forward, block by block, keeping what enters every ⌊√n⌋-th block (a checkpoint);
 2. the tail (final norm, head, loss) gives ∂L/∂h at the last block's output;
-3. backward, block by block from the last: the block runs on its kept input, its layers'
-   input statistics XᵀX are summed and their whitened SVDs taken, then it runs again with
-   gradients on, hooks project each layer's output gradient onto its uᵢ, and the gradient
-   at the block's input goes on to the block below.
+3. backward, block by block from the last: the inputs of a segment's blocks are recomputed
+   from its checkpoint; the block runs on its input, its layers' input statistics XᵀX are
+   summed and their whitened SVDs taken, then it runs again batch by batch with gradients on,
+   hooks project each layer's output gradient onto its uᵢ, and the gradient at the block's
+   input goes on to the block below.
 
-Memory is one block plus the kept inputs (tokens × hidden per block), so the same pass works
-for a model read from a folder block by block.
+Memory is one block, one batch's graph and about 2√n blocks' inputs (tokens × hidden each),
+so the same pass works for a model read from a folder block by block.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +133,7 @@ def streamed_costs(
     names: list[str],
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
+    every: int | None = None,
 ) -> dict[str, LayerCosts]:
     """Loss costs of every component of the named linear layers (module docstring).
 
@@ -143,6 +146,7 @@ def streamed_costs(
         names: the linear layers to cost (in blocks, or outside them, e.g. an untied head).
         device: where the work runs.
         progress: called per block on the way up and on the way down.
+        every: keep the inputs of every ``every``-th block on the way up (default ⌊√n⌋).
 
     Returns:
         name → :class:`LayerCosts`.
@@ -152,57 +156,71 @@ def streamed_costs(
     wanted = set(names)
     tokens = sum(int(b[:, 1:].numel()) for b in batches)
     inputs = capture_block_inputs(model, layout, batches, device)
-    kept = [inputs.hidden]
+    # What enters block k is kept only every `every` blocks (and the last block's output); on
+    # the way down a segment's other inputs are recomputed from its first: one more forward per
+    # block, and memory for about 2√n blocks' inputs instead of n.
+    every = max(1, math.isqrt(n)) if every is None else every
+    kept: dict[int, list[torch.Tensor]] = {0: inputs.hidden}
     hidden = inputs.hidden
-    for k in range(n):  # 1. up: keep what enters each block
-        name = layout.name(k)
-        block = materialize(model, name, source).to(device)
-        with torch.no_grad():
-            hidden = [run_block(block, h, kw) for h, kw in zip(hidden, inputs.kwargs)]
-        release(model, name)
-        kept.append(hidden)
+    for k in range(n):  # 1. up: keep what enters every `every`-th block
+        hidden = _forward(model, layout, source, k, hidden, inputs.kwargs, device)
+        if (k + 1) % every == 0 or k + 1 == n:
+            kept[k + 1] = hidden
         report(progress, k + 1, total, f"loss gradients: block {k + 1}/{n} forward")
+    del hidden
     out: dict[str, LayerCosts] = {}
-    grads = _tail(model, layout, batches, kept[n], tokens, wanted, out, device)
+    grads = _tail(model, layout, batches, kept.pop(n), tokens, wanted, out, device)
     report(progress, n + 1, total, "loss gradients: head")
     for k in reversed(range(n)):  # 3. down: costs of block k, gradient at its input
+        if k not in kept:  # recompute the segment's inputs from its first block's
+            start = k - k % every
+            hidden = kept[start]
+            for j in range(start, k):
+                hidden = _forward(model, layout, source, j, hidden, inputs.kwargs, device)
+                kept[j + 1] = hidden
         name = layout.name(k)
         block = materialize(model, name, source).to(device)
-        grads = _block_costs(block, name, kept[k], inputs.kwargs, grads, tokens, wanted, out)
+        grads = _block_costs(block, name, kept.pop(k), inputs.kwargs, grads, tokens, wanted, out)
         release(model, name)
-        kept[k + 1] = None  # no longer needed
         report(progress, 2 * n + 1 - k, total, f"loss gradients: block {k + 1}/{n} backward")
     return out
 
 
+def _forward(model, layout, source, k, hidden, kwargs, device) -> list[torch.Tensor]:
+    """Block k's outputs on ``hidden`` (one tensor per batch), the block materialised and freed again."""
+    name = layout.name(k)
+    block = materialize(model, name, source).to(device)
+    with torch.no_grad():
+        out = [run_block(block, h, kw) for h, kw in zip(hidden, kwargs)]
+    release(model, name)
+    return out
+
+
 def _block_costs(block, prefix, hidden, kwargs, grads, tokens, wanted, out) -> list[torch.Tensor]:
-    """One block on the way down: forward every batch with gradients on (summing the layers'
-    input statistics), take the whitened SVDs, then backward every batch (the hooks project
-    the output gradients on the now known components). One forward instead of two; the
-    block's graphs for all batches are held meanwhile (a few activations per token)."""
+    """One block on the way down: a forward over every batch sums the layers' input statistics
+    and gives their whitened SVDs; then each batch runs again with gradients on and backward
+    (hooks project the output gradients on the components). One batch's graph at a time: the
+    graphs of all batches would hold hundreds of MB for a small model's block."""
     layers = {rel: m for rel, m in block.named_modules() if rel and is_linear(m) and f"{prefix}.{rel}" in wanted}
-    acc = _Accumulator({})
-    graphs = []
 
     def forward_all(last):
-        with torch.enable_grad():
+        with torch.no_grad():
             for h, kw in zip(hidden, kwargs):
                 last[:] = [None, None]
-                x = h.detach().requires_grad_(True)
-                graphs.append((x, run_block(block, x, kw)))
+                run_block(block, h, kw)
 
+    acc = _Accumulator(_projections(layers, _input_stats(block, list(layers), forward_all)))
     handles = [layers[n].register_forward_hook(acc.hook(n)) for n in layers]
+    below = []
     try:
-        stats = _input_stats(block, list(layers), forward_all)
+        for h, kw, g in zip(hidden, kwargs, grads):
+            x = h.detach().requires_grad_(True)
+            with torch.enable_grad():
+                run_block(block, x, kw).backward(g)
+            below.append(x.grad.detach())
     finally:
         for handle in handles:
             handle.remove()
-    acc.set(_projections(layers, stats))
-    below = []
-    for (x, y), g in zip(graphs, grads):
-        y.backward(g)
-        below.append(x.grad.detach())
-    graphs.clear()
     for rel, (s, _) in acc.proj.items():
         out[f"{prefix}.{rel}"] = LayerCosts(s.numpy().copy(), (acc.sums[rel] / tokens).numpy())
     return below

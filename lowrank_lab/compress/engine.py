@@ -57,7 +57,8 @@ class EngineSettings:
         residual: the block's last layer (down_proj) is fitted so that the whole shifted block's
             output matches the dense block's output (it absorbs the drift the residual stream
             carries), where the block adds that layer's output to its residual.
-        ridge: λ of the refit's X̃ᵀX̃ + λI, as a multiple of its mean diagonal.
+        ridge: λ of the refit's X̃ᵀX̃ + λI, as a multiple of its mean diagonal (0.1: on
+            smollm2-135m at 40% removed, perplexity 42.9 against 45.0 with 0.01 and 45.5 with 0.3).
         refine_steps: Adam steps on each block's factors against the dense block's outputs
             (0: none).
         refine_lr: their learning rate.
@@ -68,7 +69,7 @@ class EngineSettings:
     anchored: bool = True
     within_block: bool = True
     residual: bool = False
-    ridge: float = 1e-2
+    ridge: float = 1e-1
     refine_steps: int = 0
     refine_lr: float = 1e-4
     batch_size: int = 8

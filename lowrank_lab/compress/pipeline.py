@@ -220,13 +220,15 @@ def measure_stages(
 
     runs: list[tuple[str, RankPlan, EngineSettings, str]] = []
     if job.method == "whitened":
-        dense_inputs = replace(job.engine, sequential=False, anchored=False, residual=False, refine_steps=0)
+        # The first three stages are plain whitened truncation (SVD-LLM, no ridge beyond what
+        # Cholesky needs): the old whole-model path for the first two; the ridge belongs to the refit.
+        dense_inputs = replace(job.engine, sequential=False, anchored=False, residual=False, refine_steps=0, ridge=0.0)
         uniform = plan_keep_params(linear_matrices(loaded), job.keep) if job.plan is None else plan
         runs.append((STAGE_UNIFORM, uniform, dense_inputs, "whitened truncation on the dense model's inputs"))
         if job.plan is not None or job.allocation != "uniform":
             ranks = "given" if job.plan is not None else job.allocation
             runs.append((STAGE_ALLOCATION, plan, dense_inputs, f"the same with the {ranks} ranks"))
-        shifted = replace(job.engine, anchored=False, residual=False, refine_steps=0)
+        shifted = replace(job.engine, anchored=False, residual=False, refine_steps=0, ridge=0.0)
         runs.append((STAGE_SEQUENTIAL, plan, shifted, "block k calibrated on what compressed blocks 0..k−1 produce"))
     total = len(runs) + 2
     report(progress, 0, total, "perplexity, dense")
@@ -238,6 +240,8 @@ def measure_stages(
         figures.append(StageFigure(stage, ppl(model), description))
         del model
     report(progress, total - 1, total, f"stage: {STAGE_REFIT}")
-    figures.append(StageFigure(STAGE_REFIT, ppl(final.model), "each layer refit to the dense layer's outputs"))
+    figures.append(
+        StageFigure(STAGE_REFIT, ppl(final.model), "each layer refit to the dense layer's outputs (with the ridge)")
+    )
     report(progress, total, total, "stages measured")
     return StageReport(dense, tuple(figures), ev.source, int(blocks.numel()))

@@ -9,8 +9,11 @@ import torch
 from lowrank_lab import CalibrationSettings, allocate, compress
 from lowrank_lab.compress.auto import SCORE_BLOCKS, allocate_explained, component_costs, lagrangian_plan, layer_costs
 from lowrank_lab.compress.calibration import calibration_blocks
+from lowrank_lab.compress.costs import streamed_costs
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
+from lowrank_lab.compress.sources import MemorySource
+from lowrank_lab.compress.walk import batches_of, prepared_skeleton
 from lowrank_lab.loss import block_batches, mean_next_token_loss
 from lowrank_lab.matrices import WeightMatrix
 
@@ -40,6 +43,23 @@ def test_lagrangian_leaves_a_matrix_dense_when_factors_cost_more_than_they_save(
     plan = lagrangian_plan(mats, costs, keep=0.6)
     assert plan.get("flat") is None  # dense: any rank below break-even loses most of a flat spectrum
     assert plan.get("steep") is not None
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_recomputing_block_inputs_from_checkpoints_gives_the_same_costs(request, model):
+    """Keeping fewer block inputs on the way up (recomputed on the way down) changes no cost."""
+    loaded = request.getfixturevalue(model)
+    ids = calibration_blocks(loaded, CalibrationSettings(samples=2, seq_len=32))
+    names = [m.name for m in linear_matrices(loaded)]
+    runs = []
+    for every in (1, 2):  # every block's input kept; only block 0's (block 1's recomputed)
+        source = MemorySource(loaded)
+        model_, layout = prepared_skeleton(source, torch.device("cpu"))
+        runs.append(streamed_costs(model_, layout, source, batches_of(ids, 1), names, "cpu", every=every))
+    assert runs[0].keys() == runs[1].keys() == set(names)
+    for name in names:
+        assert np.array_equal(runs[0][name].cost, runs[1][name].cost)
+        assert np.array_equal(runs[0][name].sigma, runs[1][name].sigma)
 
 
 def test_streamed_loss_costs_match_autograd(tiny_llama):
