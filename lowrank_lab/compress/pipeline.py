@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 
@@ -96,6 +97,12 @@ class CompressionJob:
         return self.method != "svd" or (self.plan is None and self.allocation == "auto")
 
 
+class StageSource(Protocol):
+    """What hands out one progress callback per stage of a job (:class:`Stages`, the app's Job)."""
+
+    def stage(self, name: str) -> ProgressFn: ...
+
+
 WEIGHTS = {"allocate": 3.0, "compress": 4.0, "stages": 8.0, "evaluate": 3.0}
 
 
@@ -138,7 +145,12 @@ def check_job(loaded: LoadedModel, job: CompressionJob) -> None:
 
 
 def run_job(
-    loaded: LoadedModel, job: CompressionJob, sink: ProgressSink | None = None, cache: KeyedCache | None = None
+    loaded: LoadedModel,
+    job: CompressionJob,
+    sink: ProgressSink | None = None,
+    cache: KeyedCache | None = None,
+    *,
+    stages: StageSource | None = None,
 ) -> CompressionResult:
     """Allocate, compress block by block, and (optionally) measure the stages and the comparison.
 
@@ -151,6 +163,8 @@ def run_job(
             the whole job, the step in words, seconds left).
         cache: where ``auto`` keeps its loss costs (default:
             :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`; the app passes its own).
+        stages: instead of ``sink``, something that already splits the job into the stages of
+            :func:`stage_weights` (``.stage(name)`` → ProgressFn), e.g. the app's background Job.
 
     Returns:
         The :class:`CompressionResult`.
@@ -159,7 +173,7 @@ def run_job(
         SettingsError, InvalidRankPlan, DataError: bad settings, found before any work.
     """
     check_job(loaded, job)
-    stages = Stages(sink, stage_weights(job))
+    stages = Stages(sink, stage_weights(job)) if stages is None else stages
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     plan, allocation = allocate_for(loaded, job, stages.stage("allocate"), cache)
@@ -179,7 +193,8 @@ def run_job(
         clock = time.perf_counter()
         comparison = compare(loaded, compressed, job.evaluation, progress=stages.stage("evaluate"))
         seconds["evaluate"] = time.perf_counter() - clock
-    stages.finish()
+    if isinstance(stages, Stages):
+        stages.finish()
     return CompressionResult(
         compressed=compressed,
         plan=compressed.plan,
