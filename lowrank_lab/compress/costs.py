@@ -40,6 +40,7 @@ from lowrank_lab.compress.factorize import lapack_thread
 from lowrank_lab.compress.refit import PairStats, _svd, whitening
 from lowrank_lab.compress.sources import materialize, release
 from lowrank_lab.layers import is_linear, weight_out_in
+from lowrank_lab.loss import rows_per_forward
 from lowrank_lab.progress import ProgressFn, report
 
 _RIDGE = 1e-6  # as small as still positive definite: costs want the exact whitened spectrum
@@ -253,12 +254,17 @@ def _tail(model, layout, batches, hidden, tokens, wanted, out, device) -> list[t
         try:
             with torch.enable_grad():
                 for ids, h in zip(batches, hidden):
-                    x = h.detach().requires_grad_(True)
-                    replay(x)
                     ids = ids.to(device)
-                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-                    (loss * (ids[:, 1:].numel() / tokens)).backward()  # the mean over every token
-                    grads.append(x.grad.detach())
+                    step = rows_per_forward(model, ids.shape[1])  # the logits' graph of a few rows at a time
+                    parts = []
+                    for r in range(0, ids.shape[0], step):
+                        x = h[r : r + step].detach().requires_grad_(True)
+                        replay(x)
+                        part = ids[r : r + step]
+                        loss = model(input_ids=part, labels=part, use_cache=False).loss
+                        (loss * (part[:, 1:].numel() / tokens)).backward()  # the mean over every token
+                        parts.append(x.grad.detach())
+                    grads.append(torch.cat(parts))
         finally:
             for handle in handles:
                 handle.remove()
