@@ -28,7 +28,7 @@ chromium:
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; }
 
 app: $(STAMP)
-	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(BIN)/streamlit run app.py --server.port $(PORT)  # the rest of the settings: .streamlit/config.toml
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
@@ -44,3 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/compression.py
 	$(BIN)/python bench/finetune.py
+	$(BIN)/python bench/extract_lora.py
+	$(BIN)/python bench/runs_store.py
+	$(BIN)/python bench/prediction.py
+	$(BIN)/python bench/app_walkthrough.py

@@ -160,6 +160,14 @@ class KeyedCache:
                 oldest, _ = self._items.popitem(last=False)
                 total -= sizes[oldest]
 
+    def get(self, key: Hashable, default: object = None) -> object:
+        """The value of ``key`` if the cache holds it (nothing is computed), else ``default``."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return default
+
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
             return key in self._items

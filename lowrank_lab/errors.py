@@ -50,3 +50,29 @@ class ArgumentTypeError(SettingsError, TypeError):
     It is both a :class:`SettingsError` (so pages and the command line show it like any bad
     setting) and a :class:`TypeError` (what Python callers expect for a wrong type).
     """
+
+
+class ComparisonError(LowrankLabError):
+    """Two models cannot be compared: different architectures, vocabularies or shapes, the same
+    weights twice, or a non-finite weight."""
+
+
+class RunStoreError(LowrankLabError):
+    """The run store cannot be opened, read or written; the app goes on without it.
+
+    Attributes:
+        reason: ``corrupt``, ``newer``, ``read-only``, ``locked`` or ``io``, for callers that
+            react differently (the message already says what happened and what to do).
+    """
+
+    def __init__(self, message: str, reason: str = "io"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Cancelled(LowrankLabError):
+    """Someone stopped a job on purpose (a Stop button): nothing is wrong, nothing was kept.
+
+    A progress callback raises it to end the work at its next report; the work's own
+    clean-up (hooks removed, nothing stored in a cache) runs as for any other error.
+    """

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lowrank_lab.spectra.views import overlay_group
-from lowrank_lab.ui import spectra_widgets, state, whitened
+from lowrank_lab.ui import heavy_tail_view, spectra_widgets, state, whitened
 from lowrank_lab.ui.cache import spectra_with_progress
 from lowrank_lab.ui.current_model import require_model
 from lowrank_lab.ui.spectra_charts import spectrum_figure
@@ -31,6 +31,7 @@ overlay, normalise, fraction = spectra_widgets.view_options()
 group = overlay_group(spectra, sp.name, overlay)
 st.plotly_chart(spectrum_figure(group, sp.name, normalise, fraction), key="spectra_spectrum")
 spectra_widgets.selected_metrics(sp)
+heavy_tail_view.section(sp)
 whitened.section(loaded, sp)
 
 st.subheader("Every matrix")

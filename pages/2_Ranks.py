@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lowrank_lab.plan import error_curve, kind_totals, linear_kinds, plan_point
-from lowrank_lab.ui import compress_panel, rank_display, rank_widgets, state
+from lowrank_lab.ui import compress_panel, prediction_view, rank_display, rank_widgets, state
 from lowrank_lab.ui.cache import model_tradeoff, param_count, plan_calculator, spectra_with_progress
 from lowrank_lab.ui.current_model import require_model
 from lowrank_lab.ui.rank_charts import error_rank_figure, tradeoff_figure
@@ -22,13 +22,19 @@ spectra = spectra_with_progress(spec)
 curves = model_tradeoff(spec)
 controls, plan = rank_widgets.current_controls(spectra)
 summary = plan_calculator(spec).summarize(plan, param_count(spec))  # Eckart–Young, no SVD
+basis = prediction_view.basis(loaded)  # None until the model is calibrated
+prediction = basis.predict(plan) if basis is not None else None  # a lookup per matrix, no SVD
 
 rank_display.totals(summary)
+if prediction is not None:
+    prediction_view.totals(prediction, basis)
+prediction_view.measured_marker(spec.source, plan)
 
 left, right = st.columns([1.2, 2], gap="large")
 with left:
     st.subheader("Rank per kind")
-    rank_widgets.kind_sliders(linear_kinds(spectra), spectra, kind_totals(spectra, summary))
+    activation = prediction.kind_errors if prediction is not None else None
+    rank_widgets.kind_sliders(linear_kinds(spectra), spectra, kind_totals(spectra, summary), activation)
 with right:
     st.subheader("Presets")
     rank_widgets.preset_controls(spectra)
@@ -36,12 +42,14 @@ with right:
     sp = matrix_picker(spectra, key="ranks_matrix")
     rank_widgets.matrix_override(sp, plan, spectra)
     rank_display.matrix_numbers(summary.row(sp.name))
-    st.plotly_chart(error_rank_figure(error_curve(sp), plan.get(sp.name), sp.name), key="ranks_error_chart")
+    whitened = prediction_view.matrix_curve(basis, prediction, sp.name)
+    chart = error_rank_figure(error_curve(sp), plan.get(sp.name), sp.name, whitened)
+    st.plotly_chart(chart, key="ranks_error_chart")
 
 st.plotly_chart(tradeoff_figure(curves, plan_point(summary)), key="ranks_tradeoff_chart")
 
 st.subheader("Every matrix")
-rank_display.matrix_table(summary)
+rank_display.matrix_table(summary, prediction_view.matrix_errors(basis, prediction))
 st.subheader("Plan file")
 rank_widgets.plan_file(plan, spectra)
 

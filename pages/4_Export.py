@@ -14,7 +14,8 @@ run, adapter = export_panel.artifacts()
 if run is None and adapter is None:
     st.info(
         "Nothing to export yet. Compress a model on the **Ranks** page (“Compress and evaluate”) "
-        "or fine-tune a LoRA adapter on the **LoRA** page, then come back here."
+        "or fine-tune a LoRA adapter on the **LoRA** page, then come back here. Made them before (or "
+        "reloaded this tab)? Reopen a recorded run on the **Runs** page."
     )
     st.stop()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ os.environ.setdefault("LOWRANK_LAB_CACHE", str(ROOT / ".cache" / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Runs recorded by the tests (CLI, pages) go to a fresh store per test process, not the shared cache.
+_RUNS_DIR = None
+if "LOWRANK_LAB_RUNS" not in os.environ:
+    _RUNS_DIR = tempfile.mkdtemp(prefix="lowrank-runs-")
+    os.environ["LOWRANK_LAB_RUNS"] = str(Path(_RUNS_DIR) / "runs.sqlite3")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _RUNS_DIR is not None:
+        shutil.rmtree(_RUNS_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

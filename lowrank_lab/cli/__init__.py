@@ -18,11 +18,11 @@ import errno
 import sys
 
 from lowrank_lab import strict_json
-from lowrank_lab.cli import compress, evaluate, finetune, spectra
+from lowrank_lab.cli import compress, evaluate, extract_lora, finetune, runs, spectra
 from lowrank_lab.cli.common import is_main_process
 from lowrank_lab.errors import LowrankLabError
 
-SUBCOMMANDS = [spectra, compress, evaluate, finetune]
+SUBCOMMANDS = [spectra, compress, evaluate, finetune, extract_lora, runs]
 
 
 class UsageError(Exception):

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from lowrank_lab.cli import checks, compress_checks
 from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar, progress_sink
+from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.comparison import EvalSettings
 from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.models import ModelSpec, load_model
+from lowrank_lab.runs.record import record_compression_run
 
 
 def register(sub) -> None:
@@ -49,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default=None, help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
     p.add_argument("--overwrite", action="store_true", help="replace a checkpoint (and zip) lowrank_lab wrote in --out")
+    add_record_argument(p)
     add_json_argument(p)
     p.set_defaults(run=run)
 
@@ -132,6 +135,18 @@ def run(args) -> dict:
                     comparison=result.comparison,
                 )
             out["out"] = str(written)
+
+        def record(store):  # the checkpoint is kept in the store's folder unless --out saved it already
+            stages = () if result.stages is None else result.stages.to_dict()["stages"]
+            with progress_bar("recording (predicting from calibration)") as progress:
+                return record_compression_run(
+                    store, loaded, result.compressed, job.calibration, comparison=result.comparison,
+                    evaluation=job.evaluation, progress=progress, stages=stages,
+                    allocation=args.allocate if args.plan is None else "plan", keep=out["keep"], origin="cli",
+                    save=args.out is None, exported_to=args.out,
+                )  # fmt: skip
+
+        out |= record_safely(args, record)
     if not args.json:
         _print_summary(out)
     return out

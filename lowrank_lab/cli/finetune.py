@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from lowrank_lab.cache import model_digest
 from lowrank_lab.cli import checks
 from lowrank_lab.cli.common import add_json_argument, is_main_process, progress_bar
+from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import NonFiniteError, SettingsError
 from lowrank_lab.export import save_adapter
@@ -14,6 +16,7 @@ from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, Ste
 from lowrank_lab.models import CompressedModel, LoadedModel, ModelSpec, load_compressed, load_model
 from lowrank_lab.models.spec import BUILTIN_MODELS, DEFAULT_MODEL, TINY_MODELS
 from lowrank_lab.outputs import check_output_folder
+from lowrank_lab.runs.record import record_finetune
 
 DEFAULT_STEPS = 50
 
@@ -53,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="ADAPTER_DIR", help="save the adapter here (PEFT format)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out folder lowrank_lab wrote")
+    add_record_argument(p)
     add_json_argument(p)
     p.set_defaults(run=run)
 
@@ -196,6 +200,16 @@ def run(args) -> dict:
     if args.out and main:  # under a multi-process launch only the first process writes
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
+
+    def record(store):  # the adapter is kept in the store's folder unless --out saved it already
+        parent = store.run_with_artifact(args.compressed) if args.compressed else None
+        digest = model_digest(base.model) if isinstance(base, LoadedModel) else None
+        return record_finetune(
+            store, adapter, save=out is None, exported_to=out, data=source.name, parent=parent,
+            model_digest=digest, origin="cli",
+        )  # fmt: skip
+
+    recorded = record_safely(args, record) if main else {}  # one record from a multi-process launch
     if not args.json and main:
         print(
             f"LoRA r={settings.r} on the {adapter.base} {args.model}: {report.steps_done} steps, "
@@ -218,6 +232,7 @@ def run(args) -> dict:
         **report.figures(),
         "processes": _processes(),
         "out": out,
+        **recorded,
     }
     if report.diverged:
         saved = f" (saved to {out})" if out else ""

@@ -6,16 +6,20 @@ plan = allocate(loaded, keep=0.8, strategy="auto")           # 20% of linear par
 compressed = compress(loaded, plan, method="whitened")       # works on a copy
 """
 
-from lowrank_lab.compress.allocate import STRATEGIES, Strategy, allocate, whitened_spectra
+from lowrank_lab.compress.allocate import STRATEGIES, Strategy, allocate, allocate_explained, whitened_spectra
 from lowrank_lab.compress.apply import compress
 from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings
+from lowrank_lab.compress.results import AllocationReport, Candidate
 
 __all__ = [
     "CALIBRATION_CACHE",
+    "AllocationReport",
+    "Candidate",
     "STRATEGIES",
     "CalibrationSettings",
     "Strategy",
     "allocate",
+    "allocate_explained",
     "compress",
     "whitened_spectra",
 ]

@@ -9,6 +9,8 @@
 3. The candidate plans (the uniform plan among them) are compressed and scored by their loss
    on calibration blocks; the best is returned, so ``auto`` never does worse than ``uniform``
    on the calibration text it is scored on. The evaluation split is never read.
+   :func:`auto_allocation` returns the candidates with their scores (an
+   :class:`~lowrank_lab.compress.results.AllocationReport`), so a page can say why.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSetti
 from lowrank_lab.compress.costs import LayerCosts, streamed_costs, streamed_spectra
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
-from lowrank_lab.compress.results import AllocationReport, Candidate
+from lowrank_lab.compress.results import AllocationReport, Candidate, plan_linear_params
 from lowrank_lab.compress.sources import MemorySource
 from lowrank_lab.compress.walk import batches_of, prepared_skeleton
 from lowrank_lab.loss import block_batches, mean_next_token_loss
@@ -127,79 +129,80 @@ def whitened_values(
     progress: ProgressFn | None = None,
     cache: KeyedCache | None = None,
 ) -> dict[str, np.ndarray]:
-    """Whitened singular values of every linear matrix, from a forward pass only (encoders too)."""
+    """Whitened singular values of every linear matrix, from a forward pass only (encoders too).
+
+    When the loss costs of the same model and settings are in the cache already (``auto`` ran),
+    their spectra are these values, and no pass runs.
+    """
     settings = settings or CalibrationSettings()
     ids = calibration_blocks(loaded, settings)
+    store = CALIBRATION_CACHE if cache is None else cache
 
     def make():
+        costs = store.get(calibration_key(loaded, "layer costs", settings))
+        if costs is not None:
+            return {name: c.sigma for name, c in costs.items()}
         source = MemorySource(loaded)
         model, layout = prepared_skeleton(source, torch.device("cpu"))
         names = [m.name for m in linear_matrices(loaded)]
         return streamed_spectra(model, layout, source, batches_of(ids, GRADIENT_BATCH), names, "cpu", progress)
 
-    store = CALIBRATION_CACHE if cache is None else cache
     return store.get_or_compute(calibration_key(loaded, "whitened values", settings), make)
 
 
-def plan_linear_params(matrices: list[WeightMatrix], plan: RankPlan) -> int:
-    """Parameters the linear matrices keep under ``plan`` (dense where it has no rank)."""
-    total = 0
-    for m in matrices:
-        r = plan.get(m.name)
-        total += m.params if r is None else min(m.params, r * sum(m.shape))
-    return total
-
-
-def allocate_explained(
+def auto_allocation(
     loaded: LoadedModel,
     keep: float,
-    strategy: str,
     method: str,
     settings: CalibrationSettings | None = None,
     progress: ProgressFn | None = None,
     cache: KeyedCache | None = None,
-) -> tuple[RankPlan, AllocationReport]:
-    """A plan within ``keep`` of the linear parameters, and the candidates it was chosen from.
+) -> AllocationReport:
+    """The ``auto`` allocation (see the module docstring), with its candidates and their scores.
 
-    ``uniform``: one candidate. ``auto``: the loss-weighted Lagrangian plan and the uniform plan,
-    each compressed (whitened truncation on the dense model's activations: the cheap compression)
-    and scored by its calibration loss on the first :data:`SCORE_BLOCKS` calibration blocks; the
-    lower wins.
+    The loss-weighted Lagrangian plan and the uniform plan are each compressed with ``method``
+    (on the dense model's activations: the cheap compression) and scored by their calibration
+    loss on the first :data:`SCORE_BLOCKS` calibration blocks; the lower wins.
 
     Raises:
         DataError: no tokenizer, or too little calibration text.
     """
     matrices = linear_matrices(loaded)
-    uniform = plan_keep_params(matrices, keep)
-    if strategy == "uniform":
-        candidate = Candidate("uniform", uniform, plan_linear_params(matrices, uniform))
-        return uniform, AllocationReport("uniform", keep, (candidate,))
     settings = settings or CalibrationSettings()
-    costs = component_costs(loaded, settings, _part(progress, 0, 2), cache)
-    plans = [("loss-weighted", lagrangian_plan(matrices, costs, keep)), ("uniform", uniform)]
+    costs = component_costs(loaded, settings, _within(progress, 0, 2)(0, 1, ""), cache)
+    plans = {"loss-weighted": lagrangian_plan(matrices, costs, keep), "uniform": plan_keep_params(matrices, keep)}
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
     scorer = EngineSettings(sequential=False, anchored=False)
+    score = _within(progress, 1, 2)
     candidates = []
-    for i, (name, plan) in enumerate(plans):
-        model = compress(loaded, plan, method, settings, engine=scorer).model
-        loss = mean_next_token_loss(model, block_batches(blocks, 2))
+    for i, (name, plan) in enumerate(plans.items()):
+        step = f"scoring candidate {i + 1}/{len(plans)} ({name})"
+        model = compress(loaded, plan, method, settings, score(2 * i, 2 * len(plans), step), engine=scorer).model
+        loss = mean_next_token_loss(
+            model, block_batches(blocks, 2), score(2 * i + 1, 2 * len(plans), f"{step}: calibration loss")
+        )
         del model
         candidates.append(Candidate(name, plan, plan_linear_params(matrices, plan), loss))
-        report(progress, len(plans) + i + 1, 2 * len(plans), f"scored candidate {name}")
     chosen = int(np.nanargmin([c.calibration_loss for c in candidates]))
     scoring = (
-        f"calibration loss on {blocks.shape[0]}×{blocks.shape[1]} calibration tokens after {method} "
-        "truncation on the dense model's activations"
+        f"mean next-token loss on {blocks.shape[0]} calibration blocks of {blocks.shape[1]} tokens, each plan "
+        f"compressed with {method} on the dense model's activations"
     )
-    return candidates[chosen].plan, AllocationReport("auto", keep, tuple(candidates), chosen, scoring)
+    return AllocationReport("auto", keep, tuple(candidates), chosen, scoring)
 
 
-def _part(progress: ProgressFn | None, index: int, parts: int) -> ProgressFn | None:
-    """A progress callback for part ``index`` of ``parts`` equal parts of a longer job."""
-    if progress is None:
-        return None
+def _within(progress: ProgressFn | None, part: int, parts: int):
+    """Progress of sub-steps mapped into ``part`` of ``parts`` equal shares (their messages prefixed)."""
 
-    def fn(done: int, total: int, message: str) -> None:
-        progress(index * total + done, parts * total, message)
+    def scale(sub: int, subs: int, prefix: str) -> ProgressFn | None:
+        if progress is None:
+            return None
 
-    return fn
+        def fn(done: int, total: int, message: str) -> None:
+            share = (sub + (done / total if total else 0.0)) / subs
+            text = f"{prefix}: {message}" if message and prefix else message or prefix
+            report(progress, round(1000 * (part + share)), 1000 * parts, text)
+
+        return fn
+
+    return scale

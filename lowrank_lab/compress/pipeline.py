@@ -21,9 +21,8 @@ import torch
 from lowrank_lab.cache import KeyedCache
 from lowrank_lab.checks import check_device, require
 from lowrank_lab.comparison import EvalSettings, compare
-from lowrank_lab.compress.allocate import STRATEGIES, check_keep
+from lowrank_lab.compress.allocate import STRATEGIES, allocate_explained, check_keep
 from lowrank_lab.compress.apply import check_plan, compress
-from lowrank_lab.compress.auto import allocate_explained, plan_linear_params
 from lowrank_lab.compress.calibration import CalibrationSettings, calibration_blocks
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
@@ -37,6 +36,7 @@ from lowrank_lab.compress.results import (
     CompressionResult,
     StageFigure,
     StageReport,
+    plan_linear_params,
 )
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.evaluate import block_perplexity, eval_blocks
@@ -151,6 +151,7 @@ def run_job(
     cache: KeyedCache | None = None,
     *,
     stages: StageSource | None = None,
+    dense_cache: KeyedCache | None = None,
 ) -> CompressionResult:
     """Allocate, compress block by block, and (optionally) measure the stages and the comparison.
 
@@ -165,6 +166,7 @@ def run_job(
             :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`; the app passes its own).
         stages: instead of ``sink``, something that already splits the job into the stages of
             :func:`stage_weights` (``.stage(name)`` → ProgressFn), e.g. the app's background Job.
+        dense_cache: where the dense model's figures are kept (:func:`~lowrank_lab.comparison.compare`'s cache).
 
     Returns:
         The :class:`CompressionResult`.
@@ -191,7 +193,7 @@ def run_job(
     comparison = None
     if job.evaluation is not None:
         clock = time.perf_counter()
-        comparison = compare(loaded, compressed, job.evaluation, progress=stages.stage("evaluate"))
+        comparison = compare(loaded, compressed, job.evaluation, stages.stage("evaluate"), dense_cache)
         seconds["evaluate"] = time.perf_counter() - clock
     if isinstance(stages, Stages):
         stages.finish()
@@ -214,7 +216,8 @@ def allocate_for(
         matrices = linear_matrices(loaded)
         candidate = Candidate("given", job.plan, plan_linear_params(matrices, job.plan))
         return job.plan, AllocationReport("plan", None, (candidate,))
-    return allocate_explained(loaded, job.keep, job.allocation, job.method, job.calibration, progress, cache)
+    report = allocate_explained(loaded, job.keep, job.allocation, job.method, job.calibration, progress, cache)
+    return report.plan, report
 
 
 def measure_stages(

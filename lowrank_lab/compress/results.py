@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.errors import SettingsError
+from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import CompressedModel, ParamCounts
 from lowrank_lab.plan import RankPlan
 
@@ -114,7 +115,10 @@ class AllocationReport:
         keep: the budget (fraction of linear parameters kept), None for a plan given as is.
         candidates: the plans considered, with their scores.
         chosen: the index of the one returned.
-        scoring: how candidates were scored, in words.
+        scoring: how candidates were scored, in words ("" when there was nothing to score).
+
+    Raises:
+        SettingsError: no candidate, or ``chosen`` does not index one.
     """
 
     strategy: str
@@ -122,6 +126,22 @@ class AllocationReport:
     candidates: tuple[Candidate, ...] = ()
     chosen: int = 0
     scoring: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.candidates or not 0 <= self.chosen < len(self.candidates):
+            raise SettingsError(
+                f"an allocation report needs its candidates and the index of the chosen one, got "
+                f"{len(self.candidates)} candidates and chosen={self.chosen!r}"
+            )
+
+    @property
+    def plan(self) -> RankPlan:
+        """The chosen plan."""
+        return self.candidates[self.chosen].plan
+
+    @property
+    def winner(self) -> Candidate:
+        return self.candidates[self.chosen]
 
     def to_dict(self) -> dict:
         return {
@@ -139,6 +159,15 @@ class AllocationReport:
                 for i, c in enumerate(self.candidates)
             ],
         }
+
+
+def plan_linear_params(matrices: list[WeightMatrix], plan: RankPlan) -> int:
+    """The linear layers' parameters a plan keeps: r·(m+n) per planned matrix below break-even, m·n for the rest."""
+    total = 0
+    for m in matrices:
+        rank = plan.get(m.name)
+        total += m.params if rank is None else min(m.params, rank * sum(m.shape))
+    return total
 
 
 @dataclass(frozen=True)

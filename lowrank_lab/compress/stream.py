@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 from lowrank_lab.checks import check_device
-from lowrank_lab.compress.auto import GRADIENT_BATCH, lagrangian_plan, plan_linear_params
+from lowrank_lab.compress.auto import GRADIENT_BATCH, lagrangian_plan
 from lowrank_lab.compress.calibration import calibration_ids
 from lowrank_lab.compress.costs import streamed_costs
 from lowrank_lab.compress.folder_out import write_streamed
 from lowrank_lab.compress.pipeline import CompressionJob
-from lowrank_lab.compress.results import AllocationReport, Candidate, CompressionResult
+from lowrank_lab.compress.results import AllocationReport, Candidate, CompressionResult, plan_linear_params
 from lowrank_lab.compress.sources import FolderSource, skeleton
 from lowrank_lab.compress.walk import batches_of, prepared_skeleton, walk_to_folder
 from lowrank_lab.dtypes import normalize_dtype

@@ -26,8 +26,11 @@ from lowrank_lab.finetune.settings import LoraSettings, StepInfo, TrainControl, 
 from lowrank_lab.finetune.targets import target_modules
 from lowrank_lab.loss import mean_next_token_loss
 from lowrank_lab.models import CompressedModel, LoadedModel
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.progress import report as tell
 
 StepFn = Callable[[StepInfo], None]
+ValidationFn = Callable[[int, float], None]
 
 
 def lora_config(model: nn.Module, settings: LoraSettings):
@@ -58,12 +61,21 @@ def _base_copy(base: LoadedModel | CompressedModel) -> nn.Module:
     return model.requires_grad_(False)
 
 
-def validation_loss(model: nn.Module, examples: tuple[Example, ...], batch_size: int, pad_id: int) -> float:
-    """Mean next-token loss over every label token of ``examples`` (token-weighted), in eval mode."""
+def validation_loss(
+    model: nn.Module,
+    examples: tuple[Example, ...],
+    batch_size: int,
+    pad_id: int,
+    progress: ProgressFn | None = None,
+) -> float:
+    """Mean next-token loss over every label token of ``examples`` (token-weighted), in eval mode.
+
+    ``progress`` is called as ``progress(examples done, examples, "")`` after each batch.
+    """
     batches = [
         collate(list(examples[start : start + batch_size]), pad_id) for start in range(0, len(examples), batch_size)
     ]
-    return mean_next_token_loss(model, batches)
+    return mean_next_token_loss(model, batches, progress)
 
 
 def _forever(loader) -> Iterator[dict]:
@@ -250,6 +262,8 @@ def finetune(
     settings: LoraSettings,
     on_step: StepFn | None = None,
     control: TrainControl | None = None,
+    progress: ProgressFn | None = None,
+    on_validation: ValidationFn | None = None,
 ) -> TrainedAdapter:
     """Train a LoRA adapter on a copy of ``base``.
 
@@ -262,6 +276,11 @@ def finetune(
         on_step: called after every optimizer step with a :class:`StepInfo`.
         control: ``control.stop()`` (from any thread) ends training after the current step;
             the adapter keeps what it learned so far and the report says ``stopped``.
+        progress: told what happens outside the steps, as ``progress(done, total, message)``:
+            preparing the copy, and the validation loss before and after training (per batch).
+            An exception it raises (e.g. :class:`~lowrank_lab.errors.Cancelled`) ends the run.
+        on_validation: called as ``on_validation(step, loss)`` with the validation loss before
+            training (step 0) as soon as it is known, and after training (the last step).
 
     Returns:
         The adapter (a PEFT model on a copy of the base) with its :class:`TrainReport`.
@@ -278,6 +297,7 @@ def finetune(
 
     check_finetune_args(base, data, settings, on_step, control)
     control = control or TrainControl()
+    tell(progress, 0, 1, "copying the model and putting the adapters on it")
     model = _base_copy(base)
     check_data_fits(model, data)
     config = lora_config(model, settings)
@@ -286,7 +306,9 @@ def finetune(
     peft_model = get_peft_model(model, config)
     n_trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     val = data.validation[: settings.eval_examples]
-    before = validation_loss(peft_model, val, settings.batch_size, data.pad_id)  # LoRA starts as a no-op
+    before = validation_loss(  # LoRA starts as a no-op: this is the base's loss
+        peft_model, val, settings.batch_size, data.pad_id, _named(progress, "validation loss before training")
+    )
     if not math.isfinite(before):
         from lowrank_lab.evaluate import non_finite_cause
 
@@ -294,6 +316,8 @@ def finetune(
             f"the base model's validation loss is {before} before any training, so there is nothing to fine-tune "
             f"from: {non_finite_cause(model)}"
         )
+    if on_validation is not None:
+        on_validation(0, before)
     with tempfile.TemporaryDirectory(prefix="lowrank-pissa-") as tmp:
         if settings.init == "pissa":
             peft_model.peft_config["default"].init_lora_weights = True  # saved as a plain adapter
@@ -303,7 +327,11 @@ def finetune(
         )
         if settings.init == "pissa":
             trained = _pissa_as_lora(trained, _base_copy(base), Path(tmp) / "initial")
-    after = validation_loss(trained, val, settings.batch_size, data.pad_id)
+    after = validation_loss(
+        trained, val, settings.batch_size, data.pad_id, _named(progress, "validation loss after training")
+    )
+    if on_validation is not None:
+        on_validation(steps, after)
     report = TrainReport(
         losses=tuple(losses),
         val_losses=((0, before), *val_losses, (steps, after)),
@@ -330,3 +358,10 @@ def finetune(
         settings=settings,
         report=report,
     )
+
+
+def _named(progress: ProgressFn | None, what: str) -> ProgressFn | None:
+    """``progress`` with ``what`` and the examples done as its message."""
+    if progress is None:
+        return None
+    return lambda done, total, _: progress(done, total, f"{what}: {done}/{total} examples")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from lowrank_lab.errors import NonFiniteError, OutputError, SettingsError
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
+from lowrank_lab.spectra.heavy_tail import HeavyTailMetrics, heavy_tail_metrics
 from lowrank_lab.spectra.metrics import SpectrumMetrics, spectrum_metrics
 from lowrank_lab.spectra.svd import singular_values_many
 
@@ -49,6 +51,12 @@ class LayerSpectrum:
     @property
     def params(self) -> int:
         return self.shape[0] * self.shape[1]
+
+    @cached_property
+    def heavy_tail(self) -> HeavyTailMetrics:
+        """Power-law α of the eigenvalue density's tail and WeightWatcher's norm metrics, fitted once
+        (the first time it is asked for) from these singular values."""
+        return heavy_tail_metrics(self)
 
     def cumulative_energy(self) -> np.ndarray:
         """Fraction of Σσᵢ² kept by ranks 1..full_rank, shape (full_rank,)."""

@@ -27,7 +27,7 @@ from lowrank_lab.spectra.engine import LayerSpectrum, check_finite, spectrum_of
 from lowrank_lab.spectra.svd import singular_values
 from lowrank_lab.tasks import auto_model_class, task_of_config
 
-_EMBEDDING_MARKS = ("embed", "wte", "wpe")  # only when the architecture cannot be built
+EMBEDDING_MARKS = ("embed", "wte", "wpe")  # only when the architecture cannot be built
 
 
 def safetensors_files(path: str | Path) -> list[Path]:
@@ -45,7 +45,7 @@ def safetensors_files(path: str | Path) -> list[Path]:
     return files
 
 
-def _architecture_layers(folder: Path) -> tuple[frozenset[str], frozenset[str]] | None:
+def architecture_layers(folder: Path) -> tuple[frozenset[str], frozenset[str]] | None:
     """(kinds stored as Conv1D, last name parts of embeddings) of the architecture in ``folder``'s config.
 
     None when there is no config.json, or transformers cannot build its architecture without
@@ -70,7 +70,7 @@ def _architecture_layers(folder: Path) -> tuple[frozenset[str], frozenset[str]] 
 def stream_matrices(path: str | Path) -> Iterator[WeightMatrix]:
     """Yield every 2-D ``*.weight`` tensor as a :class:`WeightMatrix`, reading one at a time."""
     files = safetensors_files(path)
-    layers = _architecture_layers(files[0].parent)
+    layers = architecture_layers(files[0].parent)
     conv1d, embeddings = layers if layers is not None else (frozenset(), None)
     for file in files:
         with safe_open(str(file), framework="pt") as f:
@@ -81,9 +81,7 @@ def stream_matrices(path: str | Path) -> Iterator[WeightMatrix]:
                 layer, kind = split_name(name)
                 tensor = f.get_tensor(key)
                 last = name.rsplit(".", 1)[-1]
-                is_embedding = (
-                    last in embeddings if embeddings is not None else any(m in last for m in _EMBEDDING_MARKS)
-                )
+                is_embedding = last in embeddings if embeddings is not None else any(m in last for m in EMBEDDING_MARKS)
                 module_type = "Embedding" if is_embedding else "Linear"
                 shape = tuple(tensor.shape)
                 if kind in conv1d:

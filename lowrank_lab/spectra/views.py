@@ -22,11 +22,17 @@ class GridMetric:
         label: what a person reads (with its unit or what it is a fraction of).
         value: ``value(spectrum) -> float``.
         fraction: True when the value is a fraction of the full rank (0..1).
+        unit: the colour bar's title ("" for the default: fraction of full rank, or count).
+        number_format: how a cell's value is printed (d3 format; "" for the default).
+        color_range: the values the colour scale spans (None: the data's range).
     """
 
     label: str
     value: Callable[[LayerSpectrum], float]
     fraction: bool = True
+    unit: str = ""
+    number_format: str = ""
+    color_range: tuple[float, float] | None = None
 
 
 def _of_full(attr: str) -> Callable[[LayerSpectrum], float]:
@@ -42,6 +48,15 @@ GRID_METRICS: dict[str, GridMetric] = {
         "singular values above the Marchenko–Pastur edge (count)",
         lambda sp: float(sp.metrics.mp_outliers),
         fraction=False,
+    ),
+    # Colours span 1..8 so the 2–6 band reads at a glance; a few layers reach far past 8.
+    "alpha": GridMetric(
+        "power-law exponent α of the eigenvalue density's tail (2–6: well trained)",
+        lambda sp: sp.heavy_tail.alpha,
+        fraction=False,
+        unit="α",
+        number_format=".2f",
+        color_range=(1.0, 8.0),
     ),
 }
 

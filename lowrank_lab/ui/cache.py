@@ -21,11 +21,17 @@ from lowrank_lab.compress import CalibrationSettings, whitened_spectra
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import LoadedModel, ModelSpec, load_model
 from lowrank_lab.plan import PlanCalculator, TradeoffCurve, tradeoff_curves
+from lowrank_lab.progress import ProgressEvent, Stages
 from lowrank_lab.spectra import LayerSpectrum, compute_spectra
+from lowrank_lab.ui.jobs import Job, eta_text
 
 
 # Streamlit shows the spinner on a cache miss only, so a rerun pays nothing for it.
-@st.cache_resource(show_spinner="Loading the model (the built-in one converts once, about 20 s)…", max_entries=3)
+@st.cache_resource(
+    show_spinner="Loading the model… the built-in one converts from GGUF on its first load (20 s to a minute on "
+    "two cores); later loads take seconds.",
+    max_entries=3,
+)
 def loaded_model(spec: ModelSpec) -> LoadedModel:
     """Load ``spec`` once per server process; shared read-only by every session."""
     return load_model(spec)
@@ -56,6 +62,13 @@ def calibration_cache() -> KeyedCache:
     return KeyedCache(max_bytes=4 * GiB, name="calibration")
 
 
+@st.cache_resource(show_spinner=False)
+def dense_figures_cache() -> KeyedCache:
+    """The dense model's perplexity, generations and peak memory per (model content, evaluation
+    settings): measured on the first compression of a model, reused by every later one."""
+    return KeyedCache(name="dense model figures")
+
+
 def _read_only(spectra: list[LayerSpectrum]) -> list[LayerSpectrum]:
     # Every session gets these very arrays: make an accidental in-place edit fail loudly.
     for sp in spectra:
@@ -77,8 +90,14 @@ def spectra_with_progress(spec: ModelSpec) -> list[LayerSpectrum]:
     """:func:`model_spectra`, drawing a progress bar while a first computation runs."""
     bar = st.empty()
 
+    def draw(event: ProgressEvent) -> None:  # the look of every job: the step, one bar, the time left
+        bar.progress(event.fraction, text=f"{event.step} · {eta_text(event)}")
+
+    stages = Stages(draw, {"singular values": 1.0})
+    step = stages.stage("singular values")
+
     def progress(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"Singular values: {done}/{total} {message}")
+        step(done, total, f"singular values: {done}/{total} {message}")
 
     try:
         spectra = model_spectra(spec, _progress=progress)
@@ -102,20 +121,24 @@ def model_tradeoff(spec: ModelSpec) -> list[TradeoffCurve]:
     return tradeoff_curves(model_spectra(spec))
 
 
-def whitened_with_progress(spec: ModelSpec, calibration: CalibrationSettings) -> list[LayerSpectrum]:
-    """Whitened spectra (W·S) of the shared model for ``spec`` on ``calibration``, once per process.
+def whitened_key(spec: ModelSpec, calibration: CalibrationSettings) -> tuple:
+    return (spec, calibration.key())
 
-    Raises:
-        LowrankLabError: calibration is impossible (no tokenizer, text too short); the page shows it.
-    """
-    bar = st.empty()
 
-    def progress(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"Calibrating and whitening: {done}/{total} {message}")
+def cached_whitened(spec: ModelSpec, calibration: CalibrationSettings) -> list[LayerSpectrum] | None:
+    """The whitened spectra of ``spec`` on ``calibration`` if this process has them, else None."""
+    return whitened_cache().get(whitened_key(spec, calibration))
 
-    try:
-        loaded = loaded_model(spec)
-        compute = lambda: _read_only(whitened_spectra(loaded, calibration, progress, calibration_cache()))  # noqa: E731
-        return whitened_cache().get_or_compute((spec, calibration.key()), compute)
-    finally:
-        bar.empty()
+
+def whitened_job(spec: ModelSpec, calibration: CalibrationSettings) -> Job[list[LayerSpectrum]]:
+    """A background job computing the whitened spectra (W·S) of the shared model for ``spec`` on
+    ``calibration``, kept once per process; its error (no tokenizer, text too short) ends the job."""
+    loaded = loaded_model(spec)
+    spectra, stats = whitened_cache(), calibration_cache()  # resolved in the page's thread
+
+    def work(job: Job) -> list[LayerSpectrum]:
+        progress = job.stage("calibrate")
+        compute = lambda: _read_only(whitened_spectra(loaded, calibration, progress, stats))  # noqa: E731
+        return spectra.get_or_compute(whitened_key(spec, calibration), compute)
+
+    return Job("Calibrating", {"calibrate": 1.0}, work)

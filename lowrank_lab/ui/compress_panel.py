@@ -1,234 +1,256 @@
-"""The Ranks page's "Compress and evaluate": settings in a form, the run with progress, the results.
+"""The Ranks page's "Compress and evaluate": settings in a form, the run as a background job, the results.
 
-The compressed model is a copy (the shared model is untouched) and goes, with what was measured,
-to ``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
-the LoRA and Export pages. A failed run shows its message and keeps whatever an earlier run
-finished.
+The run is a :class:`~lowrank_lab.ui.jobs.Job` (one bar with the current step and the time
+left, Stop from the first second), so the page stays live while it works. The compressed model
+is a copy (the shared model is untouched) and goes, with what was measured, to
+``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
+the LoRA and Export pages. The work is the one pipeline the command line and the benchmark run
+(:func:`lowrank_lab.compress.pipeline.run_job`: allocate, compress block by block, compare, and
+optionally the stage report), with this job's stages. A failed or stopped run says so once and
+keeps whatever an earlier run finished. A finished run is recorded in the run store as the job's last step (its checkpoint
+saved into the store's folder, the prediction beside what was measured); a store that cannot
+take it leaves a note on the result, never an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import pandas as pd
 import streamlit as st
 
-from lowrank_lab.comparison import Comparison, EvalSettings
+from lowrank_lab.comparison import EvalSettings
 from lowrank_lab.compress import CalibrationSettings
-from lowrank_lab.compress.pipeline import CompressionJob, run_job
+from lowrank_lab.compress.guards import check_calibration
+from lowrank_lab.compress.pipeline import CompressionJob, run_job, stage_weights
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import METHODS, LoadedModel, Method
 from lowrank_lab.plan import RankPlan
-from lowrank_lab.progress import ProgressEvent
-from lowrank_lab.ui import state
-from lowrank_lab.ui.cache import calibration_cache
-from lowrank_lab.ui.formatting import params
+from lowrank_lab.progress import ProgressFn
+from lowrank_lab.runs import RunStore
+from lowrank_lab.runs.record import record_compression_run
+from lowrank_lab.ui import compress_results, job_view, run_store, state
+from lowrank_lab.ui.cache import calibration_cache, dense_figures_cache
+from lowrank_lab.ui.jobs import Job
+from lowrank_lab.ui.notices import Notice
+from lowrank_lab.ui.widgets import kept
 
 FORM = "compress_form"
+JOB = "compress_job"  # session key: the Job of the compression under way (or just finished)
+NOTICE = "compress_notice"  # session key: a Notice about the last run, shown once
 
 METHOD_HELP = {
-    "svd": "plain truncated SVD of each weight",
-    "whitened": "whitened SVD, block by block on what the compressed blocks produce, refit to the dense outputs",
-    "pca": "project each layer's output on its principal components on calibration text",
+    "svd": "truncated SVD of each weight; needs no data",
+    "whitened": "SVD of W·S block by block on what the compressed blocks produce, refit to the dense outputs",
+    "pca": "each layer's output on its principal components on calibration text",
 }
 RANKS_FROM = {
     "plan": "this page's plan (the sliders)",
     "uniform": "uniform: every matrix keeps the budget",
     "auto": "auto: spend the budget where it hurts least",
 }
+# Widget key → default: what the form shows the first time.
+DEFAULTS = {
+    "compress_method": "whitened",
+    "compress_ranks": "plan",
+    "compress_keep": 80,
+    "compress_samples": 32,
+    "compress_seq_len": 256,
+    "compress_evaluate": True,
+    "compress_stages": False,
+}
+# What the bar says in each stage of the pipeline.
+LABELS = {
+    "allocate": "allocating ranks",
+    "compress": "compressing block by block",
+    "stages": "measuring what each stage bought",
+    "evaluate": "measuring against the dense model",
+    "record": "recording the run",
+}
 
 
-def _progress_fn(bar, what: str):
-    def update(done: int, total: int, message: str) -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{what}: {message}" if message else what)
-
-    return update
-
-
-def _calibration(samples: int, seq_len: int, upload):
-    if upload is None:
-        return CalibrationSettings(samples=int(samples), seq_len=int(seq_len))
-    text = decode_text_upload(upload.getvalue(), upload.name)
-    return CalibrationSettings(int(samples), int(seq_len), text, f"uploaded {upload.name}")
-
-
-def _evaluation(upload) -> EvalSettings:
-    if upload is None:
-        return EvalSettings()
-    return EvalSettings(text=decode_text_upload(upload.getvalue(), upload.name), source=f"uploaded {upload.name}")
-
-
-@dataclass(frozen=True, eq=False)
-class FormValues:
-    """What the form was submitted with (uploads as Streamlit's uploaded files, or None)."""
+@dataclass(frozen=True)
+class Request:
+    """One compression as asked for: the form's values with the uploads read."""
 
     method: Method
-    ranks: str  # "plan" (the sliders) or an allocation strategy
+    ranks_from: str  # "plan" (the sliders) or an allocation strategy
     keep: float
-    samples: int
-    seq_len: int
-    upload: object | None
-    eval_upload: object | None
-    evaluate: bool
-    stages: bool = False
+    plan: RankPlan
+    calibration: CalibrationSettings
+    evaluation: EvalSettings | None
+    stages: bool = False  # also measure perplexity after each stage (the gap waterfall)
 
-
-def _progress_sink(bar):
-    """Bind the job's progress to one bar: "step · about N s left"."""
-
-    def update(event: ProgressEvent) -> None:
-        left = "" if event.eta_s is None else f" · about {event.eta_s:.0f} s left"
-        bar.progress(event.fraction, text=f"{event.step}{left}")
-
-    return update
-
-
-def _run(loaded: LoadedModel, plan: RankPlan, values: FormValues) -> None:
-    bar = st.progress(0.0, text="starting")
-    try:
-        calibration = _calibration(values.samples, values.seq_len, values.upload)
-        job = CompressionJob(
-            keep=values.keep,
-            allocation="auto" if values.ranks == "plan" else values.ranks,
-            plan=plan if values.ranks == "plan" else None,
-            method=values.method,
-            calibration=calibration,
-            evaluation=_evaluation(values.eval_upload) if values.evaluate else None,
-            stage_report=values.stages and values.evaluate,
+    def job(self) -> CompressionJob:
+        """The pipeline's job for this request."""
+        given = self.ranks_from == "plan"
+        return CompressionJob(
+            keep=self.keep,
+            allocation="uniform" if given else self.ranks_from,
+            plan=self.plan if given else None,
+            method=self.method,
+            calibration=self.calibration,
+            evaluation=self.evaluation,
+            stage_report=self.stages and self.evaluation is not None,
         )
-        result = run_job(loaded, job, _progress_sink(bar), cache=calibration_cache())
-    finally:
-        bar.empty()  # a failed step leaves no stale bar behind
-    st.session_state[state.COMPRESSED] = state.CompressionRun(
-        result.compressed, result.comparison, values.ranks, result
+
+
+def _request(plan: RankPlan, upload, eval_upload) -> Request:
+    """The request from the form's widgets; reading an upload raises DataError on bad text."""
+    s = st.session_state
+    samples, seq_len = int(s["compress_samples"]), int(s["compress_seq_len"])
+    calibration = CalibrationSettings(samples=samples, seq_len=seq_len)
+    if upload is not None:
+        text = decode_text_upload(upload.getvalue(), upload.name)
+        calibration = CalibrationSettings(samples, seq_len, text, f"uploaded {upload.name}")
+    evaluation = None
+    if s["compress_evaluate"]:
+        evaluation = EvalSettings()
+        if eval_upload is not None:
+            text = decode_text_upload(eval_upload.getvalue(), eval_upload.name)
+            evaluation = EvalSettings(text=text, source=f"uploaded {eval_upload.name}")
+    return Request(s["compress_method"], s["compress_ranks"], s["compress_keep"] / 100, plan, calibration, evaluation,
+                   bool(s["compress_stages"]))  # fmt: skip
+
+
+def _labelled(progress: ProgressFn, label: str) -> ProgressFn:
+    return lambda done, total, message: progress(done, total, f"{label}: {message}" if message else label)
+
+
+def _weights(request: Request) -> dict[str, float]:
+    """Each stage's rough share of the time: the pipeline's, and recording last."""
+    return {**stage_weights(request.job()), "record": 0.5}  # the prediction (cached costs), the checkpoint
+
+
+class _Labelled:
+    """The job's stages with the bar's words in front of each step."""
+
+    def __init__(self, job: Job, method: str, ranks_from: str):
+        self.job = job
+        self.labels = dict(LABELS, allocate=f"allocating ranks ({ranks_from})", compress=f"compressing ({method})")
+
+    def stage(self, name: str) -> ProgressFn:
+        return _labelled(self.job.stage(name), self.labels[name])
+
+
+def _work(loaded: LoadedModel, request: Request, notes: tuple[str, ...]) -> Callable[[Job], state.CompressionRun]:
+    """The job's body: allocate (unless the sliders' plan), compress a copy, compare with dense."""
+    calibration_store, dense_store = calibration_cache(), dense_figures_cache()  # resolved in the page's thread
+    runs = run_store.writable_store()
+
+    def work(job: Job) -> state.CompressionRun:
+        result = run_job(loaded, request.job(), cache=calibration_store, stages=_Labelled(job, request.method,
+                         request.ranks_from), dense_cache=dense_store)  # fmt: skip
+        compressed, comparison = result.compressed, result.comparison
+        allocation = None if request.ranks_from == "plan" else result.allocation
+        keep = None if request.ranks_from == "plan" else request.keep
+        progress = _labelled(job.stage("record"), LABELS["record"])
+        noted = notes + _record(runs, loaded, result, request, keep, progress, calibration_store)
+        return state.CompressionRun(compressed, comparison, request.ranks_from, allocation, keep, noted, result.stages)
+
+    return work
+
+
+def _record(runs: RunStore | None, loaded, result, request: Request, keep, progress, cache) -> tuple[str, ...]:
+    """Record the finished run (in the job's thread); a store problem becomes a note, the model stays."""
+    if runs is None:
+        return ()  # the page says why the store is unavailable
+    try:
+        stages = () if result.stages is None else result.stages.to_dict()["stages"]
+        record_compression_run(
+            runs, loaded, result.compressed, request.calibration, comparison=result.comparison,
+            evaluation=request.evaluation, allocation=request.ranks_from, keep=keep, origin="app", cache=cache,
+            progress=progress, stages=stages,
+        )  # fmt: skip
+    except LowrankLabError as err:
+        return (f"{run_store.NOT_RECORDED}: {err}",)
+    return ()
+
+
+def _start(loaded: LoadedModel, plan: RankPlan, upload, eval_upload) -> None:
+    """Check the request (guard rails first) and start the job; errors show once and start nothing."""
+    try:
+        request = _request(plan, upload, eval_upload)
+    except LowrankLabError as err:
+        st.session_state[NOTICE] = Notice("error", f"Compression not started: {err}")
+        return
+    check = check_calibration(loaded, request.method, request.ranks_from, request.calibration)
+    if check.level == "error":
+        st.session_state[NOTICE] = Notice("error", f"Compression not started: {check.message()}.")
+        return
+    notes = (check.message() + ".",) if check.level == "warning" else ()
+    job = Job("Compressing", _weights(request), _work(loaded, request, notes))
+    st.session_state[JOB] = job.start()
+    if request.method != "svd" or request.ranks_from == "auto":
+        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, request.calibration)
+
+
+def _finish(job: Job) -> None:
+    """Move a finished job's result into the session (once), or say why there is none."""
+    st.session_state.pop(JOB, None)
+    if job.result is not None:
+        st.session_state[state.COMPRESSED] = job.result
+    elif job.cancelled:
+        st.session_state[NOTICE] = Notice(
+            "info", f"Compression stopped after {job.seconds:,.0f} s; the last finished compressed model is kept."
+        )
+    else:
+        st.session_state[NOTICE] = Notice("error", f"Compression stopped: {job.error}")
+
+
+def _fields(loaded: LoadedModel, running: bool) -> tuple[object, object, bool]:
+    """The form's widgets (values kept across runs and pages); returns the uploads and the submit."""
+    for key, default in DEFAULTS.items():
+        kept(key, default)
+    c1, c2, c3 = st.columns(3)
+    c1.radio("Method", METHODS, key="compress_method", captions=[METHOD_HELP[m] for m in METHODS])
+    c2.radio("Ranks", list(RANKS_FROM), format_func=RANKS_FROM.get, key="compress_ranks")
+    c3.slider("Budget: linear-layer parameters kept, % (uniform, auto)", 5, 100, step=5, key="compress_keep")
+    c3.checkbox("Measure against the dense model", key="compress_evaluate",
+                help="Perplexity on evaluation text, the same prompts generated, latency and peak memory.")  # fmt: skip
+    c3.checkbox("…and what each stage bought", key="compress_stages",
+                help="Perplexity after whitened uniform ranks, the allocated ranks, sequential inputs and the refit "
+                "(the gap waterfall); compresses up to three more times.")  # fmt: skip
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Calibration samples", 1, 512, key="compress_samples")
+    c2.number_input("Tokens per sample", 8, 2048, step=8, key="compress_seq_len")
+    floor = check_calibration(loaded, "whitened", "plan", CalibrationSettings())
+    c3.caption(
+        f"whitened, pca and auto read samples × tokens of calibration text: at least {floor.recommended:,} here "
+        f"({floor.widest_name.rsplit('.', 1)[-1]} reads {floor.widest_input:,}-wide inputs; 4× that keeps XᵀX "
+        "well conditioned). svd with the plan or uniform ranks reads none."
     )
-    if values.method != "svd":
-        st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, calibration)
+    c1, c2 = st.columns(2)
+    upload = c1.file_uploader("Calibration text (.txt, UTF-8; default: the built-in calibration split)",
+                              type=["txt"], key="compress_upload")  # fmt: skip
+    eval_upload = c2.file_uploader("Evaluation text (.txt, UTF-8; default: the built-in evaluation split)",
+                                   type=["txt"], key="compress_eval_upload")  # fmt: skip
+    label = "A compression is running…" if running else "Compress and evaluate"
+    submitted = st.form_submit_button(label, type="primary", disabled=running)
+    return upload, eval_upload, submitted
 
 
 def form(loaded: LoadedModel, plan: RankPlan) -> None:
-    """The settings form; on submit, compress (and measure) and keep the result in the session."""
+    """The settings form; on submit, a background job compresses (and measures) with live progress."""
+    job = st.session_state.get(JOB)
+    if isinstance(job, Job) and job.done:
+        _finish(job)
+        job = None
+    running = isinstance(job, Job)
     with st.form(FORM):
-        c1, c2, c3 = st.columns(3)
-        method = c1.selectbox(
-            "Method", METHODS, index=METHODS.index("whitened"), format_func=lambda m: f"{m} — {METHOD_HELP[m]}"
-        )
-        ranks = c2.radio("Ranks", list(RANKS_FROM), format_func=RANKS_FROM.get, key="compress_ranks")
-        keep = c3.slider(
-            "Budget: % of linear-layer parameters kept (uniform, auto)", 5, 100, 80, step=5, key="compress_keep"
-        )
-        c1, c2, c3 = st.columns(3)
-        samples = c1.number_input("Calibration samples", 1, 512, 32, key="compress_samples")
-        seq_len = c2.number_input("Tokens per sample", 8, 2048, 256, step=8, key="compress_seq_len")
-        evaluate = c3.checkbox("Measure: perplexity, generations, latency, memory", True, key="compress_evaluate")
-        stages = c3.checkbox(
-            "Also measure what each stage bought (compresses up to 3 more times)", False, key="compress_stages"
-        )
-        c1, c2 = st.columns(2)
-        upload = c1.file_uploader(
-            "Calibration text (.txt, UTF-8; default: the built-in calibration split)",
-            type=["txt"],
-            key="compress_upload",
-        )
-        eval_upload = c2.file_uploader(
-            "Evaluation text (.txt, UTF-8; default: the built-in evaluation split)",
-            type=["txt"],
-            key="compress_eval_upload",
-        )
-        submitted = st.form_submit_button("Compress and evaluate", type="primary")
-    if submitted:
-        values = FormValues(
-            method, ranks, keep / 100, int(samples), int(seq_len), upload, eval_upload, evaluate, stages
-        )
-        try:
-            _run(loaded, plan, values)
-        except LowrankLabError as err:
-            st.error(f"Compression stopped: {err}")
-
-
-def _figures_table(report: Comparison) -> pd.DataFrame:
-    d, c = report.dense, report.compressed
-    mib = 2**20
-    rows = [
-        ("parameters", d.params, c.params),
-        ("weights (MiB, as loaded)", d.bytes / mib, c.bytes / mib),
-        (f"perplexity ({report.eval_source}, {report.eval_tokens:,} tokens)", d.perplexity, c.perplexity),
-        (f"forward latency (ms, 1×{report.latency_tokens} tokens, median)", d.latency_ms, c.latency_ms),
-        ("peak memory of that forward (MiB)", d.peak_memory_bytes / mib, c.peak_memory_bytes / mib),
-    ]
-    frame = pd.DataFrame(rows, columns=["figure", "dense", "compressed"]).dropna()
-    frame["compressed / dense"] = frame["compressed"] / frame["dense"]
-    return frame
-
-
-def _load_plan_into_sliders(plan: RankPlan) -> None:
-    st.session_state[state.PLAN] = plan  # the Ranks controls adopt an outside plan on the next run
+        upload, eval_upload, submitted = _fields(loaded, running)
+    if submitted and not running:
+        _start(loaded, plan, upload, eval_upload)
+        job = st.session_state.get(JOB)
+        running = isinstance(job, Job)
+    if running:
+        job_view.live(job, key="compress_stop", stop_label="Stop (keep the last finished model)")
+    notice = st.session_state.pop(NOTICE, None)  # shown once: the next action clears it
+    if notice is not None:
+        notice.show()
 
 
 def results(source: str) -> None:
-    """The last run's figures, generations side by side, and its plan offered to the sliders."""
-    run = st.session_state.get(state.COMPRESSED)
-    if not isinstance(run, state.CompressionRun):
-        return
-    compressed, report, ranks = run.compressed, run.comparison, run.ranks_from
-    if compressed.source.source != source:
-        st.info(f"The last compressed model was made from {compressed.source.source}; it stays on the Export page.")
-        return
-    st.success(
-        f"Compressed {len(compressed.plan)} layers with {compressed.method} "
-        f"({params(compressed.params.compressed)} parameters). "
-        "It is ready for the LoRA and Export pages."
-    )
-    if report is not None:
-        st.dataframe(
-            _figures_table(report),
-            hide_index=True,
-            column_config={
-                "dense": st.column_config.NumberColumn(format="localized"),
-                "compressed": st.column_config.NumberColumn(format="localized"),
-                "compressed / dense": st.column_config.NumberColumn(format="%.3f×"),
-            },
-            key="compress_figures",
-        )
-        for g in report.generations:
-            st.markdown(f"**{g.prompt}**")
-            left, right = st.columns(2)
-            for column, label, text in ((left, "dense", g.dense), (right, "compressed", g.compressed)):
-                column.caption(label)
-                column.text(text or "(no text: only special tokens were generated)")
-    if run.result is not None:
-        _explanation(run.result)
-    if ranks != "plan":
-        st.button(
-            f"Load this {ranks} plan into the sliders",
-            key="compress_load_plan",
-            on_click=_load_plan_into_sliders,
-            args=(compressed.plan,),
-        )
-
-
-def _explanation(result) -> None:
-    """What each stage bought (when measured) and the candidates the allocation scored."""
-    if result.stages is not None:
-        rep = result.stages
-        rows = [("dense", rep.dense_perplexity, 1.0)] + [(f.stage, f.perplexity, rep.ratio(f)) for f in rep.stages]
-        st.caption(f"Perplexity after each stage ({rep.eval_source}, {rep.eval_tokens:,} tokens)")
-        st.dataframe(
-            pd.DataFrame(rows, columns=["stage", "perplexity", "× dense"]),
-            hide_index=True,
-            column_config={"× dense": st.column_config.NumberColumn(format="%.3f×")},
-            key="compress_stages_table",
-        )
-    scored = [c for c in result.allocation.candidates if c.calibration_loss == c.calibration_loss]
-    if len(scored) > 1:
-        rows = [
-            (c.name, c.linear_params, c.calibration_loss, i == result.allocation.chosen)
-            for i, c in enumerate(result.allocation.candidates)
-        ]
-        st.caption(f"Allocation candidates: {result.allocation.scoring}")
-        st.dataframe(
-            pd.DataFrame(rows, columns=["candidate", "linear parameters", "calibration loss", "chosen"]),
-            hide_index=True,
-            key="compress_candidates_table",
-        )
+    """The last finished run (see :mod:`lowrank_lab.ui.compress_results`)."""
+    compress_results.show(source)

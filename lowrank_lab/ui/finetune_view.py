@@ -1,19 +1,22 @@
-"""The LoRA page's run: start a job, show it live (progress, loss, Stop), then the before/after results."""
+"""The LoRA page's run: start a job, show it live (one bar, the loss so far, Stop), then the results."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from lowrank_lab.data import TrainingSource, prepare
-from lowrank_lab.errors import LowrankLabError
+from lowrank_lab.cache import model_digest
+from lowrank_lab.data import TrainingSource
 from lowrank_lab.finetune import LoraSettings
 from lowrank_lab.models import CompressedModel, LoadedModel
-from lowrank_lab.ui import state
+from lowrank_lab.runs.record import record_finetune, run_id_of
+from lowrank_lab.ui import job_view, run_store, state
 from lowrank_lab.ui.finetune_charts import loss_figure
 from lowrank_lab.ui.finetune_job import TrainingJob
+from lowrank_lab.ui.formatting import params, sig
+from lowrank_lab.ui.notices import Notice
 
 JOB = "lora_job"  # session key: the TrainingJob of this session (running or finished)
-POLL_SECONDS = 1.0
+NOTICE = "lora_notice"  # session key: a Notice about the last run, shown once
 
 
 def current_job() -> TrainingJob | None:
@@ -21,69 +24,46 @@ def current_job() -> TrainingJob | None:
 
 
 def start(base: LoadedModel | CompressedModel, source: TrainingSource, settings: LoraSettings) -> None:
-    """Tokenize the data (errors stop the page, nothing trains) and start training in the background."""
-    bar = st.progress(0.0, text="Tokenizing the training data…")
-
-    def tokenized(done: int, total: int, message: str) -> None:
-        bar.progress(done / max(total, 1), text=f"Tokenizing the training data… {done:,} of {total:,} texts")
-
-    try:
-        data = prepare(source, base.tokenizer, settings.max_seq_len, seed=settings.seed, progress=tokenized)
-    except LowrankLabError as err:
-        bar.empty()
-        st.error(str(err))
-        st.stop()
-    bar.empty()
-    st.session_state[JOB] = TrainingJob(base, data, settings).start()
-
-
-_WAITING = {
-    "starting": "Starting…",
-    "samples before": "Generating the samples before training…",
-    "training": "Putting the adapter on a copy of the model and measuring the validation loss before…",
-}
-
-
-def _progress_text(job: TrainingJob) -> tuple[float, str]:
-    if not job.steps:
-        return 0.0, _WAITING.get(job.phase, "Finishing…")
-    last = job.steps[-1]
-    text = (
-        f"Step {last.step}/{last.total_steps} · loss {last.loss:.3f} · {last.tokens_per_s:,.0f} tokens/s · "
-        f"about {last.seconds_left:,.0f} s left"
-    )
-    if job.phase == "samples after":
-        text = f"Trained {last.step} steps; generating the samples after…"
-    return last.step / last.total_steps, text
+    """Start the fine-tune in the background: tokenizing the data is its first step (Stop works at once)."""
+    store = run_store.writable_store()
+    record = None
+    if store is not None:  # in the training thread, once done: the adapter saved into the store's folder
+        details = dict(data=source.name, origin="app")
+        if isinstance(base, CompressedModel):
+            details["parent"] = run_id_of(base)
+        else:
+            details["model_digest"] = model_digest(base.model)
+        record = lambda adapter: record_finetune(store, adapter, **details)  # noqa: E731
+    st.session_state[JOB] = TrainingJob(base, source, settings, record).start()
 
 
 def _live_chart(job: TrainingJob) -> None:
     steps = list(job.steps)
     losses = [(s.step, s.loss) for s in steps]
-    vals = [(s.step, s.val_loss) for s in steps if s.val_loss is not None]
-    total = steps[-1].total_steps if steps else job.settings.total_steps(len(job.data.train))
-    st.plotly_chart(loss_figure(losses, vals, max(total, 1)), key="lora_live_loss")
+    st.plotly_chart(loss_figure(losses, list(job.validations), job.total_steps), key="lora_live_loss")
 
 
-@st.fragment(run_every=POLL_SECONDS)
 def live(job: TrainingJob) -> None:
-    """Progress, the loss so far and a Stop button, redrawn every second while the job runs."""
-    if job.done:
-        st.rerun()  # the whole page: show the results
-    fraction, text = _progress_text(job)
-    st.progress(fraction, text=text)
-    stopping = job.control.stop_requested
-    st.button(
-        "Stopping after this step…" if stopping else "Stop (keep the adapter so far)",
-        key="lora_stop",
-        on_click=job.control.stop,
-        disabled=stopping or job.phase != "training",
-    )
-    _live_chart(job)
+    """One bar (step, loss, time left), Stop and the loss so far, redrawn every second while it runs."""
+    job_view.live(job.job, key="lora_stop", stop_label="Stop (keep the adapter so far)", extra=lambda: _live_chart(job))
+
+
+def finish(job: TrainingJob) -> None:
+    """Keep a finished job's adapter for the Export page (once), or say why there is none."""
+    if job.reported:
+        return
+    job.reported = True
+    if job.result is not None:
+        st.session_state[state.ADAPTER] = job.result
+    elif job.job.cancelled:
+        st.session_state[NOTICE] = Notice("info", "Stopped before the first training step: nothing was trained.")
 
 
 def _metrics(job: TrainingJob) -> None:
-    report = job.result.report
+    _report_metrics(job.result.report)
+
+
+def _report_metrics(report) -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(
         "Validation loss",
@@ -93,17 +73,18 @@ def _metrics(job: TrainingJob) -> None:
     )
     c2.metric(
         "Validation perplexity",
-        f"{report.perplexity_after:.2f}",
-        f"{report.perplexity_after - report.perplexity_before:+.2f} from {report.perplexity_before:.2f}",
+        sig(report.perplexity_after),
+        f"{'+' if report.perplexity_after >= report.perplexity_before else ''}"
+        f"{sig(report.perplexity_after - report.perplexity_before)} from {sig(report.perplexity_before)}",
         delta_color="inverse",
     )
-    c3.metric(
-        "Steps",
-        f"{report.steps_done}/{report.steps_planned}",
-        "stopped early" if report.stopped else None,
-        delta_color="off",
-    )
-    c4.metric("Tokens/s", f"{report.tokens_per_s:,.0f}", f"{report.tokens:,} tokens", delta_color="off")
+    c3.metric("Steps", f"{report.steps_done}/{report.steps_planned}", help="Stopped early: the adapter holds the "
+              "steps done." if report.stopped else None)  # fmt: skip
+    c4.metric("Tokens/s", f"{report.tokens_per_s:,.0f}", help=f"{report.tokens:,} tokens trained on")
+    if report.diverged:  # a loss or weight went non-finite: the adapter holds the last good step
+        st.warning(report.stop_reason)
+    elif report.stopped:
+        st.caption(f"Stopped after {report.steps_done} of {report.steps_planned} steps; the adapter keeps them.")
 
 
 def samples(prompts: list[str], before: list[str], after: list[str]) -> None:
@@ -119,20 +100,49 @@ def samples(prompts: list[str], before: list[str], after: list[str]) -> None:
 
 def results(job: TrainingJob) -> None:
     """Before/after figures, the loss chart and the samples; keeps the adapter for the Export page."""
+    finish(job)
+    notice = st.session_state.pop(NOTICE, None)  # shown once: the next action clears it
+    if notice is not None:
+        notice.show()
     if job.error:
         st.error(job.error)
         return
     adapter = job.result
-    if st.session_state.get(state.ADAPTER) is not adapter:
-        st.session_state[state.ADAPTER] = adapter
+    if adapter is None:
+        return
     report = adapter.report
     st.subheader("Result")
     st.success(
-        f"LoRA adapter on the {adapter.base} model ({report.trainable_params:,} trainable parameters, "
-        f"{report.train_seconds:.1f} s of training). It is kept for the **Export** page."
+        f"LoRA adapter on the {adapter.base} model ({params(report.trainable_params)} trainable parameters, "
+        f"{report.train_seconds:,.1f} s of training, {job.job.seconds:,.0f} s in all). It is kept for the "
+        "**Export** page."
     )
+    if job.run_id is not None:
+        st.caption(f"Recorded as run #{job.run_id}: the **Runs** page lists it and can reopen its adapter.")
+    elif job.record_error is not None:
+        run_store.notice(job.record_error)
+    else:
+        _, err = run_store.store()
+        if err is not None:
+            run_store.notice(err)
     _metrics(job)
     st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")
     if job.prompts:
         st.subheader("The same prompts, before and after")
         samples(job.prompts, job.before, job.after)
+
+
+def reopened() -> None:
+    """The adapter the Runs page reopened into this session, with its recorded figures."""
+    adapter = st.session_state.get(state.ADAPTER)
+    run_id = run_id_of(adapter)
+    if run_id is None or adapter.report is None:
+        return
+    report = adapter.report
+    st.subheader("Reopened adapter")
+    st.success(
+        f"Run #{run_id}: a LoRA adapter on the {adapter.base} model, reopened from the **Runs** page; it is "
+        "ready for the **Export** page."
+    )
+    _report_metrics(report)
+    st.plotly_chart(loss_figure(list(report.losses), list(report.val_losses), report.steps_done), key="lora_loss")

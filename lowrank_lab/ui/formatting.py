@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def params(n: int) -> str:
     """``134515008`` → ``134.5M``; small counts stay exact (``40,960``)."""
@@ -26,3 +28,21 @@ def pct(fraction: float, digits: int = 1) -> str:
 def matrix_label(name: str, kind: str, layer: int | None) -> str:
     """A short legend label: ``L3 mlp.up_proj``, or the name for matrices outside layers."""
     return name if layer is None else f"L{layer} {kind}"
+
+
+def sig(x: float, digits: int = 4) -> str:
+    """A measured number to ``digits`` significant digits, whole numbers with thousands separators.
+
+    ``18.8634`` → ``18.86``, ``3211.351`` → ``3,211``, ``20629.4`` → ``20,629``, ``0.51234`` → ``0.5123``.
+    """
+    if x is None or not math.isfinite(x):
+        return str(x)
+    if x == 0 or abs(x) >= 10 ** (digits - 1):
+        return f"{x:,.0f}"
+    decimals = digits - 1 - math.floor(math.log10(abs(x)))
+    return f"{x:,.{decimals}f}"
+
+
+def ratio(x: float) -> str:
+    """A ratio such as compressed / dense: ``1.32×``, ``0.842×``, ``1,094×``."""
+    return f"{sig(x, 3)}×"

@@ -42,6 +42,18 @@ PAGES = (
     ),
     StepPage("pages/3_LoRA.py", "LoRA", "Fine-tune LoRA adapters on the original or the compressed model."),
     StepPage("pages/4_Export.py", "Export", "Download the compressed checkpoint (safetensors, plan, model card)."),
+    StepPage(
+        "pages/5_Compare.py",
+        "Compare",
+        "Compare with a second model (a fine-tune, a compression): the spectrum and rank of every matrix's "
+        "change, and a LoRA adapter extracted from it.",
+    ),
+    StepPage(
+        "pages/6_Runs.py",
+        "Runs",
+        "Every compression, fine-tune and export, recorded: reopen a run for the LoRA and Export pages, "
+        "delete it, and see the measured frontier beside the predicted one.",
+    ),
 )
 
 
@@ -92,7 +104,7 @@ def summary(loaded: LoadedModel, n_params: int) -> None:
     for note in loaded.notes:
         st.info(note)
     dtype = next(loaded.model.parameters()).dtype
-    c = st.columns([1.6, 1, 1, 1.2])
+    c = st.columns([2.4, 1.2, 1.2, 1.1, 0.8])  # the architecture name is the longest value
     c[0].metric("Architecture", loaded.architecture, help=f"task: {loaded.task}")
     c[1].metric("Parameters", params(n_params), help=f"{n_params:,} (tied weights counted once)")
     c[2].metric(
@@ -100,7 +112,8 @@ def summary(loaded: LoadedModel, n_params: int) -> None:
         mib(loaded.n_bytes),
         help=f"as loaded ({str(dtype).removeprefix('torch.')}); {mib(2 * n_params)} at fp16",
     )
-    c[3].metric("Weight matrices", f"{len(matrices)} in {layer_count(matrices)} layers")
+    c[3].metric("Weight matrices", f"{len(matrices)}", help="Every 2-D weight: linear layers and embeddings.")
+    c[4].metric("Layers", f"{layer_count(matrices)}", help="Repeated blocks (decoder or encoder layers).")
     rows = kind_rows(matrices, n_params)
     frame = pd.DataFrame(
         {

@@ -8,6 +8,7 @@ so a bad property cannot hide.
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 from lowrank_lab.plan.curves import ErrorCurve, TradeoffCurve
@@ -19,7 +20,7 @@ CURVE_LABELS = {
     "fixed-rank": "same rank everywhere",
     "best": "best for the size (energy per parameter)",
 }
-FRO_COLOR, SPECTRAL_COLOR, PLAN_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
+FRO_COLOR, SPECTRAL_COLOR, PLAN_COLOR, WHITENED_COLOR = "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c"
 # The plan is red everywhere; the families get colors that cannot be mistaken for it.
 CURVE_COLORS = {"keep-params": "#1f77b4", "keep-energy": "#2ca02c", "fixed-rank": "#9467bd", "best": "#7f7f7f"}
 _MARGIN = {"t": 40, "b": 40, "l": 60, "r": 10}
@@ -55,13 +56,15 @@ def _layout(title: str, x_title: str, x_range: list, y_title: str, height: int, 
     }
 
 
-def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
+def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str, whitened: np.ndarray | None = None) -> dict:
     """Relative Frobenius and spectral error against rank, the chosen rank marked (a plotly dict).
 
     Args:
         curve: the matrix's :class:`ErrorCurve`.
         rank: the rank the plan keeps, or None when the matrix stays dense.
         title: the matrix's name.
+        whitened: the activation-aware error ‖(W−W_r)X‖/‖WX‖ at ranks 1..full rank, shape (k,),
+            once the model is calibrated: drawn beside the plain error.
     """
     full = int(curve.ranks[-1])
     hover = {
@@ -72,6 +75,10 @@ def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
         _line(curve.ranks, curve.rel_frobenius, "‖W−W<sub>r</sub>‖<sub>F</sub> / ‖W‖<sub>F</sub>", FRO_COLOR, **hover),
         _line(curve.ranks, curve.spectral, "σ<sub>r+1</sub> / σ<sub>1</sub> (spectral)", SPECTRAL_COLOR, **hover),
     ]
+    if whitened is not None:
+        label = "‖(W−W<sub>r</sub>)X‖ / ‖WX‖ (whitened)"
+        data.append({**_line(curve.ranks, whitened, label, WHITENED_COLOR, **hover),
+                     "line": {"color": WHITENED_COLOR, "dash": "dash"}})  # fmt: skip
     shapes = [
         _vertical("rect", curve.break_even, full, fillcolor="gray", opacity=0.15, line={"width": 0}, layer="below")
     ]
@@ -80,7 +87,9 @@ def error_rank_spec(curve: ErrorCurve, rank: int | None, title: str) -> dict:
     if rank is not None:
         shapes.append(_vertical("line", rank, rank, line={"color": PLAN_COLOR, "width": 2, "dash": "dash"}))
         errors = [curve.rel_frobenius[rank - 1], curve.spectral[rank - 1]]
-        data.append({"type": "scatter", "x": [rank, rank], "y": errors, "mode": "markers", "name": f"plan: r={rank}",
+        if whitened is not None:
+            errors.append(whitened[rank - 1])
+        data.append({"type": "scatter", "x": [rank] * len(errors), "y": errors, "mode": "markers", "name": f"plan: r={rank}",
                      "marker": {"color": PLAN_COLOR, "size": 9},
                      "hovertemplate": "r=%{x}: %{y:.4f}<extra>plan</extra>"})  # fmt: skip
     heading = f"Error against rank: {title}" + ("" if rank else " (plan keeps it dense)")
@@ -112,8 +121,8 @@ def tradeoff_spec(curves: list[TradeoffCurve], point: tuple[float, float]) -> di
     return {"data": data, "layout": layout}
 
 
-def error_rank_figure(curve: ErrorCurve, rank: int | None, title: str) -> go.Figure:
-    return fast_figure(error_rank_spec(curve, rank, title))
+def error_rank_figure(curve: ErrorCurve, rank: int | None, title: str, whitened: np.ndarray | None = None) -> go.Figure:
+    return fast_figure(error_rank_spec(curve, rank, title, whitened))
 
 
 def tradeoff_figure(curves: list[TradeoffCurve], point: tuple[float, float]) -> go.Figure:

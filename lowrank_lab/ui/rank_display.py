@@ -14,9 +14,9 @@ from lowrank_lab.ui.formatting import mib, params, pct
 SAVED_PARAMS = "Parameters saved"
 SAVED_LINEAR = "Saved, % of linear layers"
 SAVED_MODEL = "Saved, % of whole model"
-KEPT_MODEL = "Parameters kept (whole model)"
-WEIGHTED_ERROR = "Weighted error ‖W−Wᵣ‖/‖W‖"
-WORST_SPECTRAL = "Worst spectral error σᵣ₊₁/σ₁"
+KEPT_MODEL = "Parameters kept"
+WEIGHTED_ERROR = "Weighted error"
+WORST_SPECTRAL = "Worst spectral error"
 # The sizes shown: every parameter at this many bytes.
 SIZES = {"fp32": BYTES_PER_ELEMENT["float32"], "fp16": BYTES_PER_ELEMENT["float16"]}
 
@@ -37,7 +37,7 @@ def totals(summary: PlanSummary) -> None:
         pct(summary.saved_fraction_of_model),
         help=f"Of all {params(summary.model_params)} parameters (embeddings and norms included).",
     )
-    c[3].metric(KEPT_MODEL, f"{summary.model_params_kept:,}", help=f"Dense: {summary.model_params:,}.")
+    c[3].metric(KEPT_MODEL, f"{summary.model_params_kept:,}", help=f"Whole model; dense: {summary.model_params:,}.")
     c = st.columns(4)
     for col, (dtype, size) in zip(c, SIZES.items()):
         saved = summary.params_saved * size
@@ -51,7 +51,7 @@ def totals(summary: PlanSummary) -> None:
     c[2].metric(
         WEIGHTED_ERROR,
         f"{summary.weighted_error:.4f}",
-        help=r"Relative Frobenius error of all linear matrices together: "
+        help=r"$\|W-W_r\|_F/\|W\|_F$ of all linear matrices together: "
         r"$\sqrt{\sum \text{lost } \sigma_i^2 / \sum \sigma_i^2}$.",
     )
     c[3].metric(
@@ -72,11 +72,11 @@ def matrix_numbers(row: MatrixCost) -> None:
         help=f"Dense: {row.params_dense:,}.",
     )
     c[2].metric("Frobenius error", f"{row.rel_frobenius_error:.4f}", help=r"$\|W-W_r\|_F/\|W\|_F$")
-    c[3].metric("Spectral error σᵣ₊₁/σ₁", f"{row.spectral_error:.4f}")
+    c[3].metric("Spectral error", f"{row.spectral_error:.4f}", help=r"$\sigma_{r+1}/\sigma_1$")
 
 
 ORDER = ("name", "shape", "rank", "break_even", "dense", "params_dense", "params_kept", "params_saved", "saved_pct",
-         "fp16_MiB_saved", "rel_frobenius_error", "spectral_error")  # fmt: skip
+         "fp16_MiB_saved", "rel_frobenius_error", "activation_error", "spectral_error")  # fmt: skip
 COLUMNS = {
     "name": st.column_config.TextColumn("matrix", width="medium"),
     "params_dense": st.column_config.NumberColumn("dense params", format="localized"),
@@ -86,11 +86,20 @@ COLUMNS = {
     "fp16_MiB_saved": st.column_config.NumberColumn("fp16 MiB saved", format="%.2f"),
     "rel_frobenius_error": st.column_config.NumberColumn("rel. Frobenius error", format="%.4f"),
     "spectral_error": st.column_config.NumberColumn("spectral error σᵣ₊₁/σ₁", format="%.4f"),
+    "activation_error": st.column_config.NumberColumn(
+        "act. error (whitened)", format="%.4f", help="‖(W−Wᵣ)X‖/‖WX‖ on the calibration tokens"
+    ),
     "break_even": st.column_config.NumberColumn("break-even r", format="%d"),
 }
 
 
-def matrix_table(summary: PlanSummary) -> None:
-    """Every matrix's numbers (sortable in the browser by clicking a header)."""
+def matrix_table(summary: PlanSummary, activation: dict[str, float] | None = None) -> None:
+    """Every matrix's numbers (sortable in the browser by clicking a header).
+
+    ``activation`` (matrix name → activation-aware error), once the model is calibrated, adds a
+    column beside the plain Frobenius error.
+    """
     frame = pd.DataFrame(summary_records(summary))
+    if activation is not None:
+        frame["activation_error"] = frame["name"].map(activation)
     st.dataframe(frame, hide_index=True, column_config=COLUMNS, column_order=ORDER, height=320)

@@ -10,7 +10,6 @@ plan put there by someone else (one the controls do not describe) is adopted on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import streamlit as st
 
@@ -28,11 +27,13 @@ from lowrank_lab.plan import (
 from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params, pct
+from lowrank_lab.ui.notices import Notice
 
 CONTROLS = "ranks_controls"  # SavedControls: the rank controls of the model in state.MODEL_SOURCE
 MATRIX_RANK = "ranks_matrix_rank"
-UPLOAD = "ranks_plan_upload"
-UPLOAD_RESULT = "ranks_plan_upload_result"  # Notice about the uploaded file (its file_id set)
+UPLOAD = "ranks_plan_upload"  # the uploader's key is UPLOAD_<round>: a new round empties it
+UPLOAD_ROUND = "ranks_plan_upload_round"  # int: bumped once a file was read, so the uploader empties
+UPLOAD_RESULT = "ranks_plan_upload_result"  # Notice about the last uploaded file, shown once
 PRESET_MESSAGE = "ranks_preset_message"  # Notice about the last preset applied
 DEFAULT_PRESET = ("keep-params", 0.5)
 
@@ -45,16 +46,10 @@ class SavedControls:
     controls: RankControls
 
 
-@dataclass(frozen=True)
-class Notice:
-    """A message to show once: what happened to a preset or an uploaded plan file."""
-
-    level: Literal["success", "error"]
-    text: str
-    file_id: str | None = None
-
-    def show(self) -> None:
-        (st.success if self.level == "success" else st.error)(self.text)
+def upload_key(session=None) -> str:
+    """The plan uploader's key this round (``session``: st.session_state or an AppTest's)."""
+    session = st.session_state if session is None else session
+    return f"{UPLOAD}_{session[UPLOAD_ROUND] if UPLOAD_ROUND in session else 0}"
 
 
 def kind_key(kind: str) -> str:
@@ -133,21 +128,22 @@ def _apply_preset(key: str, spectra: list[LayerSpectrum]) -> None:
         st.session_state[PRESET_MESSAGE] = Notice("error", str(err))
         return
     _save(spectra, controls_from_plan(spectra, plan))
-    st.session_state[PRESET_MESSAGE] = Notice("success", f"Applied: {preset.label.lower()} = {value:g}")
+    st.session_state[PRESET_MESSAGE] = Notice("success", f"Applied “{preset.label}” = {value:g}")
 
 
-def _on_upload(spectra: list[LayerSpectrum]) -> None:
-    uploaded = st.session_state.get(UPLOAD)
+def _on_upload(key: str, spectra: list[LayerSpectrum]) -> None:
+    """Read the uploaded plan once; the uploader then empties and the result shows once."""
+    uploaded = st.session_state.get(key)
     if uploaded is None:
-        st.session_state.pop(UPLOAD_RESULT, None)
         return
+    st.session_state[UPLOAD_ROUND] = st.session_state.get(UPLOAD_ROUND, 0) + 1
     try:
         plan = read_plan(uploaded.getvalue(), spectra)
     except InvalidRankPlan as err:
-        st.session_state[UPLOAD_RESULT] = Notice("error", f"{uploaded.name}: {err}", uploaded.file_id)
+        st.session_state[UPLOAD_RESULT] = Notice("error", f"{uploaded.name}: {err}")
         return
     _save(spectra, controls_from_plan(spectra, plan))
-    st.session_state[UPLOAD_RESULT] = Notice("success", f"Loaded {uploaded.name}: {len(plan)} ranks", uploaded.file_id)
+    st.session_state[UPLOAD_RESULT] = Notice("success", f"Loaded {uploaded.name}: {len(plan)} ranks")
 
 
 def preset_controls(spectra: list[LayerSpectrum]) -> None:
@@ -170,26 +166,52 @@ def preset_controls(spectra: list[LayerSpectrum]) -> None:
         message.show()
 
 
-def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None) -> str:
+def _kind_caption(kind: KindInfo, rank: int, totals: KindTotals | None, activation: float | None = None) -> str:
     if rank >= kind.break_even or totals is None or totals.factorized == 0:
         return f"r ≥ {kind.break_even} (break-even): **keep dense**"
     dense = totals.matrices - totals.factorized
-    return f"keeps {pct(totals.params_kept / totals.params_dense, 0)} · error {totals.rel_frobenius_error:.3f}" + (
+    act = f" · act. {activation:.3f}" if activation is not None else ""
+    return f"keeps {pct(totals.params_kept / totals.params_dense, 0)} · error {totals.rel_frobenius_error:.3f}{act}" + (
         f" · {dense} dense" if dense else ""
     )
 
 
-def kind_sliders(kinds: list[KindInfo], spectra: list[LayerSpectrum], totals: dict[str, KindTotals]) -> None:
-    """One slider per matrix kind (every layer); a rank at or past break-even says "keep dense"."""
+def mixed_note(kind: KindInfo, controls: RankControls, rank: int) -> str:
+    """What a move of the kind's slider would replace, when some of its matrices have their own rank ("")."""
+    own = {name: controls.override(name) for name in kind.names if controls.override(name) is not None}
+    if not own:
+        return ""
+    ranks = sorted(set(own.values()) | ({rank} if len(own) < len(kind.names) else set()))
+    spread = f"ranks {ranks[0]}–{ranks[-1]}" if len(ranks) > 1 else f"rank {ranks[0]}"
+    return (
+        f"mixed: {len(own)} of {len(kind.names)} set one by one ({spread}); moving this slider sets all "
+        f"{len(kind.names)} to one rank"
+    )
+
+
+def kind_sliders(
+    kinds: list[KindInfo],
+    spectra: list[LayerSpectrum],
+    totals: dict[str, KindTotals],
+    activation: dict[str, float] | None = None,
+) -> None:
+    """One slider per matrix kind (every layer); a rank at or past break-even says "keep dense".
+
+    ``activation`` (kind → activation-aware error), once the model is calibrated, joins each label.
+    """
+    activation = activation or {}
     controls = _controls()
     for kind in kinds:
         key = kind_key(kind.kind)
         rank = min(controls.kind_rank(kind.kind) or kind.full_rank, kind.full_rank)
         sum_params = totals[kind.kind].params_dense if kind.kind in totals else 0
         st.session_state[key] = rank
+        mixed = mixed_note(kind, controls, rank)
+        summary = _kind_caption(kind, rank, totals.get(kind.kind), activation.get(kind.kind))
+        caption = f":orange[{mixed}]" if mixed else f":gray[{summary}]"
         # The numbers go in the label (markdown), so they sit right above the slider they describe.
         st.slider(
-            f"**{kind.kind}** × {len(kind.names)} · :gray[{_kind_caption(kind, rank, totals.get(kind.kind))}]",
+            f"**{kind.kind}** × {len(kind.names)} · {caption}",
             min_value=1,
             max_value=kind.full_rank,
             key=key,
@@ -245,9 +267,10 @@ def plan_file(plan: RankPlan, spectra: list[LayerSpectrum]) -> None:
         mime="application/json",
         key="ranks_download",
     )
-    uploaded = st.file_uploader(
-        "Load a plan (JSON: module name → rank)", type=["json"], key=UPLOAD, on_change=_on_upload, args=(spectra,)
+    key = upload_key()
+    st.file_uploader(
+        "Load a plan (JSON: module name → rank)", type=["json"], key=key, on_change=_on_upload, args=(key, spectra)
     )
-    result = st.session_state.get(UPLOAD_RESULT)
-    if uploaded is not None and result is not None and result.file_id == uploaded.file_id:
+    result = st.session_state.pop(UPLOAD_RESULT, None)  # shown once: the next action clears it
+    if result is not None:
         result.show()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from lowrank_lab.spectra.engine import LayerSpectrum
-from lowrank_lab.spectra.views import GRID_METRICS, MetricGrid, scaled_values
+from lowrank_lab.spectra.views import GRID_METRICS, GridMetric, MetricGrid, scaled_values
 from lowrank_lab.ui.formatting import matrix_label
 
 MP_DASH = "dash"
@@ -21,8 +23,26 @@ def _colors(n: int) -> list[str]:
     return sample_colorscale("Viridis", list(np.linspace(0, 0.95, n)))
 
 
-def _add_spectrum(fig: go.Figure, sp: LayerSpectrum, color: str, bold: bool, normalise: bool, fraction: bool) -> None:
-    """One matrix's three traces: its values and its MP edge (left), its energy curve (right)."""
+def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Tick values and labels for a log axis over [lo, hi], every one written out in full.
+
+    Plotly labels the minor ticks of a log axis with a bare digit ("1, 9, 8, …, 2"), which
+    reads as nonsense when the range holds no power of ten. These ticks are 1-2-5 steps per
+    decade (just the powers of ten past four decades), each labelled with its value.
+    """
+    lo, hi = max(lo, 1e-300), max(hi, lo * 1.0001)
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    steps = (1,) if last - first > 4 else (1, 2, 5)
+    values = [m * 10.0**e for e in range(first, last + 1) for m in steps if lo <= m * 10.0**e <= hi]
+    if len(values) < 3:  # a narrow range: finer steps so at least a few ticks show
+        values = [m * 10.0**e for e in range(first, last + 1) for m in range(1, 10) if lo <= m * 10.0**e <= hi]
+    return values, [f"{v:.3g}" for v in values]
+
+
+def _add_spectrum(
+    fig: go.Figure, sp: LayerSpectrum, color: str, bold: bool, normalise: bool, fraction: bool, edge_line: bool
+) -> None:
+    """One matrix's traces: its values and (if ``edge_line``) its MP edge (left), its energy curve (right)."""
     values, edge = scaled_values(sp, normalise)
     x = np.arange(1, sp.full_rank + 1) / (sp.full_rank if fraction else 1)
     line = {"color": color, "width": 3 if bold else 1.5}
@@ -30,10 +50,11 @@ def _add_spectrum(fig: go.Figure, sp: LayerSpectrum, color: str, bold: bool, nor
     common = {"mode": "lines", "legendgroup": sp.name}
     label = matrix_label(sp.name, sp.kind, sp.layer)
     fig.add_trace(go.Scatter(x=x, y=values, name=label, line=line, hovertemplate=hover, **common), row=1, col=1)
-    edge_line = {"color": color, "width": 1, "dash": MP_DASH}
-    edge_hover = f"{sp.name}<br>MP edge %{{y:.4g}}<extra></extra>"
-    fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[edge, edge], showlegend=False, line=edge_line,
-                             hovertemplate=edge_hover, **common), row=1, col=1)  # fmt: skip
+    if edge_line:
+        dashed = {"color": color, "width": 1.5 if bold else 1, "dash": MP_DASH}
+        edge_hover = f"{sp.name}<br>MP edge %{{y:.4g}}<extra></extra>"
+        fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[edge, edge], showlegend=False, line=dashed,
+                                 hovertemplate=edge_hover, **common), row=1, col=1)  # fmt: skip
     fig.add_trace(go.Scatter(x=x, y=sp.cumulative_energy(), showlegend=False, line=line, hovertemplate=hover,
                              **common), row=1, col=2)  # fmt: skip
 
@@ -47,16 +68,26 @@ def spectrum_figure(group: list[LayerSpectrum], selected: str, normalise: bool, 
         normalise: divide every spectrum (and its edge) by its σ₁.
         rank_fraction: put i / full rank on the x axis (compares matrices of different sizes).
     """
+    # Many overlaid edges bunch into a smear: with more than one matrix only the selected one's is drawn.
+    edge_of = "" if len(group) == 1 else " of the selected matrix"
     titles = (
-        "Singular values σᵢ" + (" / σ₁" if normalise else "") + " (dashed: Marchenko–Pastur edge)",
+        "Singular values σᵢ" + (" / σ₁" if normalise else "") + f" (dashed: Marchenko–Pastur edge{edge_of})",
         "Cumulative energy Σ<sub>j≤i</sub> σ<sub>j</sub>² / Σ σ<sub>j</sub>²",
     )
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.09, subplot_titles=titles)
+    shown = []
     for sp, color in zip(group, _colors(len(group))):
-        _add_spectrum(fig, sp, color, sp.name == selected, normalise, rank_fraction)
+        bold = sp.name == selected
+        _add_spectrum(fig, sp, color, bold, normalise, rank_fraction, edge_line=len(group) == 1 or bold)
+        values, edge = scaled_values(sp, normalise)
+        shown.extend([float(values[values > 0].min(initial=np.inf)), float(values.max(initial=0.0))])
+        if len(group) == 1 or bold:
+            shown.append(float(edge))
     fig.update_xaxes(title_text="i / full rank" if rank_fraction else "index i (rank)")
     y_title = "σᵢ / σ₁ (log)" if normalise else "σᵢ (log)"
-    fig.update_yaxes(type="log", exponentformat="power", title_text=y_title, row=1, col=1)
+    positive = [v for v in shown if 0 < v < np.inf]
+    ticks = log_ticks(min(positive), max(positive)) if positive else ([], [])
+    fig.update_yaxes(type="log", tickvals=ticks[0], ticktext=ticks[1], title_text=y_title, row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], title_text="fraction of energy kept by rank i", row=1, col=2)
     for level in (0.9, 0.99):
         fig.add_hline(y=level, line={"color": "gray", "width": 1, "dash": "dot"}, row=1, col=2,
@@ -67,11 +98,10 @@ def spectrum_figure(group: list[LayerSpectrum], selected: str, normalise: bool, 
     return fig
 
 
-def _cell_markers(grid: MetricGrid) -> go.Scatter:
+def _cell_markers(grid: MetricGrid, metric: GridMetric) -> go.Scatter:
     """A transparent marker on every cell, named by ``customdata``, for clicks and hover."""
-    metric = GRID_METRICS[grid.metric]
     rows, cols = np.nonzero(grid.names != "")
-    fmt = ".3f" if metric.fraction else ".0f"
+    fmt = metric.number_format or (".3f" if metric.fraction else ".0f")
     return go.Scatter(
         x=[grid.kinds[j] for j in cols],
         y=[grid.layers[i] for i in rows],
@@ -84,17 +114,24 @@ def _cell_markers(grid: MetricGrid) -> go.Scatter:
     )
 
 
-def heatmap_figure(grid: MetricGrid, selected: str | None) -> go.Figure:
+def heatmap_figure(grid: MetricGrid, selected: str | None, metric: GridMetric | None = None) -> go.Figure:
     """The metric over (layer × kind), with an invisible point per cell so a click selects it.
 
     Plotly's heatmap traces send no selection events to Streamlit, so each cell carries a
     transparent marker (with the module name as ``customdata``) that does.
+
+    Args:
+        grid: the values.
+        selected: the module outlined in red.
+        metric: how to label and colour it (default: ``GRID_METRICS[grid.metric]``).
     """
-    metric = GRID_METRICS[grid.metric]
-    colorbar = {"title": {"text": "fraction<br>of full rank" if metric.fraction else "count"}, "thickness": 14}
+    metric = metric or GRID_METRICS[grid.metric]
+    unit = metric.unit or ("fraction<br>of full rank" if metric.fraction else "count")
+    colorbar = {"title": {"text": unit}, "thickness": 14}
+    low, high = metric.color_range or (None, None)
     heat = go.Heatmap(z=grid.values, x=grid.kinds, y=grid.layers, colorscale="Viridis", hoverinfo="skip",
-                      colorbar=colorbar)  # fmt: skip
-    fig = go.Figure([heat, _cell_markers(grid)])
+                      colorbar=colorbar, zmin=low, zmax=high)  # fmt: skip
+    fig = go.Figure([heat, _cell_markers(grid, metric)])
     where = np.argwhere(grid.names == selected)
     if len(where):
         i, j = where[0]
@@ -134,7 +171,10 @@ def whitened_figure(plain: LayerSpectrum, whitened: LayerSpectrum) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=sp.cumulative_energy(), showlegend=False, line=line, hovertemplate=hover,
                                  legendgroup=label), row=1, col=2)  # fmt: skip
     fig.update_xaxes(title_text="index i (rank)")
-    fig.update_yaxes(type="log", exponentformat="power", title_text="σᵢ / σ₁ (log)", row=1, col=1)
+    scaled = [sp.s[sp.s > 0] / sp.s[0] for sp in (plain, whitened) if sp.s[0] > 0]
+    lo = min((float(v.min()) for v in scaled if v.size), default=1.0)
+    tickvals, ticktext = log_ticks(lo, 1.0)
+    fig.update_yaxes(type="log", tickvals=tickvals, ticktext=ticktext, title_text="σᵢ / σ₁ (log)", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], title_text="fraction of energy kept by rank i", row=1, col=2)
     fig.update_layout(height=380, margin={"t": 40, "b": 40, "l": 60, "r": 10}, hovermode="closest",
                       title={"text": plain.name, "font": {"size": 13}})  # fmt: skip

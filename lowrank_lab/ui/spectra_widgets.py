@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from lowrank_lab.spectra.engine import LayerSpectrum, spectra_records
+from lowrank_lab.spectra.heavy_tail import heavy_tail_records
 from lowrank_lab.spectra.views import GRID_METRICS, OVERLAYS, metric_grid
-from lowrank_lab.ui import state
+from lowrank_lab.ui import heavy_tail_view, state
 from lowrank_lab.ui.spectra_charts import heatmap_figure
 
 HEATMAP = "spectra_heatmap"
@@ -44,6 +45,8 @@ def heatmap(spectra: list[LayerSpectrum]) -> None:
         selection_mode="points",
     )
     st.caption("Click a cell to open that matrix's spectrum below (or choose it in the list).")
+    if metric == "alpha":
+        heavy_tail_view.alpha_explanation(spectra)
 
 
 def view_options() -> tuple[str, bool, bool]:
@@ -64,7 +67,9 @@ def selected_metrics(sp: LayerSpectrum) -> None:
     cols[2].metric(
         "Effective rank", f"{m.effective_rank:.1f}", help=r"$\exp$ of the entropy of $\sigma_i/\sum_j\sigma_j$"
     )
-    cols[3].metric("Rank for 90% / 99% energy", f"{m.energy_rank_90} / {m.energy_rank_99}")
+    cols[3].metric(
+        "Energy ranks", f"{m.energy_rank_90} / {m.energy_rank_99}", help="The smallest ranks keeping 90% / 99% of Σσᵢ²."
+    )
     cols[4].metric("Above MP edge", f"{m.mp_outliers}", help=f"σᵢ > {m.mp_edge:.4g}, the edge of a random matrix")
     cols[5].metric("Full rank", f"{sp.full_rank}", help=f"numerical rank {m.numerical_rank}")
 
@@ -72,10 +77,17 @@ def selected_metrics(sp: LayerSpectrum) -> None:
 def metrics_table(spectra: list[LayerSpectrum], model: str) -> pd.DataFrame:
     """Every matrix's metrics, sorted as chosen (headers sort in the browser too), with CSV download."""
     frame = pd.DataFrame(spectra_records(spectra))
+    heavy = pd.DataFrame(heavy_tail_records(spectra))[["alpha", "ks_distance", "alpha_weighted", "log_spectral_norm"]]
+    frame = pd.concat([frame, heavy], axis=1)  # both in the spectra's order
+    frame["layer"] = frame["layer"].astype("Int64")  # a whole number, empty outside the layers (not 4.0)
     c1, c2 = st.columns([3, 1])
     column = c1.selectbox("Sort by", list(frame.columns), index=list(frame.columns).index("name"), key="spectra_sort")
     descending = c2.toggle("Descending", value=False, key="spectra_sort_desc")
     frame = frame.sort_values(column, ascending=not descending, kind="stable", na_position="last")
+    # The column sorted by comes right after the name, before the structural columns.
+    frame = frame[
+        ["name", *([column] if column != "name" else []), *(c for c in frame.columns if c not in ("name", column))]
+    ]
     st.dataframe(frame, hide_index=True, height=360)
     st.download_button(
         "Download metrics CSV",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import streamlit as st
 
 from lowrank_lab.comparison import Comparison
-from lowrank_lab.compress import CalibrationSettings
-from lowrank_lab.compress.results import CompressionResult
+from lowrank_lab.compress import AllocationReport, CalibrationSettings
+from lowrank_lab.compress.results import StageReport
 from lowrank_lab.models import DEFAULT_MODEL, CompressedModel, ModelSpec
 
 # The environment can choose the model the app opens with (the tests use a tiny one).
@@ -31,13 +31,19 @@ class CompressionRun:
         compressed: the compressed model (a copy; the shared model is untouched).
         comparison: what was measured against the dense model, or None when not measured.
         ranks_from: where the ranks came from: ``plan`` (the sliders) or an allocation strategy.
-        result: the pipeline's whole result (stage report, allocation candidates), when it ran.
+        allocation: the allocation's candidates and choice (None for the sliders' plan).
+        keep: the budget asked for (fraction of linear-layer parameters kept), None for the plan.
+        notes: warnings about how it was made (e.g. few calibration tokens), shown with the result.
+        stages: perplexity after each stage of the compression (the gap waterfall), when measured.
     """
 
     compressed: CompressedModel
     comparison: Comparison | None
     ranks_from: str
-    result: CompressionResult | None = None  # the whole run: stages, allocation candidates
+    allocation: AllocationReport | None = None
+    keep: float | None = None
+    notes: tuple[str, ...] = ()
+    stages: StageReport | None = None
 
 
 @dataclass(frozen=True)

@@ -31,3 +31,17 @@ def matrix_picker(spectra: list[LayerSpectrum], key: str, label: str = "Matrix")
         format_func=lambda n: f"{n}  ({shapes[n][0]}×{shapes[n][1]})",
     )
     return spectra[names.index(name)]
+
+
+def kept(key: str, default: object) -> None:
+    """Give the widget ``key`` its value from the last time it was shown (else ``default``).
+
+    Streamlit forgets a widget's value in a run that does not draw it (another page, a step
+    that hides it), so the value is copied to a shadow key on every run and put back before
+    the widget is drawn again. Call it just before the widget and create the widget *without*
+    a value of its own, so what it shows is what the next action will use.
+    """
+    shadow = f"_kept_{key}"
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(shadow, default)
+    st.session_state[shadow] = st.session_state[key]

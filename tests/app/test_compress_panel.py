@@ -25,7 +25,7 @@ def page(path: str) -> AppTest:
     return at
 
 
-def submit(at: AppTest, ranks: str, samples: int = 4, seq_len: int = 32, keep: int = 60) -> AppTest:
+def submit(at: AppTest, ranks: str, samples: int = 5, seq_len: int = 128, keep: int = 60) -> AppTest:
     at.radio(key="compress_ranks").set_value(ranks)
     at.slider(key="compress_keep").set_value(keep)
     at.number_input(key="compress_samples").set_value(samples)
@@ -33,6 +33,16 @@ def submit(at: AppTest, ranks: str, samples: int = 4, seq_len: int = 32, keep: i
     next(b for b in at.button if b.label == SUBMIT).click()
     at.run()
     assert not at.exception, at.exception
+    return finish(at)
+
+
+def finish(at: AppTest) -> AppTest:
+    """Wait for the background compression, then rerun the page to show its result."""
+    job = at.session_state["compress_job"] if "compress_job" in at.session_state else None
+    if job is not None:
+        assert job.join(timeout=240)
+        at.run()
+        assert not at.exception, at.exception
     return at
 
 
@@ -94,6 +104,11 @@ def test_whitened_spectrum_after_calibration(tiny_llama):
     at.button(key="spectra_calibrate").click()
     at.run()
     assert not at.exception, at.exception
+    _, job = at.session_state["spectra_calibration_job"]
+    assert at.button(key="spectra_calibrate_stop")  # the job runs in the background, with Stop
+    assert job.join(timeout=240)
+    at.run()
+    assert not at.exception, at.exception
     charts = [c for c in at.get("plotly_chart") if "spectra_whitened" in c.proto.id]
     assert len(charts) == 1
     assert at.session_state["calibration"].source == "tiny-llama"
@@ -119,3 +134,80 @@ def test_a_bad_uploaded_text_says_why():
     at = submit(at, "uniform")
     assert any("latin.txt is not UTF-8" in e.value for e in at.error)
     assert "compressed" not in at.session_state
+
+
+def test_auto_says_which_candidate_it_chose_and_why():
+    at = submit(page(RANKS), "auto", keep=50)
+    run = at.session_state["compressed"]
+    report = run.allocation
+    assert report.strategy == "auto" and len(report.candidates) == 2
+    assert run.compressed.plan.as_dict() == {k: v for k, v in report.plan.as_dict().items()}
+    why = next(m.value for m in at.markdown if m.value.startswith("**Why these ranks.**"))
+    assert f"**{report.winner.name}** plan" in why and f"{report.winner.calibration_loss:.4f}" in why
+    table = next(d.value for d in at.dataframe if "candidate" in d.value.columns)
+    assert list(table["candidate"]) == ["loss-weighted", "uniform"]
+    assert list(table["calibration loss"]) == pytest.approx([c.calibration_loss for c in report.candidates])
+    assert table["chosen"].tolist() == [i == report.chosen for i in range(2)]
+
+
+def test_too_few_calibration_tokens_start_nothing_and_say_why():
+    at = submit(page(RANKS), "plan", samples=1, seq_len=8)
+    assert "compressed" not in at.session_state and "compress_job" not in at.session_state
+    message = next(e.value for e in at.error if "Compression not started" in e.value)
+    assert "8 calibration tokens are too few" in message and "XᵀX" in message
+    at.run()
+    assert not [e for e in at.error if "Compression not started" in e.value]  # gone on the next action
+
+
+def test_svd_needs_no_calibration_and_few_tokens_warn_with_the_result():
+    at = page(RANKS)
+    at.radio(key="compress_method").set_value("svd")
+    at = submit(at, "plan", samples=1, seq_len=8)
+    assert at.session_state["compressed"].compressed.method == "svd"
+    at.radio(key="compress_method").set_value("whitened")
+    at = submit(at, "plan", samples=2, seq_len=128)  # 256 tokens: invertible, not well conditioned
+    run = at.session_state["compressed"]
+    assert run.compressed.method == "whitened" and run.notes and "are few" in run.notes[0]
+    assert any("are few" in w.value for w in at.warning)
+
+
+def test_the_form_keeps_its_values_after_a_run():
+    at = page(RANKS)
+    at.radio(key="compress_method").set_value("pca")
+    at = submit(at, "uniform", keep=45)
+    assert at.session_state["compressed"].compressed.method == "pca"
+    assert at.radio(key="compress_method").value == "pca" and at.radio(key="compress_ranks").value == "uniform"
+    assert at.slider(key="compress_keep").value == 45 and at.number_input(key="compress_seq_len").value == 128
+
+
+def test_stop_ends_a_compression_and_keeps_the_earlier_result():
+    at = submit(page(RANKS), "uniform")
+    first = at.session_state["compressed"]
+    at.radio(key="compress_ranks").set_value("auto")
+    next(b for b in at.button if b.label == SUBMIT).click()
+    at.run()
+    job = at.session_state["compress_job"]
+    stop = at.button(key="compress_stop")
+    assert not stop.disabled  # Stop from the first second
+    stop.click().run()
+    assert job.join(timeout=120)
+    at.run()
+    assert not at.exception
+    assert job.cancelled and at.session_state["compressed"] is first
+    assert any("Compression stopped after" in i.value for i in at.info)
+
+
+def test_far_above_dense_is_a_warning_with_what_to_try_never_green(tiny_llama):
+    import dataclasses
+
+    at = submit(page(RANKS), "uniform")
+    run = at.session_state["compressed"]
+    report = run.comparison
+    # The same measured run, with the compressed perplexity as a broken model's (3× dense).
+    broken = dataclasses.replace(report.compressed, perplexity=3 * report.dense.perplexity)
+    at.session_state["compressed"] = dataclasses.replace(run, comparison=dataclasses.replace(report, compressed=broken))
+    at.run()
+    assert not [s for s in at.success if "Compressed" in s.value]
+    warning = next(w.value for w in at.warning if "Far above the dense model" in w.value)
+    assert "3.00× dense" in warning and "keep more parameters" in warning and "auto ranks" in warning
+    assert "LoRA page" in warning

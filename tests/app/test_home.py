@@ -30,7 +30,7 @@ def test_summary_of_a_tiny_model(tiny_llama):
     assert at.selectbox(key="home_model_choice").value == "tiny-llama"
     assert metric(at, "Architecture") == "LlamaForCausalLM"
     assert metric(at, "Parameters") == f"{tiny_llama.n_params:,}"
-    assert metric(at, "Weight matrices") == "15 in 2 layers"
+    assert metric(at, "Weight matrices") == "15" and metric(at, "Layers") == "2"
     assert metric(at, "Memory") == f"{tiny_llama.n_bytes / 1024:.1f} KiB"
     kinds = at.dataframe[0].value
     assert kinds["parameters"].sum() == sum(m.params for m in weight_matrices(tiny_llama.model))
@@ -85,3 +85,21 @@ def test_a_model_that_cannot_load_gives_a_clear_error(choice, source, message):
     # The app keeps running: choosing a good model again works.
     at.selectbox(key="home_model_choice").set_value("tiny-llama").run()
     assert not at.error and metric(at, "Architecture") == "LlamaForCausalLM"
+
+
+def test_the_sidebar_names_every_page_file_as_the_home_guide_does():
+    """app.py names the pages from their files before importing anything heavy; the guide must agree."""
+    import ast
+
+    from lowrank_lab.ui.home import PAGES
+
+    tree = ast.parse(Path(APP).read_text())
+    top_imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    modules = [a.name for n in top_imports if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module for n in top_imports if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m.startswith("lowrank_lab")]  # the core loads after the sidebar is set
+    rule = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "page_title")
+    namespace: dict = {"re": __import__("re"), "Path": Path}
+    exec(compile(ast.Module([rule], []), APP, "exec"), namespace)
+    files = sorted((ROOT / "pages").glob("[0-9]*_*.py"))
+    assert [(f"pages/{f.name}", namespace["page_title"](f)) for f in files] == [(p.path, p.title) for p in PAGES]

@@ -77,10 +77,10 @@ def test_while_training_the_page_shows_progress_and_stop_keeps_the_adapter():
         time.sleep(0.05)
     at.run()
     assert not at.exception
-    assert "Step" in at.get("progress")[0].proto.text and "tokens/s" in at.get("progress")[0].proto.text
+    assert "step " in at.get("progress")[0].proto.text and "tokens/s" in at.get("progress")[0].proto.text
     assert [b.key for b in at.button] == ["lora_stop"]  # no second Train while one runs
     at.button(key="lora_stop").click().run()
-    job.join(timeout=60)
+    job.join(timeout=180)  # then it generates the samples after, saves the adapter and records the run
     at.run()
     assert not at.exception and not at.error
     report = at.session_state[state.ADAPTER].report
@@ -128,3 +128,51 @@ def test_a_good_upload_shows_a_preview():
     assert not at.exception and not at.error
     preview = at.dataframe[0].value
     assert list(preview.columns) == ["prompt", "response"] and preview.iloc[0]["prompt"] == "Q0"
+
+
+def test_settings_stay_as_set_after_a_run():
+    at = _page()
+    _fast(at, steps=4)
+    at.radio(key="lora_data").set_value("number-words")
+    at.select_slider(key="lora_r").set_value(4)
+    at.select_slider(key="lora_seq_len").set_value(128)  # an instruction with its chat template
+    at = _train_to_the_end(at.run())
+    assert not at.exception and not at.error
+    report = at.session_state[state.ADAPTER].report
+    assert report.steps_done == 4 and report.data_name.startswith("number")
+    # What the widgets show is what the run used, and what the next Train will use.
+    assert at.number_input(key="lora_steps").value == 4
+    assert at.radio(key="lora_data").value == "number-words"
+    assert at.select_slider(key="lora_r").value == 4 and at.select_slider(key="lora_seq_len").value == 128
+    assert at.session_state[state.ADAPTER].settings.r == 4
+
+
+def test_stop_before_the_first_step_trains_nothing_and_says_so():
+    at = _page()
+    _fast(at, steps=50_000)
+    at.button(key="lora_train").click().run()
+    job = at.session_state[JOB]
+    assert [b.key for b in at.button] == ["lora_stop"]  # Stop is there from the first run of the page
+    at.button(key="lora_stop").click().run()
+    assert job.join(timeout=60)
+    at.run()
+    assert not at.exception
+    assert job.job.cancelled and job.result is None  # a stop before training ends it without training
+    assert state.ADAPTER not in at.session_state
+    assert any("nothing was trained" in i.value for i in at.info)
+    assert [b.key for b in at.button] == ["lora_train"]
+    at.run()
+    assert not any("nothing was trained" in i.value for i in at.info)  # shown once, gone on the next action
+
+
+def test_after_a_compression_the_compressed_model_is_offered_first(tiny_llama):
+    compressed = compressed_model(tiny_llama, keep=0.5)
+    at = _page(**{state.COMPRESSED: state.CompressionRun(compressed, None, "plan")})
+    assert at.radio(key="lora_base").value == "compressed"
+    assert at.radio(key="lora_base").options[0].startswith("Compressed")
+    at.radio(key="lora_base").set_value("original").run()
+    assert at.radio(key="lora_base").value == "original"  # a choice made stays
+    newer = compressed_model(tiny_llama, keep=0.4)
+    at.session_state[state.COMPRESSED] = state.CompressionRun(newer, None, "plan")
+    at.run()
+    assert at.radio(key="lora_base").value == "compressed"  # a new compression is offered first again

@@ -142,7 +142,9 @@ def test_each_preset_sets_the_plan_and_the_sliders(at, spectra, key, value):
 
 def test_upload_a_good_plan(at, spectra):
     plan = RankPlan({UP0: 5, "model.layers.1.self_attn.v_proj": 2, "model.embed_tokens": 8})
-    at.file_uploader(key=widgets.UPLOAD).upload("plan.json", plan.to_json(model="tiny-llama").encode()).run()
+    at.file_uploader(key=widgets.upload_key(at.session_state)).upload(
+        "plan.json", plan.to_json(model="tiny-llama").encode()
+    ).run()
     assert not at.error
     assert plan_of(at) == plan.as_dict()
     assert at.success and "Loaded plan.json: 3 ranks" in at.success[0].value
@@ -163,7 +165,7 @@ def test_upload_a_good_plan(at, spectra):
 )
 def test_upload_a_bad_plan_shows_an_error_and_keeps_the_plan(at, content, message):
     before = plan_of(at)
-    at.file_uploader(key=widgets.UPLOAD).upload("bad.json", content).run()
+    at.file_uploader(key=widgets.upload_key(at.session_state)).upload("bad.json", content).run()
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value and "bad.json" in at.error[0].value
     assert plan_of(at) == before
@@ -214,3 +216,27 @@ def test_other_architectures(model):
     kind = "mlp.c_fc" if model == "tiny-gpt2" else "intermediate.dense"
     at.slider(key=widgets.kind_key(kind)).set_value(3).run()
     assert all(r == 3 for n, r in plan_of(at).items() if n.endswith(kind))
+
+
+def test_messages_and_the_uploaded_file_go_on_the_next_action(at):
+    plan = RankPlan({UP0: 5})
+    key = widgets.upload_key(at.session_state)
+    at.file_uploader(key=key).upload("plan.json", plan.to_json(model="tiny-llama").encode()).run()
+    assert at.success and "Loaded plan.json: 1 ranks" in at.success[0].value
+    assert widgets.upload_key(at.session_state) != key  # a fresh, empty uploader
+    at.button(key=widgets.preset_button_key("keep-energy")).click().run()
+    assert [s.value for s in at.success] == ["Applied “Keep this fraction of each matrix's energy Σσᵢ²” = 0.9"]
+    at.slider(key=widgets.kind_key(Q)).set_value(3).run()
+    assert not at.success and not at.error  # transient: gone on the next action
+
+
+def test_a_kind_slider_over_per_matrix_ranks_says_what_a_move_replaces(at):
+    at.session_state["rank_plan"] = RankPlan(
+        {"model.layers.0.self_attn.q_proj": 5, "model.layers.1.self_attn.q_proj": 9}
+    )
+    at.run()
+    label = next(s.label for s in at.slider if s.key == widgets.kind_key(Q))
+    assert "mixed: 1 of 2 set one by one (ranks 5–9)" in label and "sets all 2 to one rank" in label
+    at.slider(key=widgets.kind_key(Q)).set_value(7).run()
+    assert plan_of(at)["model.layers.0.self_attn.q_proj"] == plan_of(at)["model.layers.1.self_attn.q_proj"] == 7
+    assert "mixed" not in next(s.label for s in at.slider if s.key == widgets.kind_key(Q))

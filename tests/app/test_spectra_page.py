@@ -67,7 +67,7 @@ def test_choosing_a_matrix_in_the_fallback_list_opens_its_spectrum(at, spectra):
     sp = spectra[UP1]
     assert metric(at, "Shape (out×in)") == "160×64"
     assert metric(at, "Stable rank") == f"{sp.metrics.stable_rank:.1f}"
-    assert metric(at, "Rank for 90% / 99% energy") == f"{sp.metrics.energy_rank_90} / {sp.metrics.energy_rank_99}"
+    assert metric(at, "Energy ranks") == f"{sp.metrics.energy_rank_90} / {sp.metrics.energy_rank_99}"
     fig = figure(at, "spectra_spectrum")
     values, edge, energy = fig["data"][:3]
     assert values["name"] == "L1 mlp.up_proj"
@@ -95,14 +95,17 @@ def test_overlays_draw_the_group(at, mode, matrices):
     fig = figure(at, "spectra_spectrum")
     named = [t["name"] for t in fig["data"] if t.get("showlegend") is not False]
     assert len(named) == matrices and "L1 mlp.up_proj" in named
-    assert len(fig["data"]) == 3 * matrices  # values, MP edge, energy per matrix
+    # Values and energy per matrix; one MP edge, the selected matrix's (many would bunch into a smear).
+    assert len(fig["data"]) == 2 * matrices + 1
+    edges = [t for t in fig["data"] if t.get("line", {}).get("dash") == "dash"]
+    assert len(edges) == 1 and edges[0]["legendgroup"] == UP1
 
 
 def test_rank_axis_as_fraction_compares_different_sizes(at):
     at.radio(key="spectra_overlay").set_value("layer").run()
     at.toggle(key="spectra_rank_fraction").set_value(True).run()
     fig = figure(at, "spectra_spectrum")
-    assert all(decoded(t["x"])[-1] == pytest.approx(1.0) for t in fig["data"][::3])
+    assert all(decoded(t["x"])[-1] == pytest.approx(1.0) for t in fig["data"] if t.get("showlegend") is not False)
 
 
 def test_metrics_table_sorts_and_downloads(at, spectra):
@@ -113,6 +116,19 @@ def test_metrics_table_sorts_and_downloads(at, spectra):
     table = at.dataframe[0].value
     assert list(table["stable_rank"]) == sorted(table["stable_rank"], reverse=True)
     assert at.download_button(key="spectra_csv").proto.label == "Download metrics CSV"
+    assert list(table.columns[:3]) == ["name", "stable_rank", "kind"]  # the sorted column next to the name
+    assert str(table["layer"].dtype) == "Int64"
+
+
+def test_log_ticks_are_written_out_whatever_the_range():
+    from lowrank_lab.ui.spectra_charts import log_ticks
+
+    values, labels = log_ticks(0.2, 1.0)  # no power of ten inside but 1: plotly would label "1, 9, 8, …, 2"
+    assert labels == ["0.2", "0.5", "1"] and values == pytest.approx([0.2, 0.5, 1.0])
+    values, labels = log_ticks(0.31, 0.9)
+    assert labels == ["0.4", "0.5", "0.6", "0.7", "0.8", "0.9"]
+    values, labels = log_ticks(1e-7, 3.0)
+    assert labels == ["1e-07", "1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1", "1"]
 
 
 def test_the_chosen_matrix_carries_over_to_the_ranks_page(tiny_llama):

@@ -84,3 +84,56 @@ def test_bad_settings_and_text(tiny_llama):
     compressed = compressed_model(tiny_llama, keep=0.5)
     with pytest.raises(DataError, match="tokens"):
         compare(tiny_llama, compressed, EvalSettings(text="too short", seq_len=32, max_blocks=2))
+
+
+def test_dense_figures_are_measured_once_per_model_and_text(tiny_llama):
+    from lowrank_lab.cache import KeyedCache
+    from lowrank_lab.evaluate import block_perplexity, eval_blocks
+
+    cache = KeyedCache(name="test dense figures")
+    first = compare(tiny_llama, compressed_model(tiny_llama, keep=0.5), FAST, cache=cache)
+    steps: list[str] = []
+    second = compare(tiny_llama, compressed_model(tiny_llama, keep=0.3), FAST, lambda d, t, m: steps.append(m), cache)
+    assert len(cache) == 1
+    assert not any("dense model" in s or "(dense)" in s for s in steps)  # reused, not measured again
+    assert any("compressed model" in s for s in steps)
+    assert second.dense.perplexity == first.dense.perplexity
+    assert second.generations[0].dense == first.generations[0].dense
+    assert second.compressed.perplexity != first.compressed.perplexity
+    # The reused figure is the dense model's own, measured as perplexity() would.
+    blocks = eval_blocks(tiny_llama.tokenizer, FAST.eval_text(), FAST.seq_len, FAST.max_blocks)
+    assert second.dense.perplexity == pytest.approx(block_perplexity(tiny_llama.model, blocks))
+    other_text = compare(tiny_llama, compressed_model(tiny_llama, keep=0.5), FAST.__class__(
+        **{**FAST.__dict__, "max_blocks": 2}), cache=cache)  # fmt: skip
+    assert len(cache) == 2 and other_text.eval_tokens == 2 * 32
+
+
+def test_compare_names_the_step_under_way_and_never_goes_back(tiny_llama):
+    from lowrank_lab.cache import KeyedCache
+
+    events: list[tuple[int, int, str]] = []
+    compare(tiny_llama, compressed_model(tiny_llama, keep=0.5), FAST, lambda *e: events.append(e), KeyedCache())
+    done = [d for d, _, _ in events]
+    assert done == sorted(done) and done[-1] == events[-1][1]
+    steps = [m for _, _, m in events]
+    for expected in ("perplexity of the dense model: block 4/4", "perplexity of the compressed model: block 4/4",
+                     "generating 1/1: def f( (dense)", "latency"):  # fmt: skip
+        assert any(s.startswith(expected) for s in steps), (expected, steps)
+    # Announced before it starts: the first event of each step comes before its work is done.
+    assert steps[0].startswith("perplexity of the dense model: 4 blocks")
+
+
+def test_a_progress_callback_can_cancel_the_comparison(tiny_llama):
+    from lowrank_lab.cache import KeyedCache
+    from lowrank_lab.errors import Cancelled
+
+    cache = KeyedCache()
+
+    def stop_at_generation(done, total, step):
+        if "generating" in step:
+            raise Cancelled("stopped")
+
+    with pytest.raises(Cancelled):
+        compare(tiny_llama, compressed_model(tiny_llama, keep=0.5), FAST, stop_at_generation, cache)
+    assert len(cache) == 0  # nothing half-measured is kept
+    assert not tiny_llama.model.training

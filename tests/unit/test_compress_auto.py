@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lowrank_lab import CalibrationSettings, allocate, compress
-from lowrank_lab.compress.auto import SCORE_BLOCKS, allocate_explained, component_costs, lagrangian_plan, layer_costs
+from lowrank_lab.compress import allocate_explained
+from lowrank_lab.compress.auto import SCORE_BLOCKS, component_costs, lagrangian_plan, layer_costs
 from lowrank_lab.compress.calibration import calibration_blocks
 from lowrank_lab.compress.costs import streamed_costs
 from lowrank_lab.compress.decompositions import linear_matrices
@@ -103,7 +104,8 @@ def test_streamed_loss_costs_match_autograd(tiny_llama):
 
 @pytest.mark.parametrize("keep", [0.4, 0.7])
 def test_auto_fits_the_budget_and_returns_the_candidate_that_scored_best(tiny_llama, keep):
-    auto, report = allocate_explained(tiny_llama, keep, "auto", "whitened", CAL)
+    report = allocate_explained(tiny_llama, keep, "auto", "whitened", CAL)
+    auto = report.plan
     assert allocate(tiny_llama, keep, "auto", calibration=CAL) == auto
     uniform = allocate(tiny_llama, keep, "uniform")
     names = [c.name for c in report.candidates]
@@ -129,3 +131,41 @@ def test_auto_reuses_gradients_across_budgets(tiny_gpt2):
     messages.clear()
     allocate(tiny_gpt2, 0.3, "auto", calibration=settings, progress=lambda d, t, m: messages.append(m))
     assert not any(m.startswith("loss gradients") for m in messages)
+
+
+def test_auto_explains_its_choice_with_each_candidates_calibration_loss(tiny_llama):
+    from lowrank_lab.compress import allocate_explained
+    from lowrank_lab.compress.auto import SCORE_BLOCKS
+    from lowrank_lab.compress.results import plan_linear_params
+
+    report = allocate_explained(tiny_llama, 0.5, "auto", calibration=CAL)
+    assert report.strategy == "auto" and report.keep == 0.5
+    assert [c.name for c in report.candidates] == ["loss-weighted", "uniform"]
+    assert report.plan == allocate(tiny_llama, 0.5, "auto", calibration=CAL)
+    blocks = calibration_blocks(tiny_llama, CAL)[:SCORE_BLOCKS]
+    matrices = linear_matrices(tiny_llama)
+    scorer = EngineSettings(sequential=False, anchored=False)  # compressed on the dense activations
+    for c in report.candidates:  # each score is the loss of that plan compressed, on the scoring blocks
+        model = compress(tiny_llama, c.plan, "whitened", CAL, engine=scorer).model
+        assert c.calibration_loss == pytest.approx(mean_next_token_loss(model, block_batches(blocks, 2)), rel=1e-6)
+        assert c.linear_params == plan_linear_params(matrices, c.plan) <= 0.5 * sum(m.params for m in matrices)
+    losses = [c.calibration_loss for c in report.candidates]
+    assert report.chosen == int(np.argmin(losses)) and report.winner.calibration_loss == min(losses)
+    assert "calibration blocks" in report.scoring and report.to_dict()["candidates"][report.chosen]["chosen"]
+
+
+def test_uniform_and_keep_everything_have_one_candidate(tiny_llama):
+    from lowrank_lab.compress import allocate_explained
+
+    uniform = allocate_explained(tiny_llama, 0.5, "uniform")
+    assert len(uniform.candidates) == 1 and uniform.plan == allocate(tiny_llama, 0.5, "uniform")
+    assert len(allocate_explained(tiny_llama, 1.0, "auto").plan) == 0
+
+
+def test_auto_scoring_reports_progress_in_order(tiny_llama):
+    events: list[tuple[int, int, str]] = []
+    allocate(tiny_llama, 0.5, "auto", calibration=CAL, progress=lambda *e: events.append(e))
+    scoring = [e for e in events if e[2].startswith("scoring candidate")]
+    assert any("(uniform): calibration loss" in m for _, _, m in scoring)
+    fractions = [d / t for d, t, _ in scoring]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)

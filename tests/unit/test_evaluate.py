@@ -42,3 +42,15 @@ def test_perplexity_refuses_encoders_and_short_text(tiny_bert, tiny_llama):
         perplexity(tiny_bert.model, tiny_bert.tokenizer, builtin_text("evaluation"))
     with pytest.raises(DataError, match="tokens"):
         perplexity(tiny_llama.model, tiny_llama.tokenizer, "a few words", seq_len=256)
+
+
+def test_generate_reports_every_token_and_gives_the_same_text(tiny_llama):
+    from lowrank_lab.generate import generate
+
+    calls: list[tuple[int, int, str]] = []
+    prompts = ["Hello there", "What is"]
+    out = generate(tiny_llama.model, tiny_llama.tokenizer, prompts, False, 5, progress=lambda *c: calls.append(c))
+    assert out == generate(tiny_llama.model, tiny_llama.tokenizer, prompts, False, 5)
+    assert calls[0] == (0, 10, "generating 1/2: Hello there")
+    assert (5, 10, "generating 2/2: What is") in calls
+    assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls) and calls[-1][0] <= 10

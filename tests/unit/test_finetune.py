@@ -161,3 +161,39 @@ def test_epochs_set_the_number_of_steps():
 def test_an_encoder_cannot_be_fine_tuned_on_text(tiny_bert, domain):
     with pytest.raises(SettingsError, match="no language-model head"):
         finetune(tiny_bert, domain, LoraSettings(**FAST))
+
+
+def test_validation_before_is_told_before_the_first_step_and_after_at_the_end(tiny_llama, domain):
+    order: list[tuple] = []
+    settings = LoraSettings(**{**FAST, "steps": 3, "eval_every": 0})
+    adapter = finetune(
+        tiny_llama,
+        domain,
+        settings,
+        on_step=lambda s: order.append(("step", s.step)),
+        progress=lambda d, t, m: order.append(("progress", m)),
+        on_validation=lambda step, loss: order.append(("validation", step, loss)),
+    )
+    report = adapter.report
+    validations = [o for o in order if o[0] == "validation"]
+    assert validations == [("validation", 0, report.val_loss_before), ("validation", 3, report.val_loss_after)]
+    first_step = order.index(("step", 1))
+    assert order.index(validations[0]) < first_step < order.index(validations[1])
+    messages = [o[1] for o in order if o[0] == "progress"]
+    assert messages[0] == "copying the model and putting the adapters on it"
+    assert "validation loss before training: 8/8 examples" in messages
+    assert messages[-1] == "validation loss after training: 8/8 examples"
+
+
+def test_a_progress_callback_can_cancel_before_training(tiny_llama, domain):
+    from lowrank_lab.errors import Cancelled
+
+    steps = []
+
+    def cancel(done, total, message):
+        if message.startswith("validation loss before"):
+            raise Cancelled("stopped before training")
+
+    with pytest.raises(Cancelled):
+        finetune(tiny_llama, domain, LoraSettings(**FAST), on_step=steps.append, progress=cancel)
+    assert steps == []
