@@ -1,6 +1,7 @@
 """Benchmark: compressing 7B-shaped Llama checkpoints from their folders, one block in memory.
 
     python bench/scale.py [--blocks 2 8] [--keep 0.6] [--samples 4] [--seq-len 256] [--workdir DIR]
+    python bench/scale.py --project     # a 7B block's float64 factorization time, from LAPACK rates here
 
 For each block count it writes a synthetic Llama checkpoint with 7B-shaped layers (hidden 4096,
 intermediate 11008, 32 heads, 8 key-value heads, vocabulary 32000, untied head; random weights
@@ -132,6 +133,42 @@ def run_compress(model: Path, out: Path, args) -> dict:
     return {"rss_gb": rss_kb / 2**20, "wall_s": wall, "result": result}
 
 
+def lapack_projection(hidden: int = 4096, inter: int = 11008, kv: int = 1024, n: int = 1536) -> dict:
+    """Seconds the float64 factorizations of one 7B-shaped block take here, projected from rates at size ``n``.
+
+    The engine's LAPACK work per block, per layer group (q/k/v, o, gate/up, down): one Cholesky
+    of the group's input Gram matrix; per layer W·C (out·in² multiply-adds), a triangular solve
+    (in²·out), the SVD through the eigenvectors of the smaller Gram matrix (its product, one
+    eigh, one more product) and A = Vᵀ S⁻¹ (k·in²). Each kind of call is timed (CPU seconds,
+    one thread, as the engine runs them) at size ``n`` and scaled by the cube of the size.
+    """
+    from lowrank_lab.compress.factorize import lapack_thread
+
+    def cpu(f) -> float:
+        f()
+        start = time.process_time()
+        f()
+        return time.process_time() - start
+
+    with lapack_thread():
+        a = torch.randn(n, n, dtype=torch.float64)
+        g = a @ a.T + n * torch.eye(n, dtype=torch.float64)
+        low = torch.linalg.cholesky(g)
+        t_mm = cpu(lambda: a @ a) / n**3  # per multiply-add
+        t_chol = cpu(lambda: torch.linalg.cholesky(g)) / n**3
+        t_solve = cpu(lambda: torch.linalg.solve_triangular(low, a, upper=False)) / n**3
+        t_eigh = cpu(lambda: torch.linalg.eigh(g)) / n**3
+    layers = [(hidden, hidden), (kv, hidden), (kv, hidden), (hidden, hidden), (inter, hidden), (inter, hidden)]
+    layers.append((hidden, inter))  # (out, in): q, k, v, o, gate, up, down
+    seconds = sum(t_chol * d**3 for d in (hidden, hidden, hidden, inter))  # one Cholesky per group
+    for out, inp in layers:
+        k = min(out, inp)
+        seconds += t_mm * out * inp * inp + t_solve * inp * inp * out  # W·C, the solve for W·C·S⁻ᵀ
+        seconds += t_mm * k * k * max(out, inp) * 2 + t_eigh * k**3  # Gram, eigh, the other factor
+        seconds += t_solve * k * inp * inp  # A = Vᵀ S⁻¹
+    return {"matmul_gflops": 2e-9 / t_mm, "block_s": seconds}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, nargs="+", default=[2, 8])
@@ -142,7 +179,17 @@ def main(argv: list[str] | None = None) -> None:
         "--workdir", type=Path, default=None, help="where checkpoints are written (default: a temp dir)"
     )
     parser.add_argument("--small", action="store_true", help="hidden 256 instead of 4096: a smoke test")
+    parser.add_argument(
+        "--project", action="store_true", help="only project a 7B block's factorization time from LAPACK rates here"
+    )
     args = parser.parse_args(argv)
+    if args.project:
+        p = lapack_projection()
+        print(
+            f"float64 matmul {p['matmul_gflops']:.0f} GFLOP/s on one thread; a 7B-shaped block's factorizations: "
+            f"about {p['block_s']:.0f} s; 32 blocks: about {32 * p['block_s'] / 3600:.1f} h (plus the block passes)"
+        )
+        return
 
     work = Path(tempfile.mkdtemp(prefix="lowrank-scale-", dir=args.workdir))
     rows = []

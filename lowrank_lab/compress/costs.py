@@ -84,7 +84,7 @@ class _Accumulator:
 
     def set(self, proj: dict[str, tuple]) -> None:
         self.proj = proj
-        self.sums = {n: torch.zeros(p[1].shape[1], dtype=torch.float64) for n, p in proj.items()}
+        self.sums = {n: torch.zeros(p[1].shape[1], dtype=torch.float64, device=p[1].device) for n, p in proj.items()}
 
     def hook(self, name: str):
         def on_grad(g):
@@ -110,7 +110,7 @@ def _input_stats(root: nn.Module, names: list[str], run) -> dict[str, PairStats]
             if x is last[0]:
                 stats[name] = last[1]
                 return
-            stats[name] = stats.get(name) or PairStats(x.shape[-1], cross=False)
+            stats[name] = stats.get(name) or PairStats(x.shape[-1], cross=False, device=x.device)
             stats[name].add(x.detach())
             last[:] = [x, stats[name]]
 
@@ -223,7 +223,7 @@ def _block_costs(block, prefix, hidden, kwargs, grads, tokens, wanted, out) -> l
         for handle in handles:
             handle.remove()
     for rel, (s, _) in acc.proj.items():
-        out[f"{prefix}.{rel}"] = LayerCosts(s.numpy().copy(), (acc.sums[rel] / tokens).numpy())
+        out[f"{prefix}.{rel}"] = LayerCosts(s.cpu().numpy().copy(), (acc.sums[rel] / tokens).cpu().numpy())
     return below
 
 
@@ -269,7 +269,7 @@ def _tail(model, layout, batches, hidden, tokens, wanted, out, device) -> list[t
             for handle in handles:
                 handle.remove()
     for name, (s, _) in proj.items():
-        out[name] = LayerCosts(s.numpy().copy(), (acc.sums[name] / tokens).numpy())
+        out[name] = LayerCosts(s.cpu().numpy().copy(), (acc.sums[name] / tokens).cpu().numpy())
     return grads
 
 
@@ -339,4 +339,4 @@ def _whitened_values(w: torch.Tensor, stats: PairStats) -> np.ndarray:
     m = w @ s_fac  # (out, in)
     gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
     vals = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
-    return vals.sqrt().numpy()
+    return vals.sqrt().cpu().numpy()

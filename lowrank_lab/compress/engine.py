@@ -234,7 +234,7 @@ class Walk:
     def _factor_group(self, block, group, planned, shifted_in, dense_in) -> None:
         stats = None
         if self.method != "svd":
-            stats = PairStats(shifted_in[0].shape[-1], cross=dense_in is not None)
+            stats = PairStats(shifted_in[0].shape[-1], cross=dense_in is not None, device=shifted_in[0].device)
             for i, x in enumerate(shifted_in):
                 stats.add(x, None if dense_in is None else dense_in[i])
         for rel in group:
@@ -270,10 +270,10 @@ class Walk:
                 if not torch.allclose(out2 - out, seen["y"], rtol=1e-3, atol=1e-4 * float(out.abs().max())):
                     return False
                 dim_in = seen["x"].shape[-1]
-                stats = PairStats(dim_in, cross=False)
+                stats = PairStats(dim_in, cross=False, device=seen["x"].device)
                 w = weight_out_in(module).float()
                 bias = None if module.bias is None else module.bias.detach().float()
-                cross = torch.zeros(w.shape[0], dim_in, dtype=torch.float64)
+                cross = torch.zeros(w.shape[0], dim_in, dtype=torch.float64, device=w.device)
                 for h, kw, target in zip(shifted, kwargs, dense_next):
                     out = run_block(block, h, kw)
                     x, y = seen["x"], seen["y"]
@@ -350,6 +350,7 @@ class Walk:
             stats = PairStats(
                 module.weight.shape[-1] if isinstance(module, nn.Linear) else module.weight.shape[0],
                 cross=dense_in is not None,
+                device=self.device,
             )
             for i, x in enumerate(shifted_in[name]):
                 stats.add(x, None if dense_in is None else dense_in[name][i])

@@ -70,7 +70,7 @@ def pca_factors(
         (B = U_r (out×r), A = U_rᵀ W (r×in), bias = P b + (I − P) μ_y (out,)), float64.
     """
     w = w.double()
-    b = torch.zeros(w.shape[0], dtype=torch.float64) if bias is None else bias.double()
+    b = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device) if bias is None else bias.double()
     cov_y = w @ stats.covariance() @ w.T  # (out, out)
     _, vecs = torch.linalg.eigh((cov_y + cov_y.T) / 2)  # ascending
     u_r = vecs[:, -rank:].flip(1)  # (out, r), largest first

@@ -40,12 +40,14 @@ class PairStats:
     Args:
         dim: the layer's input size.
         cross: also sum X X̃ᵀ (the dense inputs against the shifted ones).
+        device: where the sums live (the device the block work runs on).
     """
 
-    def __init__(self, dim: int, cross: bool):
-        self.g = torch.zeros(dim, dim, dtype=torch.float64)  # Σ x̃ x̃ᵀ
-        self.c = torch.zeros(dim, dim, dtype=torch.float64) if cross else None  # Σ x x̃ᵀ
-        self.xsum = torch.zeros(dim, dtype=torch.float64)  # Σ x̃
+    def __init__(self, dim: int, cross: bool, device: torch.device | str | None = None):
+        zeros = dict(dtype=torch.float64, device=device)
+        self.g = torch.zeros(dim, dim, **zeros)  # Σ x̃ x̃ᵀ
+        self.c = torch.zeros(dim, dim, **zeros) if cross else None  # Σ x x̃ᵀ
+        self.xsum = torch.zeros(dim, **zeros)  # Σ x̃
         self.count = 0
         self.whitening: torch.Tensor | None = None
 
@@ -106,7 +108,7 @@ def whitening(g: torch.Tensor, ridge: float) -> tuple[torch.Tensor, float]:
         raise SettingsError("the calibration statistics hold NaN or inf; the model overflows on the calibration text")
     scale = float(g.diagonal().mean())
     scale = scale if scale > 0 else 1.0  # all-zero inputs: any positive ridge whitens them
-    eye = torch.eye(g.shape[0], dtype=torch.float64)
+    eye = torch.eye(g.shape[0], dtype=torch.float64, device=g.device)
     for r in sorted({ridge, *(x for x in _RIDGES if x > ridge)}):
         s, info = torch.linalg.cholesky_ex(g + r * scale * eye)
         if int(info) == 0:
@@ -164,7 +166,7 @@ def refit_b(w: torch.Tensor, a: torch.Tensor, stats: PairStats, ridge: float) ->
     if stats.whitening is None:
         stats.whitening = whitening(stats.g, ridge)
     _, lam = stats.whitening
-    eye = torch.eye(stats.g.shape[0], dtype=torch.float64)
+    eye = torch.eye(stats.g.shape[0], dtype=torch.float64, device=stats.g.device)
     a = a.double()
     cross = (stats.g if stats.c is None else stats.c) + lam * eye
     rhs = w.double() @ cross @ a.T  # (out, r)
