@@ -41,7 +41,10 @@ def _launch(launcher: list[str], out: Path) -> tuple[list[dict], str]:
 def _check_adapter(out: Path) -> None:
     from safetensors import safe_open
 
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    from lowrank_lab.outputs import MANIFEST
+
+    files = ["README.md", "adapter_config.json", "adapter_model.safetensors", MANIFEST]  # written by lowrank_lab
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "LORA"
     with safe_open(str(out / "adapter_model.safetensors"), framework="pt") as f:
         assert any("lora_A" in k for k in f.keys())
