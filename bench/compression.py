@@ -1,55 +1,37 @@
-"""Benchmark: compression methods and rank allocation on smollm2-135m, perplexity against dense.
+"""Benchmark: the compression pipeline on smollm2-135m, perplexity against dense and the old path.
 
     python bench/compression.py [--model smollm2-135m] [--keep 0.8 0.6] [--samples 32] [--seq-len 256]
+                                [--eval-blocks 32] [--baselines svd pca]
 
-For each budget (fraction of the linear layers' parameters kept) it compresses with
-  * ``svd`` + uniform ranks (no data), ``pca`` + uniform, ``whitened`` + uniform,
-  * ``whitened`` + ``auto`` ranks,
-and prints perplexity on the built-in *evaluation* split (32 blocks × 256 tokens; calibration
-uses only the calibration split) with its ratio to the dense model's, the parameters kept, the
-time each step took, and forward latency of the compressed model against the dense one
-(median of interleaved dense/compressed timings of one 1×256 forward, and the median ratio;
-measured once per plan, since the methods of one plan have the same shapes).
-Calibration statistics, whitened decompositions and loss gradients are computed once and
-shared by every row (the library caches them per model and settings).
+Every row goes through the one pipeline the command line and the app use
+(:func:`lowrank_lab.compress.pipeline.run_job`: allocate → compress block by block → compare).
+For each budget (fraction of the linear layers' parameters kept) it prints:
+
+* the gap waterfall of ``whitened`` + ``auto`` (the stage report): whitened truncation on the
+  dense model's activations with uniform ranks, then with the allocated ranks — these two are
+  what the old whole-model path computed, the named baselines — then block k calibrated on
+  what the compressed blocks 0..k−1 produce, then each layer refit to the dense outputs (the
+  engine's result);
+* rows for the data-free and simpler methods (``svd`` and ``pca`` with uniform ranks);
+* the three generations of the engine's model next to the dense ones.
+
+Perplexity is on the built-in *evaluation* split (``--eval-blocks`` × 256 tokens); calibration
+and every allocation decision use only the calibration split. Ratios are to the dense
+perplexity measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lowrank_lab import CalibrationSettings, allocate, compress, load_model  # noqa: E402
-from lowrank_lab.data import builtin_text, token_blocks  # noqa: E402
-from lowrank_lab.evaluate import perplexity  # noqa: E402
-
-ROWS = (("svd", "uniform"), ("pca", "uniform"), ("whitened", "uniform"), ("whitened", "auto"))
-
-
-def paired_latency(dense, compressed, ids: torch.Tensor, pairs: int) -> tuple[float, float, float]:
-    """Median dense and compressed forward times (s) over interleaved pairs, and the median ratio."""
-    d_times, c_times, ratios = [], [], []
-    with torch.no_grad():
-        for model in (dense, compressed):  # warm-up
-            model(input_ids=ids)
-        for i in range(pairs):
-            order = (dense, compressed) if i % 2 == 0 else (compressed, dense)
-            times = {}
-            for model in order:
-                start = time.perf_counter()
-                model(input_ids=ids)
-                times[id(model)] = time.perf_counter() - start
-            d_times.append(times[id(dense)])
-            c_times.append(times[id(compressed)])
-            ratios.append(times[id(compressed)] / times[id(dense)])
-    return statistics.median(d_times), statistics.median(c_times), statistics.median(ratios)
+from lowrank_lab import CalibrationSettings, load_model  # noqa: E402
+from lowrank_lab.comparison import EvalSettings  # noqa: E402
+from lowrank_lab.compress.pipeline import CompressionJob, run_job  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,55 +41,60 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--eval-blocks", type=int, default=32)
-    parser.add_argument("--pairs", type=int, default=9)
+    parser.add_argument("--baselines", nargs="*", default=["svd", "pca"], choices=["svd", "pca"])
     args = parser.parse_args(argv)
 
     loaded = load_model(args.model)
     cal = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
-    text = builtin_text("evaluation")
-    ids = token_blocks(loaded.tokenizer, text, 1, 256)  # (1, 256), for latency
+    ev = EvalSettings(max_blocks=args.eval_blocks)
+    print(f"{args.model}: calibration {cal.describe()}; evaluation {ev.source}, {args.eval_blocks}×256 tokens")
+    table = [f"{'removed':>7}  {'row':<44} {'ppl':>8} {'× dense':>8} {'linear kept':>11} {'s':>6}"]
 
-    def ppl(model) -> float:
-        return perplexity(model, loaded.tokenizer, text, seq_len=256, max_blocks=args.eval_blocks)
+    def row(keep: float, name: str, ppl: float, dense: float, kept: float | None, seconds: float | None) -> None:
+        kept_s = "" if kept is None else f"{kept:.3f}"
+        sec = "" if seconds is None else f"{seconds:.0f}"
+        line = f"{1 - keep:>7.0%}  {name:<44} {ppl:>8.2f} {ppl / dense:>8.2f} {kept_s:>11} {sec:>6}"
+        table.append(line)
+        print(line, flush=True)
 
-    start = time.perf_counter()
-    dense_ppl = ppl(loaded.model)
-    print(
-        f"{args.model}: dense perplexity {dense_ppl:.2f} on the built-in evaluation split "
-        f"({args.eval_blocks}×256 tokens), {time.perf_counter() - start:.0f}s",
-        flush=True,
-    )
-    print(f"calibration: {cal.describe()}", flush=True)
-    header = (
-        f"{'removed':>7} {'method':>8} {'ranks':>7} {'linear kept':>11} {'params':>11} {'ppl':>7} "
-        f"{'× dense':>7} {'alloc s':>7} {'compress s':>10} {'latency ms (dense)':>18} {'× dense':>7}"
-    )
-    lines = [header]
-    latency: dict = {}
-    print(header, flush=True)
     for keep in args.keep:
-        for method, strategy in ROWS:
-            t0 = time.perf_counter()
-            plan = allocate(loaded, keep, strategy, method, cal)
-            t1 = time.perf_counter()
-            c = compress(loaded, plan, method, cal)
-            t2 = time.perf_counter()
-            p = ppl(c.model)
-            if plan not in latency:  # one timing per plan shape: svd, pca and whitened uniform share one
-                latency[plan] = paired_latency(loaded.model, c.model, ids, args.pairs)
-            d_ms, c_ms, ratio = latency[plan]
-            f = c.params.as_dict()
-            kept = f["linear_params_compressed"] / f["linear_params_dense"]
-            line = (
-                f"{1 - keep:>7.0%} {method:>8} {strategy:>7} {kept:>11.3f} {f['params_compressed']:>11,} "
-                f"{p:>7.2f} {p / dense_ppl:>7.2f} {t1 - t0:>7.0f} {t2 - t1:>10.0f} "
-                f"{1e3 * c_ms:>8.1f} ({1e3 * d_ms:>5.1f}) {ratio:>7.2f}"
+        start = time.perf_counter()
+        job = CompressionJob(
+            keep=keep, allocation="auto", method="whitened", calibration=cal, evaluation=ev, stage_report=True
+        )
+        result = run_job(loaded, job)
+        seconds = time.perf_counter() - start
+        stages, comparison = result.stages, result.comparison
+        dense = comparison.dense.perplexity
+        kept = result.params.linear_compressed / result.params.linear_dense
+        row(keep, "dense", dense, dense, 1.0, None)
+        for figure in stages.stages:
+            row(keep, f"whitened auto: {figure.stage}", figure.perplexity, dense, kept, None)
+        row(keep, "whitened auto (engine; compare())", comparison.compressed.perplexity, dense, kept, seconds)
+        print(
+            f"  seconds: {', '.join(f'{k} {v:.0f}' for k, v in result.seconds.items())}; "
+            f"candidates: {', '.join(f'{c.name} {c.calibration_loss:.4f}' for c in result.allocation.candidates)}"
+            f" → {result.allocation.candidates[result.allocation.chosen].name}",
+            flush=True,
+        )
+        for g in comparison.generations:
+            print(f"  > {g.prompt}\n    dense:      {g.dense!r}\n    compressed: {g.compressed!r}", flush=True)
+        for method in args.baselines:
+            start = time.perf_counter()
+            other = run_job(
+                loaded,
+                CompressionJob(
+                    keep=keep,
+                    allocation="uniform",
+                    method=method,
+                    calibration=cal,
+                    evaluation=EvalSettings(max_blocks=args.eval_blocks, prompts=()),
+                ),
             )
-            lines.append(line)
-            print(line, flush=True)
-            del c
-    print(f"\ndense: {loaded.n_params:,} parameters, perplexity {dense_ppl:.2f}")
-    print("\n".join(lines))
+            k = other.params.linear_compressed / other.params.linear_dense
+            ppl = other.comparison.compressed.perplexity
+            row(keep, f"{method} uniform", ppl, other.comparison.dense.perplexity, k, time.perf_counter() - start)
+    print("\n" + "\n".join(table))
 
 
 if __name__ == "__main__":

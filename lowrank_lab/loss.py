@@ -16,6 +16,10 @@ from torch import nn
 from lowrank_lab.progress import ProgressFn, report
 
 IGNORE = -100  # the label the loss skips
+# Float32 logits one forward may produce: a batch is scored in slices of rows that fit. The
+# logits of a 50k-word vocabulary are 50 MB per 256-token row; a batch of 8 would hold 0.4 GB,
+# and twice that with the loss's log-softmax, far more than the model itself.
+LOGITS_BYTES = 64 * 2**20
 
 
 def block_batches(blocks: torch.Tensor, batch_size: int) -> list[dict[str, torch.Tensor]]:
@@ -52,11 +56,26 @@ def mean_next_token_loss(
                 mask = batch.get("attention_mask")
                 mask = None if mask is None else mask.to(device)
                 labels = batch.get("labels", batch["input_ids"])[:, 1:].to(device)  # (B, T-1)
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-                total += float(nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="sum"))
+                step = rows_per_forward(model, ids.shape[1])
+                for r in range(0, ids.shape[0], step):
+                    part = None if mask is None else mask[r : r + step]
+                    out = model(input_ids=ids[r : r + step], attention_mask=part, use_cache=False)
+                    logits = out.logits[:, :-1].float()  # (b, T-1, vocab)
+                    target = labels[r : r + step]
+                    total += float(nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="sum"))
+                    del out, logits
                 count += int((labels != IGNORE).sum())
                 done += ids.shape[0]
                 report(progress, done, rows, "")
     finally:
         model.train(was_training)
     return total / count if count else math.nan
+
+
+def rows_per_forward(model: nn.Module, seq_len: int) -> int:
+    """How many rows of ``seq_len`` tokens one forward may take for its logits to stay within
+    :data:`LOGITS_BYTES` (at least one)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    vocab = int(weight.shape[0]) if weight is not None else int(getattr(model.config, "vocab_size", 0) or 0)
+    return max(1, LOGITS_BYTES // max(1, seq_len * vocab * 4))

@@ -39,6 +39,7 @@ FORMAT = "lowrank_lab.compressed"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"  # written instead when the weights are sharded
 PLAN_FILE = "rank_plan.json"
 CARD_FILE = "README.md"
 LOADER_FILE = "load_lowrank.py"

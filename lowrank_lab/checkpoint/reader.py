@@ -19,6 +19,7 @@ from torch import nn
 
 from lowrank_lab.checkpoint.format import (
     CONFIG_FILE,
+    INDEX_FILE,
     SECTION,
     WEIGHTS_FILE,
     LowrankSection,
@@ -55,17 +56,22 @@ def read_section(folder: Path) -> tuple[dict, LowrankSection]:
 def load_checkpoint(folder: Path) -> tuple[nn.Module, LowrankSection]:
     """Load a checkpoint folder; returns the model (in its stored dtype, eval mode) and its section."""
     _, section = read_section(folder)
-    weights = folder / WEIGHTS_FILE
-    shapes = tensor_shapes(weights)
+    files = weight_files(folder)
+    weights = files[0] if len(files) == 1 else folder / INDEX_FILE
+    shapes = {}
+    for path in files:
+        shapes.update(tensor_shapes(path))
     check_factor_shapes(section, shapes, weights)
     skeleton = build_model(folder, section)  # on the meta device: checks names and shapes for free
     aliases = alias_map(skeleton.state_dict(keep_vars=True))
     expected = {name: tuple(t.shape) for name, t in unique_state_dict(skeleton).items()}
     check_tensor_names(expected, shapes, weights)
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # a corrupt payload the header check could not see
-        raise CheckpointError(f"{weights} cannot be read ({type(err).__name__}: {err}); export it again") from None
+    state = {}
+    for path in files:
+        try:
+            state.update(load_file(str(path)))
+        except Exception as err:  # a corrupt payload the header check could not see
+            raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); export it again") from None
     model = build_model(folder, section, materialize=True)
     with torch.no_grad():
         # assign: the model takes the loaded tensors themselves (no second copy in memory).
@@ -80,6 +86,27 @@ def load_checkpoint(folder: Path) -> tuple[nn.Module, LowrankSection]:
         raise CheckpointError(f"{weights} left {', '.join(left[:5])} unloaded")
     model.eval()
     return model, section
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The checkpoint's safetensors files: ``model.safetensors``, or the shards its index lists.
+
+    Raises:
+        CheckpointError: the index is malformed or names a shard that is missing.
+    """
+    index = folder / INDEX_FILE
+    if not index.exists():
+        return [folder / WEIGHTS_FILE]
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted({str(v) for v in weight_map.values()})
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{index} is not a valid shard index ({err}); export the checkpoint again") from None
+    files = [folder / n for n in names]
+    bad = [n for n, p in zip(names, files) if p.parent != folder or not p.is_file()]
+    if bad or not files:
+        raise CheckpointError(f"{index} lists shards that are not in {folder}: {', '.join(bad[:3]) or 'none'}")
+    return files
 
 
 def _materialize(model: nn.Module) -> None:

@@ -19,6 +19,7 @@ import sys
 
 from lowrank_lab import strict_json
 from lowrank_lab.cli import compress, evaluate, extract_lora, finetune, runs, spectra
+from lowrank_lab.cli.common import is_main_process
 from lowrank_lab.errors import LowrankLabError
 
 SUBCOMMANDS = [spectra, compress, evaluate, finetune, extract_lora, runs]
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _fail(message: str, command: str | None, as_json: bool, status: int, done: dict | None = None) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    if as_json:
+    if as_json and is_main_process():
         print(strict_json.dumps({"command": command, "ok": False, "error": message, **(done or {})}))
     return status
 
@@ -101,6 +102,6 @@ def main(argv: list[str] | None = None) -> int:
             args.json,
             1,
         )
-    if args.json:
+    if args.json and is_main_process():  # one JSON line from a multi-process launch
         print(strict_json.dumps({"command": args.command, "ok": True, **result}))
     return 0

@@ -1,16 +1,21 @@
-"""``compress``: turn a budget (or a plan file) into a compressed model, measure it, optionally save it."""
+"""``compress``: turn a budget (or a plan file) into a compressed model, measure it, optionally save it.
+
+The work is one pipeline (:mod:`lowrank_lab.compress.pipeline`): allocate, compress block by
+block, measure. ``--stream`` reads a model folder block by block and writes the checkpoint
+block by block, so a model larger than memory compresses with memory bounded by one block.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from lowrank_lab.cli import compress_checks
-from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar
+from lowrank_lab.cli import checks, compress_checks
+from lowrank_lab.cli.common import add_json_argument, add_model_argument, progress_bar, progress_sink
 from lowrank_lab.cli.runs import add_record_argument, record_safely
-from lowrank_lab.comparison import EvalSettings, compare
-from lowrank_lab.compress import CalibrationSettings, allocate, compress
-from lowrank_lab.export import save_compressed
+from lowrank_lab.comparison import EvalSettings
+from lowrank_lab.compress import CalibrationSettings
+from lowrank_lab.errors import SettingsError
 from lowrank_lab.models import ModelSpec, load_model
 from lowrank_lab.runs.record import record_compression_run
 
@@ -32,6 +37,16 @@ def register(sub) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=None, help="tokens generated per prompt (default 40)")
     p.add_argument("--no-eval", action="store_true", help="skip perplexity, generations, latency and memory")
+    p.add_argument(
+        "--stages", action="store_true", help="also measure perplexity after each stage (the gap waterfall; slower)"
+    )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the model folder block by block and write --out block by block (models larger than memory; "
+        "no evaluation)",
+    )
+    p.add_argument("--device", default="cpu", help="where the block work runs: cpu (default) or cuda")
     p.add_argument("--out", type=Path, help="write the compressed checkpoint to this folder")
     p.add_argument("--dtype", default=None, help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")
     p.add_argument("--zip", action="store_true", help="also write OUT.zip")
@@ -41,74 +56,140 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> dict:
-    inputs = compress_checks.check(args)  # every argument and file, before the model is loaded
+def _check_engine_options(args) -> str:
+    """--device, --stream and --stages, before any work; returns the device."""
+    device = checks.device(args.device)
+    if args.stream:
+        if args.out is None:
+            raise SettingsError("--stream writes the checkpoint block by block, so it needs --out DIR")
+        if args.zip:
+            raise SettingsError("--zip is not available with --stream; zip the folder afterwards if you need one")
+        if args.stages:
+            raise SettingsError("--stages measures perplexity in memory; drop it with --stream")
+        if not Path(args.model).expanduser().is_dir():
+            raise SettingsError(
+                f"--stream reads a model folder block by block, and {args.model!r} is not a folder; "
+                "give a Hugging Face folder with safetensors weights, or drop --stream"
+            )
+    if args.stages and args.no_eval:
+        raise SettingsError("--stages measures perplexity, which --no-eval turns off; drop one of them")
+    return device
+
+
+def job_from(args, inputs):
+    """The :class:`CompressionJob` the checked arguments describe."""
+    from lowrank_lab.compress.pipeline import CompressionJob
+
     calibration = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
     if inputs.calibration_text is not None:
         calibration = CalibrationSettings(
             args.samples, args.seq_len, inputs.calibration_text, str(args.calibration_text)
         )
-    sizes = dict(seq_len=args.eval_seq_len, max_blocks=args.eval_blocks, max_new_tokens=args.max_new_tokens)
-    evaluation = EvalSettings(**sizes)
-    if inputs.eval_text is not None:
-        evaluation = EvalSettings(text=inputs.eval_text, source=str(args.eval_text), **sizes)
-    with progress_bar("loading") as progress:
-        loaded = load_model(ModelSpec(args.model), progress=progress)
-    compress_checks.check_loaded(args, inputs, loaded)  # positions, tokenizer, plan, text lengths: before the work
-    if inputs.plan is not None:
-        plan, allocation = inputs.plan, f"plan file {args.plan}"
+    evaluation = None
+    if not args.no_eval and not args.stream:
+        sizes = dict(seq_len=args.eval_seq_len, max_blocks=args.eval_blocks, max_new_tokens=args.max_new_tokens)
+        evaluation = EvalSettings(**sizes)
+        if inputs.eval_text is not None:
+            evaluation = EvalSettings(text=inputs.eval_text, source=str(args.eval_text), **sizes)
+    return CompressionJob(
+        keep=args.keep,
+        allocation=args.allocate,
+        plan=inputs.plan,
+        method=args.method,
+        calibration=calibration,
+        device=args.device,
+        evaluation=evaluation,
+        stage_report=args.stages,
+    )
+
+
+def run(args) -> dict:
+    from lowrank_lab.compress.pipeline import run_job
+    from lowrank_lab.compress.stream import run_folder_job
+
+    _check_engine_options(args)
+    inputs = compress_checks.check(args)  # every argument and file, before the model is loaded
+    job = job_from(args, inputs)
+    if args.stream:
+        with progress_sink("compressing") as sink:
+            result = run_folder_job(Path(args.model).expanduser(), job, args.out, args.dtype, args.overwrite, sink)
+        out = summary(args, job, result)
     else:
-        with progress_bar(f"allocating ({args.allocate})") as progress:
-            plan = allocate(loaded, args.keep, args.allocate, args.method, calibration, progress=progress)
-        allocation = args.allocate
-    with progress_bar(f"compressing ({args.method})") as progress:
-        compressed = compress(loaded, plan, args.method, calibration, progress=progress)
-    result = {
-        "model": args.model,
-        "method": args.method,
-        "allocation": allocation,
-        "keep": None if args.plan is not None else args.keep,
-        "factorized": len(compressed.plan),
-        "calibration": compressed.calibration,
-    }
-    comparison = None
-    if not args.no_eval:
-        with progress_bar("evaluating") as progress:
-            comparison = compare(loaded, compressed, evaluation, progress=progress)
-        result["generations"] = [dataclasses.asdict(g) for g in comparison.generations]
-    result["figures"] = compressed.params.as_dict() | (comparison.figures() if comparison is not None else {})
-    if args.out is not None:
-        with progress_bar("saving") as progress:
-            written = save_compressed(
-                compressed,
-                args.out,
-                dtype=args.dtype,
-                zip=args.zip,
-                overwrite=args.overwrite,
-                progress=progress,
-                comparison=comparison,
-            )
-        result["out"] = str(written)
+        with progress_bar("loading") as progress:
+            loaded = load_model(ModelSpec(args.model), progress=progress)
+        compress_checks.check_loaded(args, inputs, loaded)  # positions, tokenizer, plan, text lengths
+        with progress_sink("compressing") as sink:
+            result = run_job(loaded, job, sink)
+        out = summary(args, job, result)
+        if args.out is not None:
+            from lowrank_lab.export import save_compressed
 
-    def record(store):  # the checkpoint is kept in the store's folder unless --out saved it already
-        with progress_bar("recording (predicting from calibration)") as progress:
-            return record_compression_run(
-                store, loaded, compressed, calibration, comparison=comparison, evaluation=evaluation, progress=progress,
-                allocation=args.allocate if args.plan is None else "plan", keep=result["keep"], origin="cli",
-                save=args.out is None, exported_to=args.out,
-            )  # fmt: skip
+            with progress_bar("saving") as progress:
+                written = save_compressed(
+                    result.compressed,
+                    args.out,
+                    dtype=args.dtype,
+                    zip=args.zip,
+                    overwrite=args.overwrite,
+                    progress=progress,
+                    comparison=result.comparison,
+                )
+            out["out"] = str(written)
 
-    result |= record_safely(args, record)
+        def record(store):  # the checkpoint is kept in the store's folder unless --out saved it already
+            stages = () if result.stages is None else result.stages.to_dict()["stages"]
+            with progress_bar("recording (predicting from calibration)") as progress:
+                return record_compression_run(
+                    store, loaded, result.compressed, job.calibration, comparison=result.comparison,
+                    evaluation=job.evaluation, progress=progress, stages=stages,
+                    allocation=args.allocate if args.plan is None else "plan", keep=out["keep"], origin="cli",
+                    save=args.out is None, exported_to=args.out,
+                )  # fmt: skip
+
+        out |= record_safely(args, record)
     if not args.json:
-        _print_summary(result)
-    return result
+        _print_summary(out)
+    return out
+
+
+def summary(args, job, result) -> dict:
+    """The JSON object of a run: settings, allocation, stages, figures, generations, seconds."""
+    out = {
+        "model": args.model,
+        "method": job.method,
+        "allocation": result.allocation.strategy if job.plan is None else f"plan file {args.plan}",
+        "keep": None if job.plan is not None else job.keep,
+        "factorized": len(result.plan),
+        "calibration": {} if job.method == "svd" else job.calibration.describe(),
+        "allocation_report": result.allocation.to_dict(),
+        "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+    }
+    if result.stages is not None:
+        out["stages"] = result.stages.to_dict()
+    figures = result.params.as_dict() if result.params is not None else {}
+    if result.comparison is not None:
+        out["generations"] = [dataclasses.asdict(g) for g in result.comparison.generations]
+        figures |= result.comparison.figures()
+    out["figures"] = figures
+    if result.out is not None:
+        out["out"] = result.out
+    return out
 
 
 def _print_summary(result: dict) -> None:
     f = result["figures"]
     print(f"{result['model']}: {result['factorized']} layers factorized ({result['method']}, {result['allocation']})")
+    for c in result["allocation_report"]["candidates"]:
+        if c["calibration_loss"] is not None:
+            mark = " (chosen)" if c["chosen"] else ""
+            print(f"  candidate {c['name']}: calibration loss {c['calibration_loss']:.4f}{mark}")
     if "params_dense" in f:
         print(f"parameters {f['params_dense']:,} → {f['params_compressed']:,}")
+    if "stages" in result:
+        s = result["stages"]
+        print(f"perplexity by stage (dense {s['dense_perplexity']:.3f}):")
+        for stage in s["stages"]:
+            print(f"  {stage['stage']:<28} {stage['perplexity']:9.3f}  ({stage['ratio']:.2f}×)")
     if "perplexity_dense" in f:
         ratio = f["perplexity_compressed"] / f["perplexity_dense"]
         print(f"perplexity {f['perplexity_dense']:.3f} → {f['perplexity_compressed']:.3f} ({ratio:.2f}×)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lowrank_lab.cache import model_digest
 from lowrank_lab.cli import checks
-from lowrank_lab.cli.common import add_json_argument, progress_bar
+from lowrank_lab.cli.common import add_json_argument, is_main_process, progress_bar
 from lowrank_lab.cli.runs import add_record_argument, record_safely
 from lowrank_lab.data import BUILTIN_DATASETS, prepare, source_from_name_or_file
 from lowrank_lab.errors import NonFiniteError, SettingsError
@@ -196,7 +196,8 @@ def run(args) -> dict:
     with progress_bar("training") as progress:
         adapter = finetune(base, data, settings, on_step=_bar_step(progress))
     out = None
-    if args.out:
+    main = is_main_process()
+    if args.out and main:  # under a multi-process launch only the first process writes
         out = str(save_adapter(adapter, args.out, overwrite=args.overwrite))
     report = adapter.report
 
@@ -208,8 +209,8 @@ def run(args) -> dict:
             model_digest=digest, origin="cli",
         )  # fmt: skip
 
-    recorded = record_safely(args, record)
-    if not args.json:
+    recorded = record_safely(args, record) if main else {}  # one record from a multi-process launch
+    if not args.json and main:
         print(
             f"LoRA r={settings.r} on the {adapter.base} {args.model}: {report.steps_done} steps, "
             f"{report.tokens:,} tokens at {report.tokens_per_s:.0f} tokens/s"
@@ -229,6 +230,7 @@ def run(args) -> dict:
         "validation_examples": len(data.validation),
         "settings": dataclasses.asdict(settings),
         **report.figures(),
+        "processes": _processes(),
         "out": out,
         **recorded,
     }
@@ -244,3 +246,10 @@ class _Diverged(NonFiniteError):
     def __init__(self, message: str, result: dict):
         super().__init__(message)
         self.result = result
+
+
+def _processes() -> int:
+    """How many processes trained together (1 unless started by a multi-process launcher)."""
+    from accelerate import PartialState
+
+    return PartialState().num_processes

@@ -7,9 +7,9 @@ from typing import Literal
 from lowrank_lab.cache import KeyedCache
 from lowrank_lab.checks import is_fraction, require
 from lowrank_lab.compress.apply import check_method
-from lowrank_lab.compress.auto import auto_allocation
+from lowrank_lab.compress.auto import auto_allocation, whitened_values
 from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.decompositions import linear_matrices, whitened_decompositions
+from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.results import AllocationReport, Candidate, plan_linear_params
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.models import LoadedModel, Method
@@ -112,5 +112,5 @@ def whitened_spectra(
     """
     require(loaded, LoadedModel, "whitened_spectra's model", "load one with load_model")
     require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
-    decs = whitened_decompositions(loaded, calibration or CalibrationSettings(), progress, cache)
-    return [spectrum_of(m, decs[m.name].s.double().numpy().copy()) for m in linear_matrices(loaded)]
+    values = whitened_values(loaded, calibration, progress, cache)
+    return [spectrum_of(m, values[m.name].copy()) for m in linear_matrices(loaded)]

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from lowrank_lab.cache import KeyedCache
-from lowrank_lab.checks import require
-from lowrank_lab.compress.calibration import CalibrationSettings
-from lowrank_lab.compress.decompositions import (
-    input_stats,
-    linear_matrices,
-    span,
-    svd_decompositions,
-    whitened_decompositions,
-)
-from lowrank_lab.compress.factorize import lapack_thread, pca_factors
+from lowrank_lab.checks import check_device, require
+from lowrank_lab.compress.calibration import CalibrationSettings, calibration_blocks
+from lowrank_lab.compress.decompositions import linear_matrices
+from lowrank_lab.compress.engine import EngineSettings
+from lowrank_lab.compress.sources import MemorySource
+from lowrank_lab.compress.walk import walk_to_memory
 from lowrank_lab.errors import ArgumentTypeError, InvalidRankPlan, SettingsError
-from lowrank_lab.lowrank import LowRankLinear, set_submodule
+from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method, ParamCounts
 from lowrank_lab.plan import RankPlan, factorizes
-from lowrank_lab.progress import ProgressFn, report
+from lowrank_lab.progress import ProgressFn
 from lowrank_lab.spectra.engine import check_finite
 
 
@@ -65,79 +59,62 @@ def compress(
     progress: ProgressFn | None = None,
     *,
     dense_past_break_even: bool = True,
-    cache: KeyedCache | None = None,
+    engine: EngineSettings | None = None,
+    device: str = "cpu",
 ) -> CompressedModel:
-    """Factorize the planned linear layers of a copy of the model.
+    """Factorize the planned linear layers, block by block (see :mod:`lowrank_lab.compress.engine`).
 
-    The shared ``loaded.model`` is not changed: the layers are replaced on ``loaded.copy()``.
+    The shared ``loaded.model`` is read, never changed: the compressed model is built on a
+    skeleton filled with copies of its tensors one block at a time (the whole model is never
+    copied). Block k is calibrated on what the compressed blocks before it produce, and each
+    layer is refit to the dense layer's outputs.
 
     Args:
         loaded: the model to compress.
         plan: module name → rank. Modules left out stay dense, and so do those whose rank is at
             or past break-even (two factors would be no smaller), unless
             ``dense_past_break_even`` is False.
-        method: ``svd`` (truncated SVD of W), ``whitened`` (SVD-LLM: truncation error measured
-            on the calibration inputs) or ``pca`` (output projected on its principal components).
+        method: ``svd`` (truncated SVD of W), ``whitened`` (whitened truncation on the inputs
+            the compressed blocks before produce, refit to the dense layer's outputs) or ``pca``
+            (output projected on its principal components).
         calibration: the calibration text and sizes for ``whitened`` and ``pca`` (default:
             32 blocks of 256 tokens of the built-in calibration split); ignored by ``svd``.
-        progress: called as ``progress(done, total, message)``.
+        progress: called as ``progress(done, total, message)`` once per block.
         dense_past_break_even: False factorizes every planned layer, even at full rank (for
             parity checks).
-        cache: where calibration statistics and whitened decompositions are kept (default:
-            :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
+        engine: how the walk calibrates and refits (default :class:`EngineSettings`).
+        device: where the block work runs (``cpu`` or ``cuda``).
 
     Returns:
-        The :class:`CompressedModel`; ``plan`` holds the ranks actually factorized and
-        ``params`` the parameter counts, of the whole model and of its linear layers.
+        The :class:`CompressedModel` (in the loaded model's dtype, on the CPU); ``plan`` holds
+        the ranks actually factorized and ``params`` the parameter counts, of the whole model
+        and of its linear layers.
 
     Raises:
         InvalidRankPlan: the plan names modules the model lacks, embeddings, or ranks above full rank.
-        SettingsError: unknown method.
+        SettingsError: unknown method, or a device that cannot be used.
         DataError: data-aware method on a model with no tokenizer, or too little calibration text.
     """
     check_method(method)
     planned = check_plan(loaded, plan)
     require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
+    require(engine, (EngineSettings, type(None)), "engine", "pass EngineSettings(...) or None")
+    dev = check_device(device)
     settings = calibration or CalibrationSettings()
     todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
-    # Calibration and decompositions take most of the time (when not cached), factorizing the rest.
-    prepare, factorize = span(progress, 0.0, 0.8), span(progress, 0.8, 1.0)
-    if method == "whitened" and todo:
-        decs = whitened_decompositions(loaded, settings, prepare, cache)
-    elif method == "svd":
-        decs = svd_decompositions(loaded, [m.name for m in todo])
-    else:
-        decs = {}
-    stats = input_stats(loaded, settings, prepare, cache) if method == "pca" and todo else {}
-    model = loaded.copy()
-    with torch.no_grad():
-        for i, m in enumerate(todo):
-            rank = plan.get(m.name)
-            module = model.get_submodule(m.name)
-            bias = None if module.bias is None else module.bias.detach()
-            if method == "pca":
-                with lapack_thread():
-                    b, a, bias = pca_factors(m.matrix(), bias, stats[m.name], rank)
-            else:
-                b, a = decs[m.name].factors(rank)
-            set_submodule(model, m.name, _layer(b, a, bias, m.weight))
-            report(factorize, i + 1, len(todo), f"factorized {m.name}")
-    model.requires_grad_(False)  # like the loaded model; fine-tuning turns on what it trains
-    done = RankPlan({m.name: plan.get(m.name) for m in todo})
+    ids = calibration_blocks(loaded, settings) if method != "svd" and todo else None
+    ranks = {m.name: plan.get(m.name) for m in todo}
+    dtype = next(loaded.model.parameters()).dtype
+    model = walk_to_memory(MemorySource(loaded), ranks, method, ids, engine or EngineSettings(), dev, dtype, progress)
     return CompressedModel(
         model=model,
         tokenizer=loaded.tokenizer,
         source=loaded.spec,
-        plan=done,
+        plan=RankPlan(ranks),
         method=method,
         calibration={} if method == "svd" else settings.describe(),
         params=param_counts(loaded, model),
     )
-
-
-def _layer(b: torch.Tensor, a: torch.Tensor, bias: torch.Tensor | None, like: torch.Tensor) -> LowRankLinear:
-    cast = dict(dtype=like.dtype, device=like.device)
-    return LowRankLinear.from_factors(b.to(**cast), a.to(**cast), None if bias is None else bias.to(**cast))
 
 
 def param_counts(loaded: LoadedModel, compressed: nn.Module) -> ParamCounts:

@@ -1,13 +1,12 @@
-"""Automatic rank allocation: ranks placed where the calibration loss is least hurt.
+"""Automatic rank allocation: ranks placed where the calibration loss is least hurt, with its explanation.
 
-1. Whitened decompositions of every linear matrix (cached; σᵢ² is the output error of dropping
-   component i on the calibration tokens).
-2. One forward and backward pass on calibration text gives each component's loss weight
-   (see :mod:`lowrank_lab.compress.sensitivity`): cost cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)².
-3. A Lagrangian over all matrices: for a price λ per parameter, each matrix takes the option
+1. Every whitened component of every linear matrix is priced by what dropping it costs the
+   calibration loss: cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)² (:mod:`lowrank_lab.compress.costs`, one
+   backward pass taken block by block; cached per model content and calibration).
+2. A Lagrangian over all matrices: for a price λ per parameter, each matrix takes the option
    (a rank r below break-even, or dense) minimising Σ_{i>r} cᵢ + λ · params(r); λ is bisected
    until the parameters fit the budget.
-4. The candidate plans (the uniform plan among them) are compressed and scored by their loss
+3. The candidate plans (the uniform plan among them) are compressed and scored by their loss
    on calibration blocks; the best is returned, so ``auto`` never does worse than ``uniform``
    on the calibration text it is scored on. The evaluation split is never read.
    :func:`auto_allocation` returns the candidates with their scores (an
@@ -17,19 +16,25 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from lowrank_lab.cache import KeyedCache
 from lowrank_lab.compress.apply import compress
 from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
-from lowrank_lab.compress.decompositions import linear_matrices, span, whitened_decompositions
+from lowrank_lab.compress.costs import LayerCosts, streamed_costs, streamed_spectra
+from lowrank_lab.compress.decompositions import linear_matrices
+from lowrank_lab.compress.engine import EngineSettings
 from lowrank_lab.compress.results import AllocationReport, Candidate, plan_linear_params
-from lowrank_lab.compress.sensitivity import calibration_loss, output_fisher
+from lowrank_lab.compress.sources import MemorySource
+from lowrank_lab.compress.walk import batches_of, prepared_skeleton
+from lowrank_lab.loss import block_batches, mean_next_token_loss
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.plan import RankPlan, plan_keep_params
 from lowrank_lab.progress import ProgressFn, report
 
-SCORE_BLOCKS = 8
+SCORE_BLOCKS = 8  # calibration blocks each candidate plan is scored on
+GRADIENT_BATCH = 4  # calibration blocks per forward/backward of one block in the cost pass
 
 
 def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], keep: float) -> RankPlan:
@@ -51,7 +56,7 @@ def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], 
         tail = np.concatenate([np.cumsum(costs[m.name][::-1])[::-1], [0.0]])  # tail[r] = Σ_{i≥r} cᵢ
         ranks = np.arange(1, top + 1)
         params = np.concatenate([ranks * out_in, [m.params]]).astype(np.float64)
-        loss = np.concatenate([tail[ranks], [0.0]])
+        loss = np.concatenate([tail[np.minimum(ranks, len(tail) - 1)], [0.0]])
         options.append((params, loss))
 
     def choose(price: float) -> tuple[list[int], float]:
@@ -76,81 +81,118 @@ def lagrangian_plan(matrices: list[WeightMatrix], costs: dict[str, np.ndarray], 
     return RankPlan(ranks)
 
 
+def layer_costs(
+    loaded: LoadedModel,
+    settings: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> dict[str, LayerCosts]:
+    """Whitened spectrum and loss cost of every component of every linear matrix.
+
+    Kept in ``cache`` (default: :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
+
+    Raises:
+        DataError: no tokenizer, or too little calibration text.
+    """
+    settings = settings or CalibrationSettings()
+    ids = calibration_blocks(loaded, settings)
+
+    def make():
+        source = MemorySource(loaded)
+        model, layout = prepared_skeleton(source, torch.device("cpu"))
+        names = [m.name for m in linear_matrices(loaded)]
+        return streamed_costs(model, layout, source, batches_of(ids, GRADIENT_BATCH), names, "cpu", progress)
+
+    store = CALIBRATION_CACHE if cache is None else cache
+    return store.get_or_compute(calibration_key(loaded, "layer costs", settings), make)
+
+
 def component_costs(
     loaded: LoadedModel,
-    settings: CalibrationSettings,
+    settings: CalibrationSettings | None = None,
     progress: ProgressFn | None = None,
     cache: KeyedCache | None = None,
 ) -> dict[str, np.ndarray]:
-    """Loss-weighted cost of dropping each whitened component of each linear matrix.
+    """Loss-weighted cost of dropping each whitened component of each linear matrix (cached).
 
-    Kept in ``cache`` (default: :data:`~lowrank_lab.compress.calibration.CALIBRATION_CACHE`).
+    cᵢ = σᵢ² · mean_t (uᵢᵀ g_t)², g_t the calibration loss's gradient at the layer's output.
+
+    Returns:
+        name → costs (k,) float64, in the order of the whitened singular values (descending σ).
     """
+    return {name: c.cost for name, c in layer_costs(loaded, settings, progress, cache).items()}
+
+
+def whitened_values(
+    loaded: LoadedModel,
+    settings: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> dict[str, np.ndarray]:
+    """Whitened singular values of every linear matrix, from a forward pass only (encoders too).
+
+    When the loss costs of the same model and settings are in the cache already (``auto`` ran),
+    their spectra are these values, and no pass runs.
+    """
+    settings = settings or CalibrationSettings()
+    ids = calibration_blocks(loaded, settings)
     store = CALIBRATION_CACHE if cache is None else cache
 
     def make():
-        decs = whitened_decompositions(loaded, settings, span(progress, 0.0, 0.6), store)
-        blocks = calibration_blocks(loaded, settings)
-        fisher = output_fisher(loaded.copy(), decs, blocks, progress=span(progress, 0.6, 1.0))
-        return {name: d.s.double().numpy() ** 2 * fisher[name] for name, d in decs.items()}
+        costs = store.get(calibration_key(loaded, "layer costs", settings))
+        if costs is not None:
+            return {name: c.sigma for name, c in costs.items()}
+        source = MemorySource(loaded)
+        model, layout = prepared_skeleton(source, torch.device("cpu"))
+        names = [m.name for m in linear_matrices(loaded)]
+        return streamed_spectra(model, layout, source, batches_of(ids, GRADIENT_BATCH), names, "cpu", progress)
 
-    return store.get_or_compute(calibration_key(loaded, "costs", settings), make)
+    return store.get_or_compute(calibration_key(loaded, "whitened values", settings), make)
 
 
 def auto_allocation(
     loaded: LoadedModel,
     keep: float,
     method: str,
-    settings: CalibrationSettings,
+    settings: CalibrationSettings | None = None,
     progress: ProgressFn | None = None,
     cache: KeyedCache | None = None,
 ) -> AllocationReport:
     """The ``auto`` allocation (see the module docstring), with its candidates and their scores.
 
-    The costs always come from whitened decompositions (they are what the loss pays per
-    parameter); the candidates are scored compressed with ``method``.
+    The loss-weighted Lagrangian plan and the uniform plan are each compressed with ``method``
+    (on the dense model's activations: the cheap compression) and scored by their calibration
+    loss on the first :data:`SCORE_BLOCKS` calibration blocks; the lower wins.
 
-    Returns:
-        The loss-weighted Lagrangian plan and the uniform plan, each with its loss on (up to)
-        the first ``SCORE_BLOCKS`` calibration blocks once compressed with ``method``; the
-        chosen one has the lower loss.
+    Raises:
+        DataError: no tokenizer, or too little calibration text.
     """
     matrices = linear_matrices(loaded)
-    costs = component_costs(loaded, settings, span(progress, 0.0, 0.7), cache)
-    score = span(progress, 0.7, 1.0)
+    settings = settings or CalibrationSettings()
+    costs = component_costs(loaded, settings, _within(progress, 0, 2)(0, 1, ""), cache)
     plans = {"loss-weighted": lagrangian_plan(matrices, costs, keep), "uniform": plan_keep_params(matrices, keep)}
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
+    scorer = EngineSettings(sequential=False, anchored=False)
+    score = _within(progress, 1, 2)
     candidates = []
     for i, (name, plan) in enumerate(plans.items()):
         step = f"scoring candidate {i + 1}/{len(plans)} ({name})"
-        report(score, i, len(plans), step)
-        scale = _within(score, i, len(plans))
-        model = compress(loaded, plan, method, settings, progress=scale(0, 2, step), cache=cache).model
-        loss = calibration_loss(model, blocks, progress=scale(1, 2, f"{step}: calibration loss"))
+        model = compress(loaded, plan, method, settings, score(2 * i, 2 * len(plans), step), engine=scorer).model
+        loss = mean_next_token_loss(
+            model, block_batches(blocks, 2), score(2 * i + 1, 2 * len(plans), f"{step}: calibration loss")
+        )
         del model
         candidates.append(Candidate(name, plan, plan_linear_params(matrices, plan), loss))
+    chosen = int(np.nanargmin([c.calibration_loss for c in candidates]))
     scoring = (
-        f"mean next-token loss on {blocks.shape[0]} calibration blocks of {blocks.shape[1]} tokens, "
-        f"each plan compressed with {method}"
+        f"mean next-token loss on {blocks.shape[0]} calibration blocks of {blocks.shape[1]} tokens, each plan "
+        f"compressed with {method} on the dense model's activations"
     )
-    chosen = int(np.argmin([c.calibration_loss for c in candidates]))
     return AllocationReport("auto", keep, tuple(candidates), chosen, scoring)
 
 
-def auto_plan(
-    loaded: LoadedModel,
-    keep: float,
-    method: str,
-    settings: CalibrationSettings,
-    progress: ProgressFn | None = None,
-    cache: KeyedCache | None = None,
-) -> RankPlan:
-    """The plan :func:`auto_allocation` chooses."""
-    return auto_allocation(loaded, keep, method, settings, progress, cache).plan
-
-
 def _within(progress: ProgressFn | None, part: int, parts: int):
-    """Progress of a sub-step mapped into ``part`` of ``parts`` equal shares (its message as given)."""
+    """Progress of sub-steps mapped into ``part`` of ``parts`` equal shares (their messages prefixed)."""
 
     def scale(sub: int, subs: int, prefix: str) -> ProgressFn | None:
         if progress is None:
@@ -158,7 +200,8 @@ def _within(progress: ProgressFn | None, part: int, parts: int):
 
         def fn(done: int, total: int, message: str) -> None:
             share = (sub + (done / total if total else 0.0)) / subs
-            report(progress, round(1000 * (part + share)), 1000 * parts, f"{prefix}: {message}" if message else prefix)
+            text = f"{prefix}: {message}" if message and prefix else message or prefix
+            report(progress, round(1000 * (part + share)), 1000 * parts, text)
 
         return fn
 

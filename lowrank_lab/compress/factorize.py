@@ -4,9 +4,7 @@ Notation: W is out×in (whatever the layer stores), a layer computes y = W x + b
 calibration statistics are XᵀX = Σₜ xₜxₜᵀ (in×in) and Σₜ xₜ over its input tokens.
 
 - ``svd``: W = U Σ Vᵀ; truncating σᵢ costs σᵢ² of ‖W − Ŵ‖_F².
-- ``whitened`` (SVD-LLM): S Sᵀ = XᵀX (Cholesky), W S = U Σ Vᵀ, Ŵ = U_r Σ_r V_rᵀ S⁻¹. Since
-  ‖(W − Ŵ) X‖_F = ‖(W − Ŵ) S‖_F, truncating σᵢ costs exactly σᵢ² of the squared output error
-  summed over the calibration tokens.
+- ``whitened`` (SVD-LLM, refit to the dense outputs): see :mod:`lowrank_lab.compress.refit`.
 - ``pca``: project the layer's output onto the top-r principal components U_r of its output
   activations: ŷ = P W x + P b + (I − P) μ_y with P = U_r U_rᵀ, so B = U_r, A = U_rᵀ W.
 """
@@ -19,13 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lowrank_lab.compress.calibration import InputStats
-from lowrank_lab.errors import SettingsError
 from lowrank_lab.threads import one_lapack_thread
-
-# Regularisation of XᵀX before its Cholesky factor, as multiples of its mean diagonal: the
-# first that works is used (rank-deficient XᵀX, e.g. fewer tokens than inputs, needs one).
-_RIDGE = (1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
 
 
 @contextmanager
@@ -66,38 +58,8 @@ def svd_decomposition(w: torch.Tensor) -> Decomposition:
     return Decomposition(u, s, vh)
 
 
-def whitening_factor(xtx: torch.Tensor) -> torch.Tensor:
-    """Lower-triangular S with S Sᵀ = XᵀX + λI, λ the smallest ridge that makes it positive definite.
-
-    Raises:
-        SettingsError: no ridge helps (the statistics hold NaN or inf).
-    """
-    xtx = xtx.double()
-    scale = float(xtx.diagonal().mean())
-    if not torch.isfinite(xtx).all():
-        raise SettingsError("the calibration statistics hold NaN or inf; the model overflows on the calibration text")
-    if scale <= 0:
-        scale = 1.0  # all-zero inputs: any positive ridge whitens them
-    eye = torch.eye(xtx.shape[0], dtype=torch.float64)
-    for ridge in _RIDGE:
-        s, info = torch.linalg.cholesky_ex(xtx + ridge * scale * eye)
-        if int(info) == 0:
-            return s
-    raise SettingsError("XᵀX of the calibration inputs is not positive definite even with a ridge of 0.1·mean diagonal")
-
-
-def whitened_decomposition(w: torch.Tensor, stats: InputStats) -> Decomposition:
-    """SVD of W·S mapped back with S⁻¹ (see the module docstring); S is kept on ``stats``."""
-    if stats.whitening is None:
-        stats.whitening = whitening_factor(stats.xtx)
-    s_fac = stats.whitening  # (in, in) lower
-    u, s, vh = torch.linalg.svd(w.double() @ s_fac, full_matrices=False)  # (out,k), (k,), (k,in)
-    a = torch.linalg.solve_triangular(s_fac, vh, upper=False, left=False)  # Vᵀ S⁻¹, (k, in)
-    return Decomposition(u, s, a)
-
-
 def pca_factors(
-    w: torch.Tensor, bias: torch.Tensor | None, stats: InputStats, rank: int
+    w: torch.Tensor, bias: torch.Tensor | None, stats, rank: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Factors projecting the output onto its top-r principal components.
 
@@ -108,7 +70,7 @@ def pca_factors(
         (B = U_r (out×r), A = U_rᵀ W (r×in), bias = P b + (I − P) μ_y (out,)), float64.
     """
     w = w.double()
-    b = torch.zeros(w.shape[0], dtype=torch.float64) if bias is None else bias.double()
+    b = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device) if bias is None else bias.double()
     cov_y = w @ stats.covariance() @ w.T  # (out, out)
     _, vecs = torch.linalg.eigh((cov_y + cov_y.T) / 2)  # ascending
     u_r = vecs[:, -rank:].flip(1)  # (out, r), largest first

@@ -1,17 +1,92 @@
-"""Why a plan has its ranks: the candidate plans an allocation considered and how each scored.
+"""What one compression run returns: the model, the plan, what each stage bought, why these ranks.
 
-One frozen object serves the command line (its JSON), the app (the compress panel says what
-``auto`` chose and why) and anyone recording runs.
+One frozen object serves the command line (its JSON), the app (its results panel), the run
+store and the benchmark, so none of them rebuilds the sequence allocate → compress → compare.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lowrank_lab.comparison import Comparison
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.matrices import WeightMatrix
+from lowrank_lab.models import CompressedModel, ParamCounts
 from lowrank_lab.plan import RankPlan
+
+# The stages of the gap waterfall, in order: each adds one thing to the one before.
+STAGE_UNIFORM = "whitened, uniform ranks"
+STAGE_ALLOCATION = "allocated ranks"
+STAGE_SEQUENTIAL = "sequential inputs"
+STAGE_REFIT = "refit to the dense outputs"
+STAGE_HEALED = "healed (LoRA)"
+STAGES = (STAGE_UNIFORM, STAGE_ALLOCATION, STAGE_SEQUENTIAL, STAGE_REFIT, STAGE_HEALED)
+
+
+@dataclass(frozen=True)
+class StageFigure:
+    """Perplexity after one stage.
+
+    Attributes:
+        stage: one of :data:`STAGES`.
+        perplexity: on the evaluation text.
+        description: what the model at this stage is, in words.
+    """
+
+    stage: str
+    perplexity: float
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise SettingsError(f"unknown stage {self.stage!r}; stages are {', '.join(STAGES)}")
+        if not (isinstance(self.perplexity, (int, float)) and self.perplexity > 0):
+            raise SettingsError(f"a perplexity must be a positive number, got {self.perplexity!r}")
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """The gap waterfall: dense perplexity, then perplexity after each stage, on one evaluation text.
+
+    Attributes:
+        dense_perplexity: the dense model's.
+        stages: in order; later stages include everything earlier ones did.
+        eval_source: the evaluation text's name.
+        eval_tokens: tokens scored.
+    """
+
+    dense_perplexity: float
+    stages: tuple[StageFigure, ...]
+    eval_source: str
+    eval_tokens: int
+
+    def ratio(self, figure: StageFigure) -> float:
+        """A stage's perplexity over the dense model's."""
+        return figure.perplexity / self.dense_perplexity
+
+    def gap_closed(self, figure: StageFigure) -> float | None:
+        """The share of the first stage's gap to dense that this stage has closed (None: no gap)."""
+        if not self.stages or self.stages[0].perplexity <= self.dense_perplexity:
+            return None
+        first = self.stages[0].perplexity - self.dense_perplexity
+        return (self.stages[0].perplexity - figure.perplexity) / first
+
+    def to_dict(self) -> dict:
+        return {
+            "dense_perplexity": self.dense_perplexity,
+            "eval_text": self.eval_source,
+            "eval_tokens": self.eval_tokens,
+            "stages": [
+                {
+                    "stage": f.stage,
+                    "perplexity": f.perplexity,
+                    "ratio": self.ratio(f),
+                    "description": f.description,
+                }
+                for f in self.stages
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -87,9 +162,35 @@ class AllocationReport:
 
 
 def plan_linear_params(matrices: list[WeightMatrix], plan: RankPlan) -> int:
-    """The linear layers' parameters a plan keeps: r·(m+n) per planned matrix, m·n for the rest."""
+    """The linear layers' parameters a plan keeps: r·(m+n) per planned matrix below break-even, m·n for the rest."""
     total = 0
     for m in matrices:
         rank = plan.get(m.name)
-        total += m.params if rank is None else rank * sum(m.shape)
+        total += m.params if rank is None else min(m.params, rank * sum(m.shape))
     return total
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """Everything one compression run produced.
+
+    Attributes:
+        compressed: the compressed model (None when it was written to a folder block by block
+            and never held in memory).
+        plan: the ranks factorized.
+        allocation: how the ranks were chosen.
+        stages: the gap waterfall, when it was measured.
+        comparison: dense against compressed, when it was measured.
+        params: parameter counts before and after (whole model, linear layers).
+        out: the checkpoint folder written, if any.
+        seconds: wall time per step (``allocate``, ``compress``, ``evaluate``, ``stages``, ``write``).
+    """
+
+    compressed: CompressedModel | None
+    plan: RankPlan
+    allocation: AllocationReport
+    stages: StageReport | None = None
+    comparison: Comparison | None = None
+    params: ParamCounts | None = None
+    out: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)

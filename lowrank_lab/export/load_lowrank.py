@@ -13,6 +13,7 @@ without lowrank_lab installed::
 The folder's config.json is the original model's config plus a "lowrank" section whose
 "ranks" name every factorized Linear layer; model.safetensors stores each of them as
 "<module>.A.weight" (rank x in) and "<module>.B.weight" (out x rank) (+ "<module>.B.bias").
+A large checkpoint stores its tensors in shards listed by model.safetensors.index.json.
 """
 
 from __future__ import annotations
@@ -90,7 +91,13 @@ def load(folder: str | Path | None = None, dtype: torch.dtype | None = None) -> 
         setattr(
             model.get_submodule(parent) if parent else model, child, LowRankLinear(n_in, n_out, rank, name in biased)
         )
-    state = load_file(str(folder / "model.safetensors"))
+    state = {}
+    index = folder / "model.safetensors.index.json"
+    if index.exists():  # sharded: the index maps each tensor to its shard
+        for shard in sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())):
+            state.update(load_file(str(folder / shard)))
+    else:
+        state = load_file(str(folder / "model.safetensors"))
     expected = _unique_names(model)
     missing = [n for n in expected if n not in state]
     unexpected = [n for n in state if n not in expected]

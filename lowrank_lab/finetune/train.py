@@ -117,7 +117,9 @@ def _train(peft_model, data: PreparedData, settings: LoraSettings, on_step: Step
 
     total = settings.total_steps(len(data.train))
     val = data.validation[: settings.eval_examples]
-    accelerator = Accelerator()
+    # cpu=True where there is no GPU: under a multi-process launch (accelerate launch --multi_gpu,
+    # torchrun) the processes then train together over gloo instead of each training alone.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loader = torch.utils.data.DataLoader(
         list(data.train),
         batch_size=settings.batch_size,

@@ -12,7 +12,7 @@ calibration), so a slider move costs a lookup per matrix:
 - **Predicted loss.** The loss-gradient–weighted cost cᵢ = σ̃ᵢ² · mean_t (uᵢᵀ g_t)² of each
   whitened component (:func:`lowrank_lab.compress.auto.component_costs`, g_t the gradient of the
   mean calibration loss at the layer's output). With the empirical Fisher (see
-  :mod:`lowrank_lab.compress.sensitivity`) dropping component i raises the mean loss by about
+  :mod:`lowrank_lab.compress.costs`) dropping component i raises the mean loss by about
   cᵢ · N²/(2M) nats per token, N the predicted tokens and M the tokens of the calibration
   blocks; summed over every dropped component of every matrix, that is the *raw* predicted
   loss increase D (second order, interactions between layers ignored).

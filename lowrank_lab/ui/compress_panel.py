@@ -4,8 +4,10 @@ The run is a :class:`~lowrank_lab.ui.jobs.Job` (one bar with the current step an
 left, Stop from the first second), so the page stays live while it works. The compressed model
 is a copy (the shared model is untouched) and goes, with what was measured, to
 ``st.session_state[state.COMPRESSED]`` (a :class:`~lowrank_lab.ui.state.CompressionRun`) for
-the LoRA and Export pages. A failed or stopped run says so once and keeps whatever an earlier
-run finished. A finished run is recorded in the run store as the job's last step (its checkpoint
+the LoRA and Export pages. The work is the one pipeline the command line and the benchmark run
+(:func:`lowrank_lab.compress.pipeline.run_job`: allocate, compress block by block, compare, and
+optionally the stage report), with this job's stages. A failed or stopped run says so once and
+keeps whatever an earlier run finished. A finished run is recorded in the run store as the job's last step (its checkpoint
 saved into the store's folder, the prediction beside what was measured); a store that cannot
 take it leaves a note on the result, never an error.
 """
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from lowrank_lab.comparison import EvalSettings, compare
-from lowrank_lab.compress import CalibrationSettings, allocate_explained, compress
+from lowrank_lab.comparison import EvalSettings
+from lowrank_lab.compress import CalibrationSettings
 from lowrank_lab.compress.guards import check_calibration
+from lowrank_lab.compress.pipeline import CompressionJob, run_job, stage_weights
 from lowrank_lab.data.text import decode_text_upload
 from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.models import METHODS, LoadedModel, Method
@@ -39,7 +42,7 @@ NOTICE = "compress_notice"  # session key: a Notice about the last run, shown on
 
 METHOD_HELP = {
     "svd": "truncated SVD of each weight; needs no data",
-    "whitened": "SVD of W·S, S from each layer's inputs on calibration text (SVD-LLM)",
+    "whitened": "SVD of W·S block by block on what the compressed blocks produce, refit to the dense outputs",
     "pca": "each layer's output on its principal components on calibration text",
 }
 RANKS_FROM = {
@@ -55,6 +58,15 @@ DEFAULTS = {
     "compress_samples": 32,
     "compress_seq_len": 256,
     "compress_evaluate": True,
+    "compress_stages": False,
+}
+# What the bar says in each stage of the pipeline.
+LABELS = {
+    "allocate": "allocating ranks",
+    "compress": "compressing block by block",
+    "stages": "measuring what each stage bought",
+    "evaluate": "measuring against the dense model",
+    "record": "recording the run",
 }
 
 
@@ -68,6 +80,20 @@ class Request:
     plan: RankPlan
     calibration: CalibrationSettings
     evaluation: EvalSettings | None
+    stages: bool = False  # also measure perplexity after each stage (the gap waterfall)
+
+    def job(self) -> CompressionJob:
+        """The pipeline's job for this request."""
+        given = self.ranks_from == "plan"
+        return CompressionJob(
+            keep=self.keep,
+            allocation="uniform" if given else self.ranks_from,
+            plan=self.plan if given else None,
+            method=self.method,
+            calibration=self.calibration,
+            evaluation=self.evaluation,
+            stage_report=self.stages and self.evaluation is not None,
+        )
 
 
 def _request(plan: RankPlan, upload, eval_upload) -> Request:
@@ -84,31 +110,28 @@ def _request(plan: RankPlan, upload, eval_upload) -> Request:
         if eval_upload is not None:
             text = decode_text_upload(eval_upload.getvalue(), eval_upload.name)
             evaluation = EvalSettings(text=text, source=f"uploaded {eval_upload.name}")
-    return Request(s["compress_method"], s["compress_ranks"], s["compress_keep"] / 100, plan, calibration, evaluation)
+    return Request(s["compress_method"], s["compress_ranks"], s["compress_keep"] / 100, plan, calibration, evaluation,
+                   bool(s["compress_stages"]))  # fmt: skip
 
 
 def _labelled(progress: ProgressFn, label: str) -> ProgressFn:
     return lambda done, total, message: progress(done, total, f"{label}: {message}" if message else label)
 
 
-def _weights(request: Request, loaded: LoadedModel) -> dict[str, float]:
-    """Each stage's rough share of the time (measured on smollm2-135m on two cores, see the README).
+def _weights(request: Request) -> dict[str, float]:
+    """Each stage's rough share of the time: the pipeline's, and recording last."""
+    return {**stage_weights(request.job()), "record": 0.5}  # the prediction (cached costs), the checkpoint
 
-    ``auto`` calibrates, takes a loss-gradient pass and compresses two candidate plans; a
-    data-aware method calibrates inside ``compress`` unless an allocation already did; the dense
-    model's figures are measured only on the first evaluation of a model and text.
-    """
-    weights: dict[str, float] = {}
-    if request.ranks_from == "auto":
-        weights["allocate"] = 6.0
-    elif request.ranks_from != "plan":
-        weights["allocate"] = 0.1
-    calibrates = request.method != "svd" and request.ranks_from != "auto"
-    weights["compress"] = 3.0 if calibrates else 1.0
-    if request.evaluation is not None:
-        weights["evaluate"] = 4.0
-    weights["record"] = 0.5  # the prediction (cached calibration) and the checkpoint written once
-    return weights
+
+class _Labelled:
+    """The job's stages with the bar's words in front of each step."""
+
+    def __init__(self, job: Job, method: str, ranks_from: str):
+        self.job = job
+        self.labels = dict(LABELS, allocate=f"allocating ranks ({ranks_from})", compress=f"compressing ({method})")
+
+    def stage(self, name: str) -> ProgressFn:
+        return _labelled(self.job.stage(name), self.labels[name])
 
 
 def _work(loaded: LoadedModel, request: Request, notes: tuple[str, ...]) -> Callable[[Job], state.CompressionRun]:
@@ -117,35 +140,28 @@ def _work(loaded: LoadedModel, request: Request, notes: tuple[str, ...]) -> Call
     runs = run_store.writable_store()
 
     def work(job: Job) -> state.CompressionRun:
-        plan, allocation = request.plan, None
-        if request.ranks_from != "plan":
-            progress = _labelled(job.stage("allocate"), f"allocating ranks ({request.ranks_from})")
-            allocation = allocate_explained(loaded, request.keep, request.ranks_from, request.method,
-                                            request.calibration, progress, calibration_store)  # fmt: skip
-            plan = allocation.plan
-        progress = _labelled(job.stage("compress"), f"compressing a copy ({request.method})")
-        compressed = compress(loaded, plan, request.method, request.calibration, progress, cache=calibration_store)
-        comparison = None
-        if request.evaluation is not None:
-            progress = _labelled(job.stage("evaluate"), "measuring against the dense model")
-            comparison = compare(loaded, compressed, request.evaluation, progress, dense_store)
+        result = run_job(loaded, request.job(), cache=calibration_store, stages=_Labelled(job, request.method,
+                         request.ranks_from), dense_cache=dense_store)  # fmt: skip
+        compressed, comparison = result.compressed, result.comparison
+        allocation = None if request.ranks_from == "plan" else result.allocation
         keep = None if request.ranks_from == "plan" else request.keep
-        progress = _labelled(job.stage("record"), "recording the run")
-        noted = notes + _record(runs, loaded, compressed, request, comparison, keep, progress, calibration_store)
-        return state.CompressionRun(compressed, comparison, request.ranks_from, allocation, keep, noted)
+        progress = _labelled(job.stage("record"), LABELS["record"])
+        noted = notes + _record(runs, loaded, result, request, keep, progress, calibration_store)
+        return state.CompressionRun(compressed, comparison, request.ranks_from, allocation, keep, noted, result.stages)
 
     return work
 
 
-def _record(runs: RunStore | None, loaded, compressed, request: Request, comparison, keep, progress,
-            cache) -> tuple[str, ...]:  # fmt: skip
+def _record(runs: RunStore | None, loaded, result, request: Request, keep, progress, cache) -> tuple[str, ...]:
     """Record the finished run (in the job's thread); a store problem becomes a note, the model stays."""
     if runs is None:
         return ()  # the page says why the store is unavailable
     try:
+        stages = () if result.stages is None else result.stages.to_dict()["stages"]
         record_compression_run(
-            runs, loaded, compressed, request.calibration, comparison=comparison, evaluation=request.evaluation,
-            allocation=request.ranks_from, keep=keep, origin="app", cache=cache, progress=progress,
+            runs, loaded, result.compressed, request.calibration, comparison=result.comparison,
+            evaluation=request.evaluation, allocation=request.ranks_from, keep=keep, origin="app", cache=cache,
+            progress=progress, stages=stages,
         )  # fmt: skip
     except LowrankLabError as err:
         return (f"{run_store.NOT_RECORDED}: {err}",)
@@ -164,7 +180,7 @@ def _start(loaded: LoadedModel, plan: RankPlan, upload, eval_upload) -> None:
         st.session_state[NOTICE] = Notice("error", f"Compression not started: {check.message()}.")
         return
     notes = (check.message() + ".",) if check.level == "warning" else ()
-    job = Job("Compressing", _weights(request, loaded), _work(loaded, request, notes))
+    job = Job("Compressing", _weights(request), _work(loaded, request, notes))
     st.session_state[JOB] = job.start()
     if request.method != "svd" or request.ranks_from == "auto":
         st.session_state[state.CALIBRATION] = state.Calibration(loaded.spec.source, request.calibration)
@@ -193,6 +209,9 @@ def _fields(loaded: LoadedModel, running: bool) -> tuple[object, object, bool]:
     c3.slider("Budget: linear-layer parameters kept, % (uniform, auto)", 5, 100, step=5, key="compress_keep")
     c3.checkbox("Measure against the dense model", key="compress_evaluate",
                 help="Perplexity on evaluation text, the same prompts generated, latency and peak memory.")  # fmt: skip
+    c3.checkbox("…and what each stage bought", key="compress_stages",
+                help="Perplexity after whitened uniform ranks, the allocated ranks, sequential inputs and the refit "
+                "(the gap waterfall); compresses up to three more times.")  # fmt: skip
     c1, c2, c3 = st.columns(3)
     c1.number_input("Calibration samples", 1, 512, key="compress_samples")
     c2.number_input("Tokens per sample", 8, 2048, step=8, key="compress_seq_len")

@@ -9,6 +9,7 @@ import streamlit as st
 
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.compress import AllocationReport
+from lowrank_lab.compress.results import StageReport
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs.record import run_id_of
 from lowrank_lab.ui import guard_rails, run_store, state
@@ -71,6 +72,22 @@ def explain_allocation(report: AllocationReport) -> None:
         key="compress_candidates",
     )
     st.caption(f"Scored by {report.scoring}.")
+
+
+def stage_table(report: StageReport) -> None:
+    """What each stage of the compression bought: perplexity after it, against dense (the gap waterfall)."""
+    rows = [("dense", report.dense_perplexity, 1.0, "")]
+    rows += [(f.stage, f.perplexity, report.ratio(f), f.description) for f in report.stages]
+    st.markdown(f"**What each stage bought** — perplexity on {report.eval_source} ({report.eval_tokens:,} tokens)")
+    st.dataframe(
+        pd.DataFrame(rows, columns=["stage", "perplexity", "× dense", "what the model is"]),
+        hide_index=True,
+        column_config={
+            "perplexity": st.column_config.NumberColumn(format="%.2f"),
+            "× dense": st.column_config.NumberColumn(format="%.2f×"),
+        },
+        key="compress_stages_table",
+    )
 
 
 def figures_table(report: Comparison) -> pd.DataFrame:
@@ -152,6 +169,9 @@ def show(source: str) -> None:
         explain_allocation(run.allocation)
     if report is not None:
         st.dataframe(_styled(figures_table(report)), hide_index=True, key="compress_figures")
+    if run.stages is not None:
+        stage_table(run.stages)
+    if report is not None:
         _generations(report)
     if run.ranks_from != "plan":
         st.button(

@@ -9,6 +9,7 @@ import streamlit as st
 
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.compress import AllocationReport, CalibrationSettings
+from lowrank_lab.compress.results import StageReport
 from lowrank_lab.models import DEFAULT_MODEL, CompressedModel, ModelSpec
 
 # The environment can choose the model the app opens with (the tests use a tiny one).
@@ -33,6 +34,7 @@ class CompressionRun:
         allocation: the allocation's candidates and choice (None for the sliders' plan).
         keep: the budget asked for (fraction of linear-layer parameters kept), None for the plan.
         notes: warnings about how it was made (e.g. few calibration tokens), shown with the result.
+        stages: perplexity after each stage of the compression (the gap waterfall), when measured.
     """
 
     compressed: CompressedModel
@@ -41,6 +43,7 @@ class CompressionRun:
     allocation: AllocationReport | None = None
     keep: float | None = None
     notes: tuple[str, ...] = ()
+    stages: StageReport | None = None
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,23 @@ def test_far_above_dense_is_a_warning_with_what_to_try_never_green(tiny_llama):
     warning = next(w.value for w in at.warning if "Far above the dense model" in w.value)
     assert "3.00× dense" in warning and "keep more parameters" in warning and "auto ranks" in warning
     assert "LoRA page" in warning
+
+
+def test_what_each_stage_bought_is_measured_and_shown(tiny_llama):
+    """The box adds the stage report: dense, then each stage of the pipeline, in the results."""
+    at = page(RANKS)
+    at.checkbox(key="compress_stages").check()
+    at = submit(at, "auto", samples=8, keep=60)
+    run = at.session_state["compressed"]
+    report = run.stages
+    assert report is not None and [f.stage for f in report.stages] == [
+        "whitened, uniform ranks",
+        "allocated ranks",
+        "sequential inputs",
+        "refit to the dense outputs",
+    ]
+    measured = figures_row(at, "perplexity")["compressed"]
+    assert report.stages[-1].perplexity == pytest.approx(measured, rel=1e-6)  # the final stage is the model measured
+    table = next(d.value for d in at.dataframe if "stage" in d.value.columns)
+    assert list(table["stage"]) == ["dense", *[f.stage for f in report.stages]]
+    assert table["perplexity"].iloc[0] == pytest.approx(report.dense_perplexity)

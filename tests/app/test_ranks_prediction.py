@@ -156,7 +156,7 @@ def test_the_fit_from_measured_runs_tightens_the_band(store, tiny_llama, basis):
     at = calibrated(store)
     before = metric(at, "Uncertainty").value
     for keep in (0.8, 0.6, 0.4, 0.2):  # measured runs whose loss increase is 2 × the raw prediction
-        c = compress(tiny_llama, plan_keep_params(linear_matrices(tiny_llama), keep), "whitened", CAL, cache=CACHE)
+        c = compress(tiny_llama, plan_keep_params(linear_matrices(tiny_llama), keep), "whitened", CAL)
         raw = basis.predict(c.plan).raw_loss_increase
         record_compression(store, c, allocation="uniform", keep=keep, save=False, prediction=basis.predict(c.plan),
                            comparison=measured(c, 100.0, 100.0 * math.exp(2 * raw)))  # fmt: skip

@@ -24,6 +24,19 @@ def test_perplexity_matches_a_direct_computation(tiny_llama):
     assert 100 < ppl < 2000
 
 
+def test_a_batch_is_scored_in_slices_whose_logits_fit_the_budget(tiny_llama, monkeypatch):
+    """The same perplexity whether a batch runs in one forward or one row at a time."""
+    from lowrank_lab import loss
+
+    text = builtin_text("evaluation")
+    whole = perplexity(tiny_llama.model, tiny_llama.tokenizer, text, seq_len=32, max_blocks=4, batch_size=4)
+    assert loss.rows_per_forward(tiny_llama.model, 32) >= 4  # 512 words: the whole batch fits
+    monkeypatch.setattr(loss, "LOGITS_BYTES", 32 * 512 * 4)  # exactly one 32-token row of logits
+    assert loss.rows_per_forward(tiny_llama.model, 32) == 1
+    sliced = perplexity(tiny_llama.model, tiny_llama.tokenizer, text, seq_len=32, max_blocks=4, batch_size=4)
+    assert sliced == pytest.approx(whole, rel=1e-6)
+
+
 def test_perplexity_refuses_encoders_and_short_text(tiny_bert, tiny_llama):
     with pytest.raises(SettingsError, match="no language-model head"):
         perplexity(tiny_bert.model, tiny_bert.tokenizer, builtin_text("evaluation"))

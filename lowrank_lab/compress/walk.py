@@ -1,0 +1,121 @@
+"""Running the engine on a model: in memory (the result is a model) or from a folder to a folder.
+
+In memory, the compressed model is built on a skeleton that receives copies of the loaded
+model's tensors block by block: the shared model is read, never changed, and never copied whole.
+From a folder, each block is read from the safetensors shards, compressed, written to the
+output shards and freed, so memory holds one block (plus the embeddings and the head).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lowrank_lab.checkpoint.format import alias_map
+from lowrank_lab.compress.blocks import BlockLayout, block_layout
+from lowrank_lab.compress.engine import EngineSettings, Walk, move_outside_blocks
+from lowrank_lab.compress.sources import check_names, materialize_outside, release, skeleton
+from lowrank_lab.compress.writer import ShardWriter
+from lowrank_lab.progress import ProgressFn
+
+
+def batches_of(ids: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Token blocks (samples, seq_len) cut into batches."""
+    return [ids[i : i + batch_size] for i in range(0, ids.shape[0], batch_size)]
+
+
+def prepared_skeleton(source, device: torch.device) -> tuple[nn.Module, BlockLayout]:
+    """The source's model with its stem and tail filled (float32) and its blocks still empty."""
+    model = skeleton(source)
+    check_names(model, source)
+    layout = block_layout(model)
+    materialize_outside(model, layout.prefix, source)
+    move_outside_blocks(model, layout, device)
+    return model, layout
+
+
+def walk_to_memory(
+    source,
+    ranks: dict[str, int],
+    method: str,
+    ids: torch.Tensor | None,
+    settings: EngineSettings,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: ProgressFn | None = None,
+) -> nn.Module:
+    """Compress the whole model and keep it: each finished block is cast to ``dtype`` on the CPU.
+
+    Args:
+        source: the weights (a :class:`~lowrank_lab.compress.sources.MemorySource` usually).
+        ranks: module name → rank of the layers to factorize.
+        method: ``svd``, ``whitened`` or ``pca``.
+        ids: calibration token ids (samples, seq_len); None for ``svd``.
+        settings: the engine's settings.
+        device: where the block work runs.
+        dtype: the dtype of the returned model.
+        progress: called per block.
+
+    Returns:
+        The compressed model on the CPU, eval mode, gradients off.
+    """
+    model, layout = prepared_skeleton(source, device)
+    batches = [] if ids is None else batches_of(ids, settings.batch_size)
+
+    def keep(model: nn.Module, prefix: str) -> None:
+        model.get_submodule(prefix).to(device="cpu", dtype=dtype)
+
+    Walk(model, layout, source, ranks, method, settings, device).run(batches, keep, progress)
+    model.to(device="cpu", dtype=dtype)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def walk_to_folder(
+    source,
+    ranks: dict[str, int],
+    method: str,
+    ids: torch.Tensor | None,
+    settings: EngineSettings,
+    device: torch.device,
+    writer: ShardWriter,
+    progress: ProgressFn | None = None,
+) -> nn.Module:
+    """Compress the model block by block into ``writer``; returns the skeleton (factorized, on meta).
+
+    Each block is written as soon as it is compressed and then freed; the tensors outside the
+    blocks are written at the end. The returned skeleton knows every factorized layer's rank
+    and bias (for the checkpoint's config) but holds no weights.
+    """
+    model, layout = prepared_skeleton(source, device)
+    batches = [] if ids is None else batches_of(ids, settings.batch_size)
+
+    def write(model: nn.Module, prefix: str) -> None:
+        block = model.get_submodule(prefix)
+        writer.add({f"{prefix}.{k}": v for k, v in block.state_dict().items()})
+        release(model, prefix)
+
+    Walk(model, layout, source, ranks, method, settings, device).run(batches, write, progress)
+    writer.add(_tensors_outside(model, layout))
+    _release_all(model)
+    return model
+
+
+def _tensors_outside(model: nn.Module, layout: BlockLayout) -> dict[str, torch.Tensor]:
+    """The tensors outside the blocks, tied ones once (under their first name)."""
+    state = model.state_dict(keep_vars=True)
+    aliases = alias_map(state)
+    head = layout.prefix + "."
+    return {n: t.detach() for n, t in state.items() if not n.startswith(head) and aliases[n] == n}
+
+
+def _release_all(model: nn.Module) -> None:
+    """Every parameter back to the meta device (shapes and ties stay; memory goes)."""
+    empty: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for key, param in list(module._parameters.items()):
+            if param is not None and not param.is_meta:
+                if id(param) not in empty:
+                    empty[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+                module._parameters[key] = empty[id(param)]

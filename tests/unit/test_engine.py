@@ -1,0 +1,164 @@
+"""The block-sequential engine on tiny models: parity, what the refit minimises, folder = memory, bf16."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lowrank_lab import CalibrationSettings, LowRankLinear, RankPlan, compress, load_compressed
+from lowrank_lab.compress.blocks import block_layout, linear_call_groups
+from lowrank_lab.compress.calibration import calibration_blocks
+from lowrank_lab.compress.decompositions import linear_matrices
+from lowrank_lab.compress.engine import EngineSettings
+from lowrank_lab.compress.pipeline import CompressionJob
+from lowrank_lab.compress.refit import PairStats, anchored_decomposition, refit_b
+from lowrank_lab.compress.stream import run_folder_job
+from lowrank_lab.compress.writer import ShardWriter
+from lowrank_lab.errors import CheckpointError
+from lowrank_lab.models import ModelSpec, load_model
+from tests.unit.export_support import logits
+
+CAL = CalibrationSettings(samples=4, seq_len=64)
+VARIANTS = {
+    "default": EngineSettings(),
+    "residual": EngineSettings(residual=True),
+    "dense inputs": EngineSettings(sequential=False),
+    "one pass per block": EngineSettings(within_block=False),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_full_rank_through_the_engine_gives_the_dense_logits(request, model, variant):
+    loaded = request.getfixturevalue(model)
+    plan = RankPlan({m.name: m.full_rank for m in linear_matrices(loaded)})
+    c = compress(loaded, plan, "whitened", CAL, dense_past_break_even=False, engine=VARIANTS[variant])
+    assert sum(isinstance(m, LowRankLinear) for m in c.model.modules()) == len(plan)
+    assert torch.allclose(logits(c.model), logits(loaded.model), atol=2e-4, rtol=1e-4)
+
+
+def test_blocks_and_their_call_order_are_found(tiny_llama, tiny_gpt2):
+    assert (block_layout(tiny_llama.model).prefix, block_layout(tiny_llama.model).count) == ("model.layers", 2)
+    assert block_layout(tiny_gpt2.model).prefix == "transformer.h"
+    block = tiny_llama.model.model.layers[0]
+    hidden = torch.randn(2, 8, 64)
+    position = tiny_llama.model.model.rotary_emb(hidden, torch.arange(8)[None])
+    groups = linear_call_groups(block, hidden, {"position_embeddings": position, "attention_mask": None})
+    assert groups == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]
+
+
+def _inputs(loaded, model, name):
+    """A layer's inputs over the calibration blocks in ``model``, (tokens, in) float64."""
+    xs = []
+    handle = model.get_submodule(name).register_forward_pre_hook(
+        lambda m, a: xs.append(a[0].reshape(-1, a[0].shape[-1]))
+    )
+    try:
+        with torch.no_grad():
+            model(input_ids=calibration_blocks(loaded, CAL))
+    finally:
+        handle.remove()
+    return xs[0].double()
+
+
+@pytest.mark.parametrize("rank", [4, 16, 40])
+def test_the_refit_never_increases_a_layers_output_error_on_its_calibration_inputs(tiny_llama, rank):
+    """Block 0 compressed hard shifts what block 1 sees; its down_proj is refit to the dense outputs."""
+    name = "model.layers.1.mlp.down_proj"
+    first = RankPlan({m.name: 6 for m in linear_matrices(tiny_llama) if m.layer == 0})
+    shifted_model = compress(tiny_llama, first, "whitened", CAL).model
+    x = _inputs(tiny_llama, tiny_llama.model, name)  # dense stream (tokens, in)
+    xs = _inputs(tiny_llama, shifted_model, name)  # shifted stream
+    assert (x - xs).norm() > 0.05 * x.norm()
+    w = tiny_llama.model.get_submodule(name).weight.detach().double()  # (out, in)
+    target = x @ w.T  # the dense layer's outputs on its dense inputs
+
+    def error(b, a):
+        return float((xs @ (b @ a).T - target).square().sum())
+
+    truncated = PairStats(xs.shape[1], cross=False)
+    truncated.add(xs.float())
+    plain = anchored_decomposition(w, truncated, 0.0).factors(rank)  # whitened truncation on the shifted inputs
+    stats = PairStats(xs.shape[1], cross=True)
+    stats.add(xs.float(), x.float())
+    for ridge in (0.0, 1e-2, 1e-1):
+        refit = anchored_decomposition(w, stats, ridge).factors(rank)
+        assert error(*refit) <= error(*plain) * (1 + 1e-6)
+    # The closed form is the best rank-r weight: refitting B for its own A changes nothing,
+    # and refitting B for the plain truncation's A cannot beat it.
+    best = anchored_decomposition(w, stats, 0.0).factors(rank)
+    assert error(refit_b(w, best[1], stats, 0.0), best[1]) == pytest.approx(error(*best), rel=1e-6)
+    assert error(*best) <= error(refit_b(w, plain[1], stats, 0.0), plain[1]) * (1 + 1e-6)
+    # And the engine uses it: compressing the whole model ends with that layer nearer the dense outputs.
+    both = RankPlan({**first.as_dict(), name: rank})
+    engine = compress(tiny_llama, both, "whitened", CAL, engine=EngineSettings(ridge=0.0)).model
+    dense_inputs = compress(tiny_llama, both, "whitened", CAL, engine=EngineSettings(sequential=False)).model
+
+    def layer_error(model):
+        layer = model.get_submodule(name).double()
+        with torch.no_grad():
+            return float((layer(xs) - target).square().sum())
+
+    assert layer_error(engine) <= layer_error(dense_inputs)
+
+
+def _save(loaded, folder, dtype=torch.float32, shard="20KB"):
+    model = loaded.copy().to(dtype)
+    model.save_pretrained(folder, max_shard_size=shard)
+    loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_a_block_at_a_time_run_from_a_folder_equals_the_in_memory_run(request, model, tmp_path):
+    loaded = request.getfixturevalue(model)
+    folder = _save(loaded, tmp_path / "src")
+    assert (folder / "model.safetensors.index.json").exists()  # the source is sharded
+    plan = RankPlan({m.name: max(1, m.full_rank // 3) for m in linear_matrices(loaded)})
+    job = CompressionJob(plan=plan, calibration=CAL, evaluation=None)
+    result = run_folder_job(folder, job, tmp_path / "out", "float32", overwrite=False)
+    streamed = load_compressed(result.out).model
+    in_memory = compress(loaded, plan, "whitened", CAL).model
+    assert torch.equal(logits(streamed), logits(in_memory))
+
+
+def test_a_bf16_folder_is_read_in_bf16_and_written_in_the_asked_dtype(tiny_llama, tmp_path):
+    folder = _save(tiny_llama, tmp_path / "src", torch.bfloat16)
+    plan = RankPlan({m.name: 8 for m in linear_matrices(tiny_llama)})
+    job = CompressionJob(plan=plan, calibration=CAL, evaluation=None)
+    result = run_folder_job(folder, job, tmp_path / "out", "bf16", overwrite=False)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["lowrank"]["dtype"] == "bfloat16"
+    streamed = load_compressed(result.out).model
+    assert next(streamed.parameters()).dtype == torch.bfloat16
+    bf16 = load_model(ModelSpec("tiny-llama", dtype="bfloat16"))  # the same weights, held in bf16
+    in_memory = compress(bf16, plan, "whitened", CAL).model
+    # The same stored tensors (logits differ only because a bf16 model's rotary frequencies
+    # are bf16 too, while a loaded checkpoint computes them in float32).
+    ours, theirs = streamed.state_dict(), in_memory.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_the_shard_writer_splits_and_indexes(tmp_path):
+    writer = ShardWriter(tmp_path, torch.float16, shard_bytes=1000)
+    tensors = {f"t{i}": torch.randn(300) for i in range(5)}  # 600 bytes each in float16
+    for name, t in tensors.items():
+        writer.add({name: t})
+    files = writer.close()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(files) == 3 and set(index["weight_map"]) == set(tensors)
+    assert all(f.stat().st_size < 2000 for f in files)
+    again = ShardWriter(tmp_path, torch.float16)
+    again.add({"a": torch.ones(1)})
+    with pytest.raises(CheckpointError, match="written twice"):
+        again.add({"a": torch.ones(1)})
+    with pytest.raises(CheckpointError, match="2 GiB"):
+        ShardWriter(tmp_path, torch.float16, shard_bytes=3 * 2**30)
