@@ -28,7 +28,7 @@ from lowrank_lab.paths import cache_dir
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs.artifact_files import Deleted, remove_owned
 from lowrank_lab.runs.records import Run, RunRecord, RunRow, plan_digest
-from lowrank_lab.runs.rows import artifacts_of, list_columns, run_row, where_clause
+from lowrank_lab.runs.rows import artifacts_of, list_columns, paused_gc, run_row, where_clause
 from lowrank_lab.runs.schema import MIGRATIONS, ROW_COLUMNS, SCHEMA_VERSION
 from lowrank_lab.runs.sqlite_errors import FIX, store_error, translated
 
@@ -263,11 +263,11 @@ class RunStore:
     def runs(self, model: str | None = None, kind: str | None = None) -> list[RunRow]:
         """Stored runs, newest first, optionally of one model and kind; each says which artifacts are missing."""
         where, args = where_clause(model, kind)
-        with self._read() as conn:
+        with self._read() as conn, paused_gc():
             rows = conn.execute(f"{_SELECT_ROWS}{where} ORDER BY id DESC", args).fetchall()
             artifacts = artifacts_of(conn, None if not args else [r[0] for r in rows])
-        present = self._present()
-        return [run_row(r, artifacts.get(r[0], ()), present) for r in rows]
+            present = self._present()
+            return [run_row(r, artifacts.get(r[0], ()), present) for r in rows]
 
     def _present(self) -> tuple[str, set[str]]:
         """The artifact folder and the names in it now (one directory read for a whole list)."""
