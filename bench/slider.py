@@ -46,7 +46,7 @@ from lowrank_lab.plan import PlanCalculator, error_curve, plan_point, tradeoff_c
 from lowrank_lab.plan.presets import PRESETS
 from lowrank_lab.prediction import prediction_basis
 from lowrank_lab.ui import state
-from lowrank_lab.ui.prediction_view import PREDICTED_PPL
+from lowrank_lab.ui.prediction_view import JOB, PREDICTED_PPL
 from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec
 
 TARGET_MS = 100.0
@@ -60,6 +60,9 @@ def _page(model: str, predict: bool) -> tuple[AppTest, float]:
         at.session_state[state.CALIBRATION] = state.Calibration(model, CalibrationSettings())
     start = time.perf_counter()
     at.run()
+    if predict and JOB in at.session_state:  # the basis is built by a background job: wait, then redraw
+        at.session_state[JOB][1].join()
+        at.run()
     if at.exception:
         raise SystemExit(f"the page failed: {at.exception[0].message}")
     if predict and not any(m.label == PREDICTED_PPL for m in at.metric):
