@@ -8,6 +8,7 @@ safetensors (never pickle), one small file per matrix.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,6 @@ class SpectrumCache:
 
     def put(self, digest: str, s: np.ndarray) -> None:
         path = self._path(digest)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # per writer thread
         save_file({"s": np.ascontiguousarray(s, dtype=np.float64)}, str(tmp))
         tmp.replace(path)  # atomic, so a reader never sees half a file

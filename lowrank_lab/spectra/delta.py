@@ -16,7 +16,10 @@ max(m, n)·ε·σ₁(W) with ε of the stored dtype — noise relative to the we
 from __future__ import annotations
 
 import math
+import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -31,6 +34,7 @@ from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.spectra.metrics import spectrum_metrics
 from lowrank_lab.spectra.sources import WeightSource
 from lowrank_lab.spectra.svd import singular_values
+from lowrank_lab.threads import shared_blas_limit
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,7 +229,8 @@ def _finite(t: torch.Tensor, label: str, name: str) -> None:
 
 def _top_of(w: torch.Tensor, store: SpectrumCache | None, device, compute: bool = True) -> float:
     """σ₁ of a weight, from the spectrum cache when its values are there (else computed and stored,
-    or NaN when ``compute`` is off)."""
+    or NaN when ``compute`` is off). A block power iteration for σ₁ alone was measured slower
+    than this whole spectrum (a float64 Gram and one eigenvalue solve) at these sizes."""
     if w.numel() == 0:
         return 0.0
     digest = weight_digest(w) if store is not None else ""
@@ -244,18 +249,28 @@ def _eps(dtype: torch.dtype) -> float:
 
 
 def _delta_spectrum(
-    entry: WeightMatrix, w1: torch.Tensor, w2: torch.Tensor, store: SpectrumCache | None, device
+    entry: WeightMatrix,
+    w1: torch.Tensor,
+    w2: torch.Tensor,
+    labels: tuple[str, str],
+    store: SpectrumCache | None,
+    device,
 ) -> tuple[LayerSpectrum, float, float, float]:
     a, b = w1.detach().to("cpu", torch.float64), w2.detach().to("cpu", torch.float64)
-    delta = b - a  # (m, n), exact: two float32 values differ by a float64-representable amount
+    # The float64 norms of float32 (or narrower) values cannot overflow: finite norms, finite weights.
+    base_f, tuned_f = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
+    if not math.isfinite(base_f):
+        _finite(w1, labels[0], entry.name)
+    if not math.isfinite(tuned_f):
+        _finite(w2, labels[1], entry.name)
     unchanged = torch.equal(a, b)
     # σ₁(W₁) sets the rank tolerance of a change; under the digest the Spectra page caches W₁ by.
     base_s1 = _top_of(w1, store, device, compute=not unchanged)
-    base_f, tuned_f = float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b))
     if unchanged:
         s = np.zeros(entry.full_rank)
         digest = ""
     else:
+        delta = b - a  # (m, n), exact: two float32 values differ by a float64-representable amount
         digest = weight_digest(delta) if store is not None else ""
         s = store.get(digest) if store is not None else None
         if s is None or s.shape != (entry.full_rank,):
@@ -308,16 +323,32 @@ def model_delta(
     vector_names = [n for n in vec_b if n in vec_t and vec_b[n] == vec_t[n]]
     store = SpectrumCache() if cache is True else (cache or None)
     total = len(pairs)
-    out = []
-    with torch.no_grad():
-        for i, (entry, _) in enumerate(pairs):
-            w1, w2 = base.matrix(entry.name), tuned.matrix(entry.name)
-            _finite(w1, base.label, entry.name)
-            _finite(w2, tuned.label, entry.name)
-            sp, base_f, base_s1, tuned_f = _delta_spectrum(entry, w1, w2, store, device)
-            del w1, w2  # one pair at a time
-            out.append(MatrixDelta(sp, base_f, base_s1, tuned_f))
-            report(progress, i + 1, total, entry.name)
+    out: list[MatrixDelta] = []
+    labels = (base.label, tuned.label)
+    # The pairs are read here, in order, and their spectra computed on a small pool, one BLAS
+    # thread each (a symmetric eigenvalue solve gains little from more threads but scales with
+    # more matrices at once); at most ``workers`` + 1 pairs are in memory.
+    on_gpu = device is not None and torch.device(device).type == "cuda"
+    workers = 1 if on_gpu else min(2, os.cpu_count() or 1)
+    pending: deque[Future] = deque()
+
+    def finish() -> None:
+        out.append(MatrixDelta(*pending.popleft().result()))
+        report(progress, len(out), total, out[-1].name)
+
+    with torch.no_grad(), shared_blas_limit(1), ThreadPoolExecutor(workers) as pool:
+        try:
+            for entry, _ in pairs:
+                w1, w2 = base.matrix(entry.name), tuned.matrix(entry.name)
+                pending.append(pool.submit(_delta_spectrum, entry, w1, w2, labels, store, device))
+                del w1, w2
+                while len(pending) > workers:
+                    finish()
+            while pending:
+                finish()
+        finally:
+            for job in pending:
+                job.cancel()
         changed_vectors = []
         for name in vector_names:
             v1, v2 = base.vector(name), tuned.vector(name)

@@ -17,7 +17,7 @@ with more BLAS threads but does with more matrices at once.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -110,3 +110,45 @@ def singular_values_many(
     # OpenBLAS has one process-wide thread count: the limit is shared by overlapping callers.
     with shared_blas_limit(1), ThreadPoolExecutor(workers) as pool:
         yield from pool.map(_singular_values_cpu, matrices)
+
+
+def top_triplets(
+    a: np.ndarray,
+    width: int,
+    converged: Callable[[np.ndarray], bool],
+    max_iterations: int = 12,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """The top singular triplets of ``a`` by subspace iteration, until ``converged`` says so.
+
+    A block of ``width`` vectors is multiplied by ``a`` and ``aᵀ`` in turn (re-orthonormalized
+    each time) and the Rayleigh–Ritz values of the block are handed to ``converged`` after each
+    step; they approach the top singular values from below, and the block's span approaches the
+    top singular subspace, at the rate σ_{width+1}/σᵢ per product. Each step costs two products
+    of ``a`` with ``width`` columns, so for a few directions of a large matrix this is far cheaper
+    than a full eigen- or singular-value solve — and the caller, knowing the exact spectrum or
+    the tolerance it needs, decides when it is good enough.
+
+    Args:
+        a: the matrix (m×n), float64.
+        width: block size, 1 ≤ width ≤ min(m, n) (the directions wanted plus some oversampling).
+        converged: called with the Ritz values (descending, length ``width``) after each step.
+        max_iterations: the most power steps after the first sketch.
+        seed: the starting block's random seed (the result is deterministic).
+
+    Returns:
+        (U (m×width), σ (width,), Vᵀ (width×n), whether ``converged`` accepted them).
+    """
+    m, n = a.shape
+    if not 1 <= width <= min(m, n):
+        raise ValueError(f"width {width} is outside 1..{min(m, n)} for a {m}×{n} matrix")
+    start = np.random.default_rng(seed).standard_normal((n, width))
+    q = np.linalg.qr(a @ start)[0]  # (m, width)
+    for step in range(max_iterations + 1):
+        b = q.T @ a  # (width, n): the Rayleigh–Ritz projection
+        ub, s, vt = np.linalg.svd(b, full_matrices=False)
+        done = converged(s)
+        if done or step == max_iterations:
+            return q @ ub, s, vt, done
+        q = np.linalg.qr(a @ np.linalg.qr(b.T)[0])[0]  # one more product with aᵀ, then with a
+    raise AssertionError("unreachable")

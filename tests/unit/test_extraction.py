@@ -198,3 +198,38 @@ def test_lora_config_of_no_factors_still_builds():
 
     config = lora_config(AdapterTensors(factors={"x": (torch.zeros(4, 1), torch.zeros(1, 3))}), "b")
     assert config.rank_pattern == {"x": 1} and np.isclose(config.lora_alpha, 1)
+
+
+def _change_with_spectrum(m, n, sigma, seed=0):
+    rng = np.random.default_rng(seed)
+    u = np.linalg.qr(rng.standard_normal((m, len(sigma))))[0]
+    v = np.linalg.qr(rng.standard_normal((n, len(sigma))))[0]
+    return torch.from_numpy((u * sigma) @ v.T)
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.99, 0.999])  # fast to barely decaying: the last needs the fallback
+def test_top_factors_lose_exactly_the_dropped_energy_with_or_without_the_known_spectrum(decay):
+    from lowrank_lab.extraction.factors import top_factors
+
+    sigma = decay ** np.arange(300.0)
+    delta = _change_with_spectrum(500, 300, sigma)
+    exact = float(np.sqrt(np.square(sigma[12:]).sum()))
+    for known in (None, sigma):
+        b, a, s = top_factors(delta, 12, known)
+        assert b.shape == (500, 12) and a.shape == (12, 300) and b.dtype == a.dtype == torch.float32
+        assert np.allclose(s, sigma[:12], rtol=1e-6)
+        residual = float(torch.linalg.vector_norm(delta - b.double() @ a.double()))
+        assert residual == pytest.approx(exact, rel=1e-6)  # float32 factors round at ~1e-7
+
+
+def test_top_factors_of_an_exactly_low_rank_change():
+    from lowrank_lab.extraction.factors import top_factors
+
+    sigma = np.r_[np.linspace(3, 1, 8), np.zeros(192)]
+    delta = _change_with_spectrum(200, 600, sigma[:8], seed=1)
+    b, a, s = top_factors(delta, 8, sigma)
+    assert float(torch.linalg.vector_norm(delta - b.double() @ a.double())) < 1e-5
+    with pytest.raises(ValueError, match="expected 200 singular values"):
+        top_factors(delta, 8, sigma[:10])
+    with pytest.raises(ValueError, match="outside 1..200"):
+        top_factors(delta, 0)
