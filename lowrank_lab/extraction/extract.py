@@ -169,7 +169,7 @@ def build_adapter(
             change = w2 - w1  # (m, n)
             r = ranks.get(d.name)
             if r is not None:
-                b, a, _ = top_factors(change, r, sp.s if d.changed else None)
+                b, a, _ = top_factors(change, r, sp.s)  # the known spectrum lets it iterate cheaply
                 tensors.factors[d.name] = (b, a)
                 residual = float(torch.linalg.vector_norm(change - b.double() @ a.double()))
                 predicted = float(rank_errors(sp, [r])[0][0])
