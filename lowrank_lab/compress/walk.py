@@ -8,6 +8,8 @@ output shards and freed, so memory holds one block (plus the embeddings and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -59,17 +61,40 @@ def walk_to_memory(
     Returns:
         The compressed model on the CPU, eval mode, gradients off.
     """
-    model, layout = prepared_skeleton(source, device)
+    return walk_plans_to_memory(source, [ranks], method, ids, settings, device, dtype, progress)[0]
+
+
+def walk_plans_to_memory(
+    source,
+    plans: Sequence[dict[str, int]],
+    method: str,
+    ids: torch.Tensor | None,
+    settings: EngineSettings,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: ProgressFn | None = None,
+) -> list[nn.Module]:
+    """:func:`walk_to_memory` for several plans in one walk (one model per plan, in order).
+
+    With more than one plan the walk must calibrate on the dense model's activations
+    (``settings.sequential`` off): every plan then sees the same inputs, so each block runs and
+    each layer is decomposed once, and only the truncations differ.
+    """
+    skeletons = [prepared_skeleton(source, device) for _ in plans]
+    model, layout = skeletons[0]
     batches = [] if ids is None else batches_of(ids, settings.batch_size)
 
     def keep(model: nn.Module, prefix: str) -> None:
         model.get_submodule(prefix).to(device="cpu", dtype=dtype)
 
-    Walk(model, layout, source, ranks, method, settings, device).run(batches, keep, progress)
-    model.to(device="cpu", dtype=dtype)
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    variants = [(other, ranks) for (other, _), ranks in zip(skeletons[1:], plans[1:])]
+    Walk(model, layout, source, plans[0], method, settings, device, variants).run(batches, keep, progress)
+    models = [m for m, _ in skeletons]
+    for m in models:
+        m.to(device="cpu", dtype=dtype)
+        m.eval()
+        m.requires_grad_(False)
+    return models
 
 
 def walk_to_folder(
