@@ -36,34 +36,6 @@ def prepared_skeleton(source, device: torch.device) -> tuple[nn.Module, BlockLay
     return model, layout
 
 
-def walk_to_memory(
-    source,
-    ranks: dict[str, int],
-    method: str,
-    ids: torch.Tensor | None,
-    settings: EngineSettings,
-    device: torch.device,
-    dtype: torch.dtype,
-    progress: ProgressFn | None = None,
-) -> nn.Module:
-    """Compress the whole model and keep it: each finished block is cast to ``dtype`` on the CPU.
-
-    Args:
-        source: the weights (a :class:`~lowrank_lab.compress.sources.MemorySource` usually).
-        ranks: module name → rank of the layers to factorize.
-        method: ``svd``, ``whitened`` or ``pca``.
-        ids: calibration token ids (samples, seq_len); None for ``svd``.
-        settings: the engine's settings.
-        device: where the block work runs.
-        dtype: the dtype of the returned model.
-        progress: called per block.
-
-    Returns:
-        The compressed model on the CPU, eval mode, gradients off.
-    """
-    return walk_plans_to_memory(source, [ranks], method, ids, settings, device, dtype, progress)[0]
-
-
 def walk_plans_to_memory(
     source,
     plans: Sequence[dict[str, int]],
@@ -74,7 +46,20 @@ def walk_plans_to_memory(
     dtype: torch.dtype,
     progress: ProgressFn | None = None,
 ) -> list[nn.Module]:
-    """:func:`walk_to_memory` for several plans in one walk (one model per plan, in order).
+    """Compress the whole model once per plan and keep each: finished blocks are cast to ``dtype`` on the CPU.
+
+    Args:
+        source: the weights (a :class:`~lowrank_lab.compress.sources.MemorySource` usually).
+        plans: one dict of module name → rank (the layers to factorize) per model wanted.
+        method: ``svd``, ``whitened`` or ``pca``.
+        ids: calibration token ids (samples, seq_len); None for ``svd``.
+        settings: the engine's settings.
+        device: where the block work runs.
+        dtype: the dtype of the returned models.
+        progress: called per block.
+
+    Returns:
+        One compressed model per plan, in order, on the CPU, eval mode, gradients off.
 
     With more than one plan the walk must calibrate on the dense model's activations
     (``settings.sequential`` off): every plan then sees the same inputs, so each block runs and
