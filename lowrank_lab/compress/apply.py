@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from lowrank_lab.checks import check_device, require
@@ -9,7 +11,7 @@ from lowrank_lab.compress.calibration import CalibrationSettings, calibration_bl
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
 from lowrank_lab.compress.sources import MemorySource
-from lowrank_lab.compress.walk import walk_to_memory
+from lowrank_lab.compress.walk import walk_plans_to_memory
 from lowrank_lab.errors import ArgumentTypeError, InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
@@ -95,26 +97,71 @@ def compress(
         SettingsError: unknown method, or a device that cannot be used.
         DataError: data-aware method on a model with no tokenizer, or too little calibration text.
     """
+    return compress_plans(
+        loaded,
+        [plan],
+        method,
+        calibration,
+        progress,
+        dense_past_break_even=dense_past_break_even,
+        engine=engine,
+        device=device,
+    )[0]
+
+
+def compress_plans(
+    loaded: LoadedModel,
+    plans: Sequence[RankPlan],
+    method: Method = "whitened",
+    calibration: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    dense_past_break_even: bool = True,
+    engine: EngineSettings | None = None,
+    device: str = "cpu",
+) -> list[CompressedModel]:
+    """:func:`compress` for several plans at once, in one walk over the blocks.
+
+    With more than one plan, ``engine.sequential`` must be off: each layer is calibrated on the
+    dense model's activations, which all plans share, so the blocks run once and each layer is
+    decomposed once (what ``auto`` scores its candidate plans with).
+
+    Returns:
+        One :class:`CompressedModel` per plan, in order.
+
+    Raises:
+        as :func:`compress`; SettingsError for several plans with a sequential engine.
+    """
     check_method(method)
-    planned = check_plan(loaded, plan)
     require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
     require(engine, (EngineSettings, type(None)), "engine", "pass EngineSettings(...) or None")
+    engine = engine or EngineSettings()
+    if len(plans) > 1 and engine.sequential:
+        raise SettingsError(
+            "several plans share one walk only on the dense model's activations: pass an engine with sequential=False"
+        )
     dev = check_device(device)
     settings = calibration or CalibrationSettings()
-    todo = [m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)]
-    ids = calibration_blocks(loaded, settings) if method != "svd" and todo else None
-    ranks = {m.name: plan.get(m.name) for m in todo}
+    todos = []
+    for plan in plans:
+        planned = check_plan(loaded, plan)
+        todos.append([m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)])
+    ids = calibration_blocks(loaded, settings) if method != "svd" and any(todos) else None
+    rank_dicts = [{m.name: plan.get(m.name) for m in todo} for plan, todo in zip(plans, todos)]
     dtype = next(loaded.model.parameters()).dtype
-    model = walk_to_memory(MemorySource(loaded), ranks, method, ids, engine or EngineSettings(), dev, dtype, progress)
-    return CompressedModel(
-        model=model,
-        tokenizer=loaded.tokenizer,
-        source=loaded.spec,
-        plan=RankPlan(ranks),
-        method=method,
-        calibration={} if method == "svd" else settings.describe(),
-        params=param_counts(loaded, model),
-    )
+    models = walk_plans_to_memory(MemorySource(loaded), rank_dicts, method, ids, engine, dev, dtype, progress)
+    return [
+        CompressedModel(
+            model=model,
+            tokenizer=loaded.tokenizer,
+            source=loaded.spec,
+            plan=RankPlan(ranks),
+            method=method,
+            calibration={} if method == "svd" else settings.describe(),
+            params=param_counts(loaded, model),
+        )
+        for model, ranks in zip(models, rank_dicts)
+    ]
 
 
 def param_counts(loaded: LoadedModel, compressed: nn.Module) -> ParamCounts:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lowrank_lab.cache import KeyedCache
-from lowrank_lab.compress.apply import compress
+from lowrank_lab.compress.apply import compress_plans
 from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
 from lowrank_lab.compress.costs import LayerCosts, streamed_costs, streamed_spectra
 from lowrank_lab.compress.decompositions import linear_matrices
@@ -174,14 +174,19 @@ def auto_allocation(
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
     scorer = EngineSettings(sequential=False, anchored=False)
     score = _within(progress, 1, 2)
+    parts = len(plans) + 1
+    # One walk compresses every candidate: they share the dense activations and each layer's decomposition.
+    models = [
+        c.model
+        for c in compress_plans(
+            loaded, list(plans.values()), method, settings, score(0, parts, "compressing the candidates"), engine=scorer
+        )
+    ]
     candidates = []
     for i, (name, plan) in enumerate(plans.items()):
-        step = f"scoring candidate {i + 1}/{len(plans)} ({name})"
-        model = compress(loaded, plan, method, settings, score(2 * i, 2 * len(plans), step), engine=scorer).model
-        loss = mean_next_token_loss(
-            model, block_batches(blocks, 2), score(2 * i + 1, 2 * len(plans), f"{step}: calibration loss")
-        )
-        del model
+        step = f"scoring candidate {i + 1}/{len(plans)} ({name}): calibration loss"
+        loss = mean_next_token_loss(models[i], block_batches(blocks, 2), score(i + 1, parts, step))
+        models[i] = None  # scored: free it
         candidates.append(Candidate(name, plan, plan_linear_params(matrices, plan), loss))
     chosen = int(np.nanargmin([c.calibration_loss for c in candidates]))
     scoring = (

@@ -19,7 +19,7 @@ stream through the model's own final norm.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -86,23 +86,38 @@ class EngineSettings:
 BlockSink = Callable[[nn.Module, str], None]
 
 
-def _factor_layer(
-    module: nn.Module, weight: torch.Tensor, rank: int, method: str, stats: PairStats | None, ridge: float
-) -> LowRankLinear:
+def _decompose(
+    module: nn.Module, weight: torch.Tensor, method: str, stats: PairStats | None, ridge: float
+) -> Callable[[int], LowRankLinear]:
+    """One layer's ordered decomposition, as a function rank → its rank-r :class:`LowRankLinear`.
+
+    The decomposition does not depend on the rank (``pca`` projects on the top r components of
+    one eigendecomposition), so plans that differ only in ranks share it.
+    """
     bias = None if module.bias is None else module.bias.detach()
-    with lapack_thread():
-        if method == "svd":
-            b, a = svd_decomposition(weight).factors(rank)
-        elif method == "pca":
-            b, a, bias = pca_factors(weight, bias, stats, rank)
-        else:
-            b, a = anchored_decomposition(weight, stats, ridge).factors(rank)
     dtype, device = module.weight.dtype, module.weight.device
-    return LowRankLinear.from_factors(
-        b.to(dtype=dtype, device=device),
-        a.to(dtype=dtype, device=device),
-        None if bias is None else bias.to(dtype=dtype, device=device),
-    )
+    decomposition = None
+    if method != "pca":
+        with lapack_thread():
+            if method == "svd":
+                decomposition = svd_decomposition(weight)
+            else:
+                decomposition = anchored_decomposition(weight, stats, ridge)
+
+    def layer(rank: int) -> LowRankLinear:
+        new_bias = bias
+        with lapack_thread():
+            if decomposition is None:
+                b, a, new_bias = pca_factors(weight, bias, stats, rank)
+            else:
+                b, a = decomposition.factors(rank)
+        return LowRankLinear.from_factors(
+            b.to(dtype=dtype, device=device),
+            a.to(dtype=dtype, device=device),
+            None if new_bias is None else new_bias.to(dtype=dtype, device=device),
+        )
+
+    return layer
 
 
 class Walk:
@@ -117,9 +132,22 @@ class Walk:
         method: ``svd``, ``whitened`` or ``pca``.
         settings: how to calibrate.
         device: where the block work runs.
+        variants: other (skeleton, ranks) pairs compressed in the same walk, each layer's
+            decomposition computed once for all of them; only with ``settings.sequential`` off
+            (every plan then sees the same dense activations). The sink is called for each.
     """
 
-    def __init__(self, model, layout: BlockLayout, source, ranks: dict[str, int], method: str, settings, device):
+    def __init__(
+        self,
+        model,
+        layout: BlockLayout,
+        source,
+        ranks: dict[str, int],
+        method: str,
+        settings,
+        device,
+        variants: Sequence[tuple[nn.Module, dict[str, int]]] = (),
+    ):
         self.model = model
         self.layout = layout
         self.source = source
@@ -129,6 +157,9 @@ class Walk:
         self.device = torch.device(device)
         self.data_aware = method != "svd"
         self.anchored = settings.anchored and settings.sequential and method == "whitened"
+        if variants and settings.sequential:
+            raise SettingsError("other plans can share a walk only on the dense model's activations (sequential off)")
+        self.variants = list(variants)
 
     def run(self, batches: list[torch.Tensor], sink: BlockSink | None, progress: ProgressFn | None) -> None:
         """Compress every block in order (then the layers outside the blocks), calling ``sink`` per block."""
@@ -144,33 +175,60 @@ class Walk:
             name = self.layout.name(k)
             materialize(self.model, name, self.source)
             block = self.model.get_submodule(name).to(self.device)
+            others = []
+            for model, _ in self.variants:
+                materialize(model, name, self.source)
+                others.append(model.get_submodule(name).to(self.device))
             step = f"block {k + 1}/{n}"
             if self.data_aware:
-                dense, shifted = self._block(block, name, BlockInputs(dense, kwargs), shifted, progress, step, k, total)
+                dense, shifted = self._block(
+                    block, name, BlockInputs(dense, kwargs), shifted, progress, step, k, total, others
+                )
             else:
-                self._factor_plain(block, name)
+                self._factor_plain(block, name, others)
             if sink is not None:
                 sink(self.model, name)
+                for model, _ in self.variants:
+                    sink(model, name)
             report(progress, k + 1, total, f"{step}: done")
         self._outside(batches, dense, shifted)
         report(progress, total, total, "done")
 
     # -- one block -------------------------------------------------------------------------
 
-    def _planned(self, block: nn.Module, prefix: str) -> dict[str, int]:
+    def _planned(self, block: nn.Module, prefix: str, ranks: dict[str, int] | None = None) -> dict[str, int]:
+        ranks = self.ranks if ranks is None else ranks
         out = {}
         for rel, module in block.named_modules():
             full = f"{prefix}.{rel}"
-            if rel and is_linear(module) and full in self.ranks:
-                out[rel] = self.ranks[full]
+            if rel and is_linear(module) and full in ranks:
+                out[rel] = ranks[full]
         return out
 
-    def _factor_plain(self, block: nn.Module, prefix: str) -> None:
-        for rel, rank in self._planned(block, prefix).items():
-            module = block.get_submodule(rel)
-            set_submodule(block, rel, _factor_layer(module, weight_out_in(module).float(), rank, "svd", None, 0.0))
+    def _all_planned(self, block: nn.Module, prefix: str) -> list[dict[str, int]]:
+        """The block's planned layers (relative name → rank) of this walk's plan, then of each variant."""
+        return [self._planned(block, prefix)] + [self._planned(block, prefix, r) for _, r in self.variants]
 
-    def _block(self, block, prefix, inputs: BlockInputs, shifted, progress, step, k, total):
+    def _factor_plain(self, block: nn.Module, prefix: str, others=()) -> None:
+        plans = self._all_planned(block, prefix)
+        for rel in dict.fromkeys(rel for plan in plans for rel in plan):
+            module = block.get_submodule(rel)
+            layer_of = _decompose(module, weight_out_in(module).float(), "svd", None, 0.0)
+            for target, plan in zip([block, *others], plans):
+                if rel in plan:
+                    set_submodule(target, rel, layer_of(plan[rel]))
+
+    def _block(self, block, prefix, inputs: BlockInputs, shifted, progress, step, k, total, others=()):
+        if others:  # several plans on the dense activations: one pass, one decomposition per layer
+            plans = self._all_planned(block, prefix)
+            union = {rel for plan in plans for rel in plan}
+            kwargs = inputs.kwargs
+            groups = [[r for r in g if r in union] for g in linear_call_groups(block, inputs.hidden[0], kwargs[0])]
+            groups = [g for g in groups if g]
+            captured, dense_next = self._run_capturing(block, inputs.hidden, kwargs, groups, False)
+            for gi, group in enumerate(groups):
+                self._factor_group(block, group, plans[0], captured[gi], None, others, plans[1:])
+            return dense_next, None
         planned = self._planned(block, prefix)
         kwargs = inputs.kwargs
         groups = [[rel for rel in g if rel in planned] for g in linear_call_groups(block, inputs.hidden[0], kwargs[0])]
@@ -231,18 +289,19 @@ class Walk:
                 h.remove()
         return captured, outputs
 
-    def _factor_group(self, block, group, planned, shifted_in, dense_in) -> None:
+    def _factor_group(self, block, group, planned, shifted_in, dense_in, others=(), other_plans=()) -> None:
         stats = None
         if self.method != "svd":
             stats = PairStats(shifted_in[0].shape[-1], cross=dense_in is not None, device=shifted_in[0].device)
             for i, x in enumerate(shifted_in):
                 stats.add(x, None if dense_in is None else dense_in[i])
+        targets, plans = [block, *others], [planned, *other_plans]
         for rel in group:
             module = block.get_submodule(rel)
-            layer = _factor_layer(
-                module, weight_out_in(module).float(), planned[rel], self.method, stats, self.settings.ridge
-            )
-            set_submodule(block, rel, layer)
+            layer_of = _decompose(module, weight_out_in(module).float(), self.method, stats, self.settings.ridge)
+            for target, plan in zip(targets, plans):
+                if rel in plan:
+                    set_submodule(target, rel, layer_of(plan[rel]))
 
     def _residual_fit(self, block, rel, rank, shifted, kwargs, dense_next) -> bool:
         """Fit the block's last layer to (dense block output − the rest of the shifted block's output).
@@ -323,42 +382,38 @@ class Walk:
 
     def _outside(self, batches, dense, shifted) -> None:
         """Linear layers outside the blocks (an untied head), on the shifted stream through the tail."""
-        planned = {
-            n: r
-            for n, r in self.ranks.items()
-            if self.layout.block_of(n) is None and is_linear(self.model.get_submodule(n))
-        }
-        if not planned:
+        models = [self.model, *(m for m, _ in self.variants)]
+        plans = [
+            {n: r for n, r in ranks.items() if self.layout.block_of(n) is None and is_linear(model.get_submodule(n))}
+            for model, ranks in zip(models, [self.ranks, *(r for _, r in self.variants)])
+        ]
+        names = list(dict.fromkeys(n for plan in plans for n in plan))
+        if not names:
             return
-        for name in planned:
-            owner = name.rpartition(".")[0]
+        for model in models:
+            for name in names:
+                if model.get_submodule(name).weight.is_meta:
+                    materialize(model, name, self.source)
+        dense_in = shifted_in = None
+        if self.data_aware:
+            dense_in = self._tail_inputs(batches, dense, names) if self.anchored else None
+            shifted_in = self._tail_inputs(batches, shifted if shifted is not None else dense, names)
+        for name in names:
             module = self.model.get_submodule(name)
-            if module.weight.is_meta:
-                materialize(self.model, name, self.source)
-            del owner
-        if not self.data_aware:
-            for name, rank in planned.items():
-                module = self.model.get_submodule(name)
-                set_submodule(
-                    self.model, name, _factor_layer(module, weight_out_in(module).float(), rank, "svd", None, 0)
+            stats = None
+            if self.data_aware:
+                stats = PairStats(
+                    module.weight.shape[-1] if isinstance(module, nn.Linear) else module.weight.shape[0],
+                    cross=dense_in is not None,
+                    device=self.device,
                 )
-            return
-        dense_in = self._tail_inputs(batches, dense, list(planned)) if self.anchored else None
-        shifted_in = self._tail_inputs(batches, shifted if shifted is not None else dense, list(planned))
-        for name, rank in planned.items():
-            module = self.model.get_submodule(name)
-            stats = PairStats(
-                module.weight.shape[-1] if isinstance(module, nn.Linear) else module.weight.shape[0],
-                cross=dense_in is not None,
-                device=self.device,
-            )
-            for i, x in enumerate(shifted_in[name]):
-                stats.add(x, None if dense_in is None else dense_in[name][i])
-            set_submodule(
-                self.model,
-                name,
-                _factor_layer(module, weight_out_in(module).float(), rank, self.method, stats, self.settings.ridge),
-            )
+                for i, x in enumerate(shifted_in[name]):
+                    stats.add(x, None if dense_in is None else dense_in[name][i])
+            method = self.method if self.data_aware else "svd"
+            layer_of = _decompose(module, weight_out_in(module).float(), method, stats, self.settings.ridge)
+            for model, plan in zip(models, plans):
+                if name in plan:
+                    set_submodule(model, name, layer_of(plan[name]))
 
     def _tail_inputs(self, batches, hidden, names) -> dict[str, list[torch.Tensor]]:
         captured: dict[str, list[torch.Tensor]] = {n: [] for n in names}

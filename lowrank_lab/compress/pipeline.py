@@ -105,10 +105,11 @@ class StageSource(Protocol):
 
 # Relative time of each stage, in block passes over the calibration tokens (what dominates on a
 # small model): auto's cost pass is about six (forward, recomputed segments, the statistics'
-# forward, forward and backward per batch) and each scored candidate one; the sequential
+# forward, forward and backward per batch), its candidates' shared walk one and their scoring
+# a fraction; the sequential
 # compression about four (the dense pass, the shifted partial passes group by group, the
 # shifted pass); the stage report three more compressions and four perplexities.
-WEIGHTS = {"allocate": 8.0, "compress": 4.0, "stages": 8.0, "evaluate": 3.0}
+WEIGHTS = {"allocate": 7.0, "compress": 4.0, "stages": 8.0, "evaluate": 3.0}
 
 
 def stage_weights(job: CompressionJob) -> dict[str, float]:

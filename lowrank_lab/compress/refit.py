@@ -26,7 +26,7 @@ import torch
 from lowrank_lab.compress.factorize import Decomposition
 from lowrank_lab.errors import SettingsError
 
-_CHUNK = 256
+_CHUNK = 1024
 # Ridges tried after the asked one when G + λI is not positive definite (multiples of its mean diagonal).
 _RIDGES = (1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
 
@@ -34,8 +34,10 @@ _RIDGES = (1e-8, 1e-6, 1e-4, 1e-2, 1e-1)
 class PairStats:
     """Running sums over a layer's calibration tokens: X̃ᵀX̃, Σ x̃, and (when anchored) X X̃ᵀ.
 
-    Products of float32 chunks of ``_CHUNK`` tokens are summed in float64: half the time of
-    float64 products, with rounding far below the ridge.
+    Products of float32 chunks of ``_CHUNK`` tokens are summed in float64: 0.7× the time of
+    float64 products, with rounding far below the ridge (largest entry error ~1e-7 relative on
+    8192 tokens × 1536; chunks of 1024 took half the time of chunks of 256, which converted
+    and added an in×in matrix four times as often).
 
     Args:
         dim: the layer's input size.

@@ -8,6 +8,8 @@ output shards and freed, so memory holds one block (plus the embeddings and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -34,42 +36,50 @@ def prepared_skeleton(source, device: torch.device) -> tuple[nn.Module, BlockLay
     return model, layout
 
 
-def walk_to_memory(
+def walk_plans_to_memory(
     source,
-    ranks: dict[str, int],
+    plans: Sequence[dict[str, int]],
     method: str,
     ids: torch.Tensor | None,
     settings: EngineSettings,
     device: torch.device,
     dtype: torch.dtype,
     progress: ProgressFn | None = None,
-) -> nn.Module:
-    """Compress the whole model and keep it: each finished block is cast to ``dtype`` on the CPU.
+) -> list[nn.Module]:
+    """Compress the whole model once per plan and keep each: finished blocks are cast to ``dtype`` on the CPU.
 
     Args:
         source: the weights (a :class:`~lowrank_lab.compress.sources.MemorySource` usually).
-        ranks: module name → rank of the layers to factorize.
+        plans: one dict of module name → rank (the layers to factorize) per model wanted.
         method: ``svd``, ``whitened`` or ``pca``.
         ids: calibration token ids (samples, seq_len); None for ``svd``.
         settings: the engine's settings.
         device: where the block work runs.
-        dtype: the dtype of the returned model.
+        dtype: the dtype of the returned models.
         progress: called per block.
 
     Returns:
-        The compressed model on the CPU, eval mode, gradients off.
+        One compressed model per plan, in order, on the CPU, eval mode, gradients off.
+
+    With more than one plan the walk must calibrate on the dense model's activations
+    (``settings.sequential`` off): every plan then sees the same inputs, so each block runs and
+    each layer is decomposed once, and only the truncations differ.
     """
-    model, layout = prepared_skeleton(source, device)
+    skeletons = [prepared_skeleton(source, device) for _ in plans]
+    model, layout = skeletons[0]
     batches = [] if ids is None else batches_of(ids, settings.batch_size)
 
     def keep(model: nn.Module, prefix: str) -> None:
         model.get_submodule(prefix).to(device="cpu", dtype=dtype)
 
-    Walk(model, layout, source, ranks, method, settings, device).run(batches, keep, progress)
-    model.to(device="cpu", dtype=dtype)
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    variants = [(other, ranks) for (other, _), ranks in zip(skeletons[1:], plans[1:])]
+    Walk(model, layout, source, plans[0], method, settings, device, variants).run(batches, keep, progress)
+    models = [m for m, _ in skeletons]
+    for m in models:
+        m.to(device="cpu", dtype=dtype)
+        m.eval()
+        m.requires_grad_(False)
+    return models
 
 
 def walk_to_folder(

@@ -16,7 +16,7 @@ from lowrank_lab.compress.pipeline import CompressionJob
 from lowrank_lab.compress.refit import PairStats, anchored_decomposition, refit_b
 from lowrank_lab.compress.stream import run_folder_job
 from lowrank_lab.compress.writer import ShardWriter
-from lowrank_lab.errors import CheckpointError
+from lowrank_lab.errors import CheckpointError, SettingsError
 from lowrank_lab.models import ModelSpec, load_model
 from tests.unit.export_support import logits
 
@@ -162,3 +162,35 @@ def test_the_shard_writer_splits_and_indexes(tmp_path):
         again.add({"a": torch.ones(1)})
     with pytest.raises(CheckpointError, match="2 GiB"):
         ShardWriter(tmp_path, torch.float16, shard_bytes=3 * 2**30)
+
+
+def _untied(loaded):
+    """The same model with its output head untied from the embeddings (so it can be planned)."""
+    import dataclasses
+
+    model = loaded.copy()
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone(), requires_grad=False)
+    return dataclasses.replace(loaded, model=model)
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2", "untied"])
+@pytest.mark.parametrize("method", ["whitened", "pca", "svd"])
+def test_several_plans_in_one_walk_equal_one_walk_each(request, model, method, tiny_llama):
+    from lowrank_lab.compress.apply import compress_plans
+    from lowrank_lab.plan import plan_keep_params
+
+    loaded = _untied(tiny_llama) if model == "untied" else request.getfixturevalue(model)
+    matrices = linear_matrices(loaded)
+    plans = [plan_keep_params(matrices, 0.5), RankPlan({m.name: max(1, m.full_rank // 4) for m in matrices[::2]})]
+    if model == "untied":
+        plans[1] = RankPlan({**plans[1].as_dict(), "lm_head": 16})
+    engine = EngineSettings(sequential=False, anchored=False)
+    together = compress_plans(loaded, plans, method, CAL, engine=engine)
+    for plan, shared in zip(plans, together):
+        alone = compress(loaded, plan, method, CAL, engine=engine)
+        assert shared.plan == alone.plan and shared.params == alone.params
+        assert torch.allclose(logits(shared.model), logits(alone.model), atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(logits(together[0].model), logits(together[1].model), atol=1e-3)
+    with pytest.raises(SettingsError, match="sequential=False"):
+        compress_plans(loaded, plans, method, CAL)
