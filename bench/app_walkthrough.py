@@ -39,10 +39,20 @@ MODEL = "smollm2-135m"
 SUFFIX = re.compile(r" · (about [\d,]+ (s|min) left|estimating the time left…) · [\d,]+ s so far$")
 
 
-def progress_text(page) -> str:
-    return page.evaluate(
-        "() => { const p = document.querySelector('[data-testid=stProgress]'); return p ? p.innerText : ''; }"
-    )
+# The bar of a job is drawn right above its Stop button; a page may show two jobs' bars (the Ranks
+# page's prediction basis waits above the compress panel while a compression runs).
+_BAR_BEFORE = """(label) => {
+  const bars = [...document.querySelectorAll('[data-testid=stProgress]')];
+  const button = label && [...document.querySelectorAll('button')].find(b => b.innerText.trim() === label);
+  if (!button) return bars.length ? bars[0].innerText : '';
+  const before = bars.filter(p => p.compareDocumentPosition(button) & Node.DOCUMENT_POSITION_FOLLOWING);
+  return before.length ? before[before.length - 1].innerText : '';
+}"""
+
+
+def progress_text(page, stop_label: str | None = None) -> str:
+    """The text of the progress bar drawn above the button ``stop_label`` (else the first bar)."""
+    return page.evaluate(_BAR_BEFORE, stop_label)
 
 
 def watch(page, stop_label: str, timeout_s: float, period_s: float = 0.5) -> tuple[list[tuple[float, str]], bool]:
@@ -52,7 +62,7 @@ def watch(page, stop_label: str, timeout_s: float, period_s: float = 0.5) -> tup
     while time.monotonic() - start < timeout_s:
         if not page.get_by_role("button", name=stop_label).count():
             return samples, True
-        samples.append((time.monotonic() - start, progress_text(page)))
+        samples.append((time.monotonic() - start, progress_text(page, stop_label)))
         page.wait_for_timeout(int(period_s * 1000))
     return samples, False
 
