@@ -114,8 +114,9 @@ def report_compress(label: str, run: tuple[list[tuple[float, str]], bool]) -> fl
 
 def lora(page, steps: int) -> tuple[float, float, float]:
     open_page(page, "LoRA", "LoRA fine-tune")
-    if page.get_by_role("radio", name=re.compile("^Original")).count():
-        page.get_by_role("radio", name=re.compile("^Original")).click()
+    original = page.locator("[data-testid=stRadioGroup] label").filter(has_text=re.compile("^Original"))
+    if original.count():  # the label: Streamlit's radio input itself sits under it and takes no clicks
+        original.first.click()
         wait_until_idle(page)
     box = page.get_by_label("Steps", exact=True)
     box.fill(str(steps))
