@@ -31,7 +31,7 @@ from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
 from lowrank_lab.spectra.engine import LayerSpectrum
-from lowrank_lab.spectra.metrics import spectrum_metrics
+from lowrank_lab.spectra.metrics import numerical_rank, spectrum_metrics
 from lowrank_lab.spectra.sources import WeightSource
 from lowrank_lab.spectra.svd import singular_values
 from lowrank_lab.threads import shared_blas_limit
@@ -44,8 +44,9 @@ class MatrixDelta:
     Attributes:
         spectrum: the spectrum of ΔW = W₂ − W₁ (same name, kind, layer and shape as W₁); its
             ``metrics.numerical_rank`` counts singular values above the subtraction's noise.
-        base_frobenius, base_spectral: ‖W₁‖_F and ‖W₁‖₂ (σ₁ of the base matrix; NaN for an
-            unchanged matrix whose spectrum is not in the cache, as nothing needs it).
+        base_frobenius, base_spectral: ‖W₁‖_F and ‖W₁‖₂ (σ₁ of the base matrix; NaN where the
+            rank of the change did not need it and W₁'s spectrum is not in the cache — an
+            unchanged matrix, or any whose rank is the same for every σ₁ its norm allows).
         tuned_frobenius: ‖W₂‖_F.
     """
 
@@ -264,8 +265,6 @@ def _delta_spectrum(
     if not math.isfinite(tuned_f):
         _finite(w2, labels[1], entry.name)
     unchanged = torch.equal(a, b)
-    # σ₁(W₁) sets the rank tolerance of a change; under the digest the Spectra page caches W₁ by.
-    base_s1 = _top_of(w1, store, device, compute=not unchanged)
     if unchanged:
         s = np.zeros(entry.full_rank)
         digest = ""
@@ -282,8 +281,19 @@ def _delta_spectrum(
     # (a float32 base against a bfloat16 fine-tune differs by bfloat16 rounding everywhere).
     eps = max(_eps(w1.dtype), _eps(w2.dtype))
     top = float(s[0]) if s.size else 0.0
-    scale = max(base_s1, top) / top if top > 0 and math.isfinite(base_s1) else 1.0
-    metrics = spectrum_metrics(s, entry.shape, eps=eps * scale)
+
+    def tolerance(base_top: float) -> float:  # max(m, n)·ε·max(σ₁(W₁), σ₁(ΔW)) as an ε relative to σ₁(ΔW)
+        return eps * max(base_top, top) / top if top > 0 else eps
+
+    # σ₁(W₁) lies in [‖W₁‖_F/√k, ‖W₁‖_F]. When both ends give ΔW the same rank, σ₁(W₁) changes
+    # nothing and W₁'s spectrum (half the work of a cold comparison) is only read if cached
+    # (under the digest the Spectra page caches W₁ by); else it is computed.
+    base_s1 = _top_of(w1, store, device, compute=False)
+    if not unchanged and not math.isfinite(base_s1):
+        ends = {numerical_rank(s, entry.shape, tolerance(x)) for x in (base_f / math.sqrt(entry.full_rank), base_f)}
+        if len(ends) > 1:
+            base_s1 = _top_of(w1, store, device)
+    metrics = spectrum_metrics(s, entry.shape, eps=tolerance(base_s1 if math.isfinite(base_s1) else base_f))
     sp = LayerSpectrum(
         entry.name, entry.kind, entry.layer, entry.shape, entry.module_type, entry.is_embedding, s, metrics, digest
     )

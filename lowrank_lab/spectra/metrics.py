@@ -54,6 +54,12 @@ def energy_rank(s: np.ndarray, level: float) -> int:
     return int(np.searchsorted(energy, level * energy[-1] * (1 - 1e-12)) + 1)
 
 
+def numerical_rank(s: np.ndarray, shape: tuple[int, int], eps: float) -> int:
+    """Singular values above max(m, n)·eps·σ₁ (and above what the Gram route resolves)."""
+    top = float(s[0]) if len(s) else 0.0
+    return int(np.sum(np.asarray(s) > max(max(shape) * eps, RESOLUTION) * top)) if top > 0 else 0
+
+
 def spectrum_metrics(
     s: np.ndarray, shape: tuple[int, int], eps: float = float(np.finfo(np.float32).eps)
 ) -> SpectrumMetrics:
@@ -82,7 +88,7 @@ def spectrum_metrics(
         energy_rank_90=energy_rank(s, 0.90),
         energy_rank_95=energy_rank(s, 0.95),
         energy_rank_99=energy_rank(s, 0.99),
-        numerical_rank=int(np.sum(s > max(max(m, n) * eps, RESOLUTION) * top)),
+        numerical_rank=numerical_rank(s, shape, eps),
         mp_edge=edge,
         mp_outliers=int(np.sum(s > edge)),
     )

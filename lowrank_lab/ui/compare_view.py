@@ -142,10 +142,11 @@ def matrix(delta: ModelDelta, d: MatrixDelta, base: WeightSource, tuned: WeightS
     cols[1].metric("‖ΔW‖ / ‖W₁‖", "–" if math.isnan(d.relative_change) else f"{d.relative_change:.3g}")
     cols[2].metric("Stable rank of ΔW", f"{m.stable_rank:.2f}")
     cols[3].metric("Rank for 90% / 99% of ΔW", f"{m.energy_rank_90} / {m.energy_rank_99}")
-    cols[4].metric(
-        "‖ΔW‖₂ / ‖W₁‖₂", "–" if math.isnan(d.relative_spectral_change) else f"{d.relative_spectral_change:.3g}"
-    )
     s_base, s_tuned = pair_spectra(base, tuned, d.name, SpectrumCache())
+    spectral = d.relative_spectral_change  # NaN when the comparison did not need σ₁(W₁): it is s_base[0]
+    if math.isnan(spectral) and d.changed and len(s_base) and s_base[0] > 0:
+        spectral = m.spectral / float(s_base[0])
+    cols[4].metric("‖ΔW‖₂ / ‖W₁‖₂", "–" if math.isnan(spectral) else f"{spectral:.3g}")
     st.plotly_chart(pair_figure(d, s_base, s_tuned, delta.base, delta.tuned), key="compare_pair")
 
 

@@ -100,7 +100,10 @@ def test_a_lora_merged_folder_changes_by_rank_r(tiny_llama, tuned_folder):
     names = [t.get("name") for t in fig["data"]]
     assert names[:3] == ["W₁ (tiny-llama)", f"W₂ ({folder})", "ΔW = W₂ − W₁"]
     w1 = tiny_llama.model.model.layers[1].mlp.up_proj.weight.detach().double().numpy()
-    assert np.allclose(decoded(fig["data"][0]["y"]), np.linalg.svd(w1, compute_uv=False), rtol=1e-8)
+    s1 = np.linalg.svd(w1, compute_uv=False)
+    assert np.allclose(decoded(fig["data"][0]["y"]), s1, rtol=1e-8)
+    # ‖ΔW‖₂/‖W₁‖₂ from W₁'s spectrum drawn here (the comparison itself did not need σ₁(W₁)).
+    assert float(metric(at, "‖ΔW‖₂ / ‖W₁‖₂")) == pytest.approx(decoded(fig["data"][2]["y"])[0] / s1[0], rel=1e-2)
     assert len(decoded(fig["data"][2]["y"])) == 64  # the zero tail of ΔW is drawn at its rounding floor or left out
     table = at.dataframe[0].value
     assert len(table) == 15 and table.set_index("name").loc["model.layers.1.mlp.up_proj", "delta_rank"] == 4

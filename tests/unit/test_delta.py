@@ -12,6 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lowrank_lab.errors import ComparisonError
+from lowrank_lab.spectra.cache import SpectrumCache, weight_digest
 from lowrank_lab.spectra.delta import model_delta
 from lowrank_lab.spectra.sources import ModuleSource, SafetensorsSource
 from tests.unit.delta_support import lora_merged
@@ -64,7 +65,7 @@ def test_peft_merges_on_two_architectures(request, name, targets, r):
     assert delta.relative_change > 0
 
 
-def test_a_compression_is_a_change_of_rank_full_minus_r(tiny_llama):
+def test_a_compression_is_a_change_of_rank_full_minus_r(tiny_llama, tmp_path):
     from lowrank_lab import compress
     from lowrank_lab.plan import RankPlan
 
@@ -75,7 +76,36 @@ def test_a_compression_is_a_change_of_rank_full_minus_r(tiny_llama):
     # ΔW = W_r − W = −(the dropped directions): its largest singular value is W's σ₂₁.
     s = np.linalg.svd(tiny_llama.model.get_submodule(name).weight.double().numpy(), compute_uv=False)
     assert delta.get(name).spectrum.s[0] == pytest.approx(s[20], rel=1e-6)
-    assert delta.get(name).base_spectral == pytest.approx(s[0], rel=1e-9)
+    # σ₁(W₁) could not change that rank (every value of ΔW is far from the tolerance), so W₁'s
+    # spectrum was not computed; with it in the cache (the Spectra page's), it is read.
+    assert math.isnan(delta.get(name).base_spectral)
+    store = SpectrumCache(tmp_path)
+    store.put(weight_digest(tiny_llama.model.get_submodule(name).weight.detach()), s)
+    cached = model_delta(source(tiny_llama.model), source(compressed.model, label="c"), cache=store)
+    assert cached.get(name).base_spectral == pytest.approx(s[0], rel=1e-9) and cached.get(name).rank == 64 - 20
+
+
+def test_base_top_singular_value_is_computed_when_it_decides_the_rank(tiny_llama):
+    """A ΔW value between the tolerances the bounds ‖W₁‖_F/√k and ‖W₁‖_F on σ₁(W₁) give: σ₁(W₁) decides."""
+    name = "model.layers.0.mlp.up_proj"  # 160×64
+    w = tiny_llama.model.get_submodule(name).weight.detach().double()
+    s_w = np.linalg.svd(w.numpy(), compute_uv=False)
+    eps = float(torch.finfo(torch.float32).eps)
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((160, 2)))
+    v, _ = np.linalg.qr(rng.standard_normal((64, 2)))
+    top = 0.1 * s_w[0]
+    norm = float(np.linalg.norm(s_w))
+    low, true, high = (160 * eps * max(x, top) for x in (norm / 8, s_w[0], norm))  # the tolerances
+    assert low < true < high
+    for small, rank in (((low + true) / 2, 1), ((true + high) / 2, 2)):  # below / above the true one
+        tuned = copy.deepcopy(tiny_llama.model)
+        change = torch.from_numpy((u * np.array([top, small])) @ v.T)
+        with torch.no_grad():
+            tuned.get_submodule(name).weight.copy_((w + change).float())
+        d = model_delta(source(tiny_llama.model), source(tuned, label="t"), cache=False).get(name)
+        assert d.base_spectral == pytest.approx(s_w[0], rel=1e-9)
+        assert d.rank == rank
 
 
 def test_streaming_from_safetensors_gives_the_same_spectra(tiny_llama, tmp_path):
@@ -109,8 +139,9 @@ def test_delta_spectra_are_cached_by_content(tiny_llama, tmp_path):
     tuned = lora_merged(tiny_llama.model, 2, ("q_proj",))
     cache = SpectrumCache(tmp_path)
     first = model_delta(source(tiny_llama.model), source(tuned, label="t"), cache=cache)
-    # The two changed q_proj: their ΔW and their base weight (for σ₁); unchanged matrices need no SVD.
-    assert len(list(tmp_path.glob("*.safetensors"))) == 2 + 2
+    # The two changed q_proj's ΔW; their base weights' σ₁ could not change the rank (a clean rank-2
+    # change), so no base spectrum was computed; unchanged matrices need no SVD.
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
     again = model_delta(source(tiny_llama.model), source(tuned, label="t"), cache=cache)
     assert [d.spectrum.digest for d in again.changed] == [d.spectrum.digest for d in first.changed]
 
