@@ -137,6 +137,20 @@ def _whole_modules(delta: ModelDelta, plan: RankPlan, entries: dict[str, WeightM
     return list(dict.fromkeys(whole)), RankPlan(planned)
 
 
+def _residual(change: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> float:
+    """‖ΔW − B·A‖_F of the factors as built (float64), without forming B·A where that is safe.
+
+    ‖ΔW − BA‖² = ‖ΔW‖² − 2⟨ΔWAᵀ, B⟩ + ⟨BᵀB, AAᵀ⟩ costs one m×n×r product instead of three
+    passes over an m×n matrix (and one for ‖ΔW‖). It cancels where the residual is tiny beside ‖ΔW‖ (all of ΔW
+    kept): below 1e-6 of ‖ΔW‖² the residual is formed explicitly.
+    """
+    whole = float(torch.linalg.vector_norm(change)) ** 2
+    squared = whole - 2 * float(((change @ a.T) * b).sum()) + float(((b.T @ b) * (a @ a.T)).sum())
+    if squared < 1e-6 * whole:
+        return float(torch.linalg.vector_norm(change - b @ a))
+    return math.sqrt(squared)
+
+
 def build_adapter(
     base: WeightSource, tuned: WeightSource, delta: ModelDelta, plan: RankPlan, progress: ProgressFn | None = None
 ) -> tuple[AdapterTensors, list[ExtractedMatrix], tuple[float, float], RankPlan]:
@@ -171,7 +185,7 @@ def build_adapter(
             if r is not None:
                 b, a, _ = top_factors(change, r, sp.s)  # the known spectrum lets it iterate cheaply
                 tensors.factors[d.name] = (b, a)
-                residual = float(torch.linalg.vector_norm(change - b.double() @ a.double()))
+                residual = _residual(change, b.double(), a.double())
                 predicted = float(rank_errors(sp, [r])[0][0])
             else:
                 tensors.whole[d.name] = _whole_tensors(tuned, d.name, entries[d.name])
