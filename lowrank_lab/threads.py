@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -111,3 +112,28 @@ def shared_blas_limit(limit: int = 1) -> Iterator[None]:
             if _blas_users == 0:
                 _blas_control.submit(_blas_limiter.restore_original_limits).result()
                 _blas_limiter = None
+
+
+def ordered_map(calls: Iterable[tuple[Callable, tuple]], workers: int) -> Iterator:
+    """Run ``fn(*args)`` for each ``(fn, args)`` on ``workers`` threads (one BLAS thread each); yield the results in order.
+
+    ``calls`` is drawn lazily in the calling thread (so reading the next inputs overlaps the
+    work), and at most ``workers`` + 1 calls are in flight: their inputs are all that is held.
+    With one worker everything runs in the calling thread.
+    """
+    if workers <= 1:
+        for fn, args in calls:
+            yield fn(*args)
+        return
+    pending: deque[Future] = deque()
+    with shared_blas_limit(1), ThreadPoolExecutor(workers) as pool:
+        try:
+            for fn, args in calls:
+                pending.append(pool.submit(fn, *args))
+                while len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for job in pending:
+                job.cancel()

@@ -219,10 +219,10 @@ class Walk:
                     set_submodule(target, rel, layer_of(plan[rel]))
 
     def _block(self, block, prefix, inputs: BlockInputs, shifted, progress, step, k, total, others=()):
-        if others:  # several plans on the dense activations: one pass, one decomposition per layer
-            plans = self._all_planned(block, prefix)
+        kwargs = inputs.kwargs
+        if not self.settings.sequential:  # on the dense model's activations: one pass, each layer
+            plans = self._all_planned(block, prefix)  # decomposed once for this plan and every variant's
             union = {rel for plan in plans for rel in plan}
-            kwargs = inputs.kwargs
             groups = [[r for r in g if r in union] for g in linear_call_groups(block, inputs.hidden[0], kwargs[0])]
             groups = [g for g in groups if g]
             captured, dense_next = self._run_capturing(block, inputs.hidden, kwargs, groups, False)
@@ -230,17 +230,10 @@ class Walk:
                 self._factor_group(block, group, plans[0], captured[gi], None, others, plans[1:])
             return dense_next, None
         planned = self._planned(block, prefix)
-        kwargs = inputs.kwargs
         groups = [[rel for rel in g if rel in planned] for g in linear_call_groups(block, inputs.hidden[0], kwargs[0])]
         groups = [g for g in groups if g]
-        keep_dense = self.anchored or not self.settings.sequential
-        # Dense pass: the next dense stream, and (when needed) each group's dense inputs.
-        captured, dense_next = self._run_capturing(block, inputs.hidden, kwargs, groups if keep_dense else [], False)
-        if not self.settings.sequential:
-            stats_inputs = captured  # calibrated on the dense model's activations
-            for gi, group in enumerate(groups):
-                self._factor_group(block, group, planned, stats_inputs[gi], None)
-            return dense_next, None
+        # Dense pass: the next dense stream, and (when anchored) each group's dense inputs.
+        captured, dense_next = self._run_capturing(block, inputs.hidden, kwargs, groups if self.anchored else [], False)
         if self.settings.within_block:
             for gi, group in enumerate(groups):
                 report(progress, k, total, f"{step}: {', '.join(r.rsplit('.', 1)[-1] for r in group)}")

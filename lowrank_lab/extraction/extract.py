@@ -1,6 +1,6 @@
 """LoRA extraction: a PEFT adapter that turns the base model into (about) the tuned one.
 
-Two passes over the matched matrices, one pair in memory at a time: the ΔW spectra
+Two passes over the matched matrices, a few pairs in memory at a time: the ΔW spectra
 (:func:`~lowrank_lab.spectra.delta.model_delta`, cached on disk), which fix every rank through
 a plan; then the factors of each planned ΔW (:func:`~lowrank_lab.extraction.factors.top_factors`).
 What a LoRA cannot hold is carried whole in ``modules_to_save``: a changed matrix whose rank is
@@ -12,6 +12,7 @@ staged folder renamed into place.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from lowrank_lab.plan import RankPlan, rank_errors
 from lowrank_lab.progress import ProgressFn, report
 from lowrank_lab.spectra.delta import ModelDelta
 from lowrank_lab.spectra.sources import WeightSource
+from lowrank_lab.threads import ordered_map
 
 
 @dataclass(frozen=True)
@@ -151,10 +153,24 @@ def _residual(change: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> float:
     return math.sqrt(squared)
 
 
+def _nothing() -> None:
+    return None
+
+
+def _factors(
+    w1: torch.Tensor, w2: torch.Tensor, rank: int, singular_values
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(B, A, measured ‖ΔW − BA‖_F) of one pair's change (run on a worker thread)."""
+    with torch.no_grad():
+        change = w2.to(torch.float64) - w1.to(torch.float64)  # (m, n)
+        b, a, _ = top_factors(change, rank, singular_values)  # the known spectrum lets it iterate cheaply
+        return b, a, _residual(change, b.double(), a.double())
+
+
 def build_adapter(
     base: WeightSource, tuned: WeightSource, delta: ModelDelta, plan: RankPlan, progress: ProgressFn | None = None
 ) -> tuple[AdapterTensors, list[ExtractedMatrix], tuple[float, float], RankPlan]:
-    """The adapter's tensors for ``plan``, reading one matrix pair at a time.
+    """The adapter's tensors for ``plan``, reading the matrix pairs in order (two factorized at a time).
 
     Returns:
         (tensors, per-matrix rows, (measured ‖ΔW − BA‖_F/‖ΔW‖_F, ‖W₂ − W₁ − BA‖_F/‖W₂‖_F) over
@@ -167,7 +183,16 @@ def build_adapter(
     tensors = AdapterTensors(conv1d=any(entries[n].module_type == "Conv1D" for n in ranks))
     rows, lost, total, tuned_total = [], 0.0, 0.0, 0.0
     work = [d for d in delta.changed] + [n for n in whole if n not in {d.name for d in delta.changed}]
-    for i, item in enumerate(work):
+
+    def calls():  # the pairs to factorize are read here, in order; their factors computed on a small pool
+        for item in work:
+            r = None if isinstance(item, str) else ranks.get(item.name)
+            if r is None:
+                yield _nothing, ()
+            else:
+                yield _factors, (base.matrix(item.name), tuned.matrix(item.name), r, item.spectrum.s)
+
+    for i, (item, factored) in enumerate(zip(work, ordered_map(calls(), min(2, os.cpu_count() or 1)))):
         if isinstance(item, str):  # a module carried whole only for its vectors, or a tied head
             owner = tied_owner.get(item)
             if owner is not None:  # a head tied to a changed embedding stores that same new matrix
@@ -177,26 +202,20 @@ def build_adapter(
             report(progress, i + 1, len(work), item)
             continue
         d, sp = item, item.spectrum
-        with torch.no_grad():
-            w1 = base.matrix(d.name).to(torch.float64)
-            w2 = tuned.matrix(d.name).to(torch.float64)
-            change = w2 - w1  # (m, n)
-            r = ranks.get(d.name)
-            if r is not None:
-                b, a, _ = top_factors(change, r, sp.s)  # the known spectrum lets it iterate cheaply
-                tensors.factors[d.name] = (b, a)
-                residual = _residual(change, b.double(), a.double())
-                predicted = float(rank_errors(sp, [r])[0][0])
-            else:
-                tensors.whole[d.name] = _whole_tensors(tuned, d.name, entries[d.name])
-                residual, predicted = 0.0, 0.0
+        r = ranks.get(d.name)
+        if factored is not None:
+            b, a, residual = factored
+            tensors.factors[d.name] = (b, a)
+            predicted = float(rank_errors(sp, [r])[0][0])
+        else:
+            tensors.whole[d.name] = _whole_tensors(tuned, d.name, entries[d.name])
+            residual, predicted = 0.0, 0.0
         norm = sp.metrics.frobenius
         rows.append(ExtractedMatrix(d.name, sp.shape, r, d.rank, predicted, residual / norm if norm else 0.0))
         if not sp.is_embedding:
             lost += residual**2
             total += norm**2
             tuned_total += d.tuned_frobenius**2
-        del w1, w2, change
         report(progress, i + 1, len(work), d.name)
     measured = math.sqrt(lost / total) if total else 0.0
     of_tuned = math.sqrt(lost / tuned_total) if tuned_total else 0.0

@@ -1,10 +1,10 @@
 """Two models compared matrix by matrix: the spectrum of each change ΔW = W₂ − W₁.
 
 The models must share an architecture, a vocabulary and every matrix's name and shape; the
-check runs before any work and lists what differs. Then the matched pairs are walked one at a
-time: each ΔW is formed in float64 (the difference of two float32 weights is exact there), its
-singular values come from the same engine and disk cache as a weight's, and only that pair is
-in memory. A ΔW's spectrum is an ordinary :class:`LayerSpectrum`, so rank plans, presets and
+check runs before any work and lists what differs. Then the matched pairs are walked in order,
+two computed at a time while the next is read: each ΔW is formed in float64 (the difference of
+two float32 weights is exact there), its singular values come from the same engine and disk
+cache as a weight's, and only those few pairs are in memory. A ΔW's spectrum is an ordinary :class:`LayerSpectrum`, so rank plans, presets and
 the Eckart–Young summaries work on it unchanged — which is what LoRA extraction needs.
 
 How low-rank the change is: a LoRA fine-tune of rank r gives every adapted matrix a ΔW of rank
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,7 +32,7 @@ from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.spectra.metrics import numerical_rank, spectrum_metrics
 from lowrank_lab.spectra.sources import WeightSource
 from lowrank_lab.spectra.svd import singular_values
-from lowrank_lab.threads import shared_blas_limit
+from lowrank_lab.threads import ordered_map
 
 
 @dataclass(frozen=True, eq=False)
@@ -309,7 +307,7 @@ def model_delta(
     device: str | None = None,
     check_tokenizers: bool = True,
 ) -> ModelDelta:
-    """The spectrum of every matrix's change W₂ − W₁, one pair in memory at a time.
+    """The spectrum of every matrix's change W₂ − W₁, a few pairs in memory at a time (at most three).
 
     Args:
         base: the first model W₁ (e.g. the pre-trained one).
@@ -339,26 +337,14 @@ def model_delta(
     # thread each (a symmetric eigenvalue solve gains little from more threads but scales with
     # more matrices at once); at most ``workers`` + 1 pairs are in memory.
     on_gpu = device is not None and torch.device(device).type == "cuda"
-    workers = 1 if on_gpu else min(2, os.cpu_count() or 1)
-    pending: deque[Future] = deque()
-
-    def finish() -> None:
-        out.append(MatrixDelta(*pending.popleft().result()))
-        report(progress, len(out), total, out[-1].name)
-
-    with torch.no_grad(), shared_blas_limit(1), ThreadPoolExecutor(workers) as pool:
-        try:
-            for entry, _ in pairs:
-                w1, w2 = base.matrix(entry.name), tuned.matrix(entry.name)
-                pending.append(pool.submit(_delta_spectrum, entry, w1, w2, labels, store, device))
-                del w1, w2
-                while len(pending) > workers:
-                    finish()
-            while pending:
-                finish()
-        finally:
-            for job in pending:
-                job.cancel()
+    calls = (
+        (_delta_spectrum, (entry, base.matrix(entry.name), tuned.matrix(entry.name), labels, store, device))
+        for entry, _ in pairs
+    )
+    with torch.no_grad():
+        for result in ordered_map(calls, 1 if on_gpu else min(2, os.cpu_count() or 1)):
+            out.append(MatrixDelta(*result))
+            report(progress, len(out), total, out[-1].name)
         changed_vectors = []
         for name in vector_names:
             v1, v2 = base.vector(name), tuned.vector(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import torch
 from threadpoolctl import threadpool_info
 
@@ -101,3 +102,36 @@ def test_the_shared_blas_limit_is_restored_only_when_the_last_user_leaves():
     assert seen["svd"] == [1.0, 1.0, 1.0]
     assert seen["b after"] == before  # B leaving restored the original counts, A's thread alive
     assert _blas_threads() == before
+
+
+def test_ordered_map_keeps_order_bounds_what_is_in_flight_and_raises():
+    import threading
+    import time
+
+    from lowrank_lab.threads import ordered_map
+
+    drawn, done, lock = [], [], threading.Lock()
+
+    def work(i):
+        time.sleep(0.01 * (i % 3))  # finish out of order
+        with lock:
+            done.append(i)
+        return i * i
+
+    def calls():
+        for i in range(12):
+            with lock:
+                assert len(drawn) - len(done) <= 3  # at most workers + 1 drawn and not finished
+                drawn.append(i)
+            yield work, (i,)
+
+    assert list(ordered_map(calls(), 2)) == [i * i for i in range(12)]
+    assert list(ordered_map(((work, (i,)) for i in range(4)), 1)) == [0, 1, 4, 9]
+
+    def boom(i):
+        if i == 3:
+            raise ValueError("matrix 3 is broken")
+        return i
+
+    with pytest.raises(ValueError, match="matrix 3"):
+        list(ordered_map(((boom, (i,)) for i in range(8)), 2))
