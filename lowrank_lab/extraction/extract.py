@@ -142,9 +142,9 @@ def _whole_modules(delta: ModelDelta, plan: RankPlan, entries: dict[str, WeightM
 def _residual(change: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> float:
     """‖ΔW − B·A‖_F of the factors as built (float64), without forming B·A where that is safe.
 
-    ‖ΔW − BA‖² = ‖ΔW‖² − 2⟨ΔWAᵀ, B⟩ + ⟨BᵀB, AAᵀ⟩ costs one m×n×r product instead of three
-    passes over an m×n matrix (and one for ‖ΔW‖). It cancels where the residual is tiny beside ‖ΔW‖ (all of ΔW
-    kept): below 1e-6 of ‖ΔW‖² the residual is formed explicitly.
+    ‖ΔW − BA‖² = ‖ΔW‖² − 2⟨ΔWAᵀ, B⟩ + ⟨BᵀB, AAᵀ⟩ costs one m×n×r product and one norm
+    instead of three passes over an m×n matrix. It cancels where the residual is tiny beside
+    ‖ΔW‖ (all of ΔW kept): below 1e-6 of ‖ΔW‖² the residual is formed explicitly.
     """
     whole = float(torch.linalg.vector_norm(change)) ** 2
     squared = whole - 2 * float(((change @ a.T) * b).sum()) + float(((b.T @ b) * (a @ a.T)).sum())
