@@ -4,8 +4,9 @@ The models must share an architecture, a vocabulary and every matrix's name and 
 check runs before any work and lists what differs. Then the matched pairs are walked in order,
 two computed at a time while the next is read: each ΔW is formed in float64 (the difference of
 two float32 weights is exact there), its singular values come from the same engine and disk
-cache as a weight's, and only those few pairs are in memory. A ΔW's spectrum is an ordinary :class:`LayerSpectrum`, so rank plans, presets and
-the Eckart–Young summaries work on it unchanged — which is what LoRA extraction needs.
+cache as a weight's, and only those few pairs are in memory. A ΔW's spectrum is an ordinary
+:class:`LayerSpectrum`, so rank plans, presets and the Eckart–Young summaries work on it
+unchanged — which is what LoRA extraction needs.
 
 How low-rank the change is: a LoRA fine-tune of rank r gives every adapted matrix a ΔW of rank
 exactly r. "Rank" here counts singular values above the rounding noise of the subtraction,

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from lowrank_lab.spectra import _lapack
-from lowrank_lab.threads import shared_blas_limit
+from lowrank_lab.threads import ordered_map
 
 # Relative to σ_max, the smallest singular value the float64 Gram route resolves, for sizes up
 # to k ≈ 4500: sqrt(k·ε₆₄) ≈ 1e-6.
@@ -103,13 +102,9 @@ def singular_values_many(
             yield singular_values(w, dev)
         return
     workers = workers or min(8, os.cpu_count() or 1)
-    if workers == 1:
-        for w in matrices:
-            yield singular_values(w, "cpu")
-        return
-    # OpenBLAS has one process-wide thread count: the limit is shared by overlapping callers.
-    with shared_blas_limit(1), ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(_singular_values_cpu, matrices)
+    # Drawn lazily, at most workers + 1 in flight (pool.map would read every matrix first); one
+    # BLAS thread each, under OpenBLAS's shared process-wide limit.
+    yield from ordered_map(((_singular_values_cpu, (w,)) for w in matrices), workers)
 
 
 def top_triplets(
