@@ -3,7 +3,8 @@
 The best plan for a size minimises the predicted loss Σ (cost of dropped components) for its
 parameters; sweeping the price λ of a parameter, each matrix takes the option (a rank below
 break-even, or dense) minimising Σ_{i>r} cᵢ + λ · params(r) — the ``auto`` allocator's
-Lagrangian, here over the whole range of sizes at once.
+Lagrangian, here over the whole range of sizes at once. Both curves go through
+:meth:`PredictionBasis.anchored` and the fit, as a plan's prediction does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lowrank_lab.plan import RankPlan
 from lowrank_lab.prediction.basis import PredictionBasis
 
 
@@ -58,7 +58,7 @@ def best_curve(basis: PredictionBasis, n_points: int = 40) -> PredictedCurve | N
         params += p[pick]
         cost += c[pick]
     dense = float(sum(p[-1] for p, _ in options))
-    return _curve(basis, "best", params / dense, cost)
+    return _curve(basis, "best", params / dense, basis.scale * cost)
 
 
 def uniform_curve(basis: PredictionBasis, keeps: np.ndarray | None = None) -> PredictedCurve | None:
@@ -66,27 +66,13 @@ def uniform_curve(basis: PredictionBasis, keeps: np.ndarray | None = None) -> Pr
     if basis.cost_tail is None or basis.dense_perplexity is None or not basis.names:
         return None
     keeps = np.linspace(0.05, 1.0, 20) if keeps is None else np.asarray(keeps, dtype=float)
-    kept, cost = [], []
-    dense = float(sum(m * n for m, n in basis.shapes))
-    for keep in keeps:
-        ranks = {}
-        for name, (m, n) in zip(basis.names, basis.shapes):
-            r = max(1, int(keep * m * n / (m + n)))
-            if r * (m + n) < m * n:
-                ranks[name] = r
-        plan = RankPlan(ranks)
-        r = basis.kept_ranks(plan)
-        params = sum(
-            (rank * (m + n) if rank < be else m * n) for rank, (m, n), be in zip(r, basis.shapes, basis.break_even)
-        )
-        kept.append(params / dense)
-        cost.append(float(basis.cost_tail[basis.offsets + r].sum()))
-    return _curve(basis, "uniform", np.array(kept), np.array(cost))
+    kept, raw = basis.uniform_plans(keeps)
+    return _curve(basis, "uniform", kept, raw)
 
 
-def _curve(basis: PredictionBasis, label: str, kept: np.ndarray, cost: np.ndarray) -> PredictedCurve:
+def _curve(basis: PredictionBasis, label: str, kept: np.ndarray, raw: np.ndarray) -> PredictedCurve:
     order = np.argsort(kept, kind="stable")
-    kept, cost = kept[order], cost[order]
-    bands = np.array([basis.fit.loss_increase(basis.scale * c) for c in cost])  # (p, 3)
+    kept, raw = kept[order], raw[order]
+    bands = np.array([basis.fit.loss_increase(d) for d in basis.anchored(raw, kept)])  # (p, 3)
     ppl = basis.dense_perplexity * np.exp(np.minimum(bands, 700.0))
     return PredictedCurve(label, kept, ppl[:, 0], ppl[:, 1], ppl[:, 2])

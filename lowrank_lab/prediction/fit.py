@@ -1,6 +1,6 @@
-"""How raw predicted loss increases map to measured ones: ΔL = a · D^b, fitted on measured runs.
+"""How predicted loss increases map to measured ones: ΔL = a · D^b, fitted on measured runs.
 
-See :mod:`lowrank_lab.prediction` for where D comes from. Without enough measured runs the prior
+D here is the anchored estimate; see :mod:`lowrank_lab.prediction` for where it comes from. Without enough measured runs the prior
 a = 1, b = 1 holds, with a wide band (:data:`PRIOR_LOG_SD`).
 """
 

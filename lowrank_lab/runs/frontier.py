@@ -94,13 +94,17 @@ def score_runs(rows: Iterable[RunRow]) -> PredictionScore:
 
 
 def fit_from_runs(rows: Iterable[RunRow], model: str | None = None) -> LossFit:
-    """The loss fit over whitened compressions (of ``model``) that recorded a raw prediction."""
+    """The loss fit over whitened compressions (of ``model``) that recorded a prediction.
+
+    It maps the anchored estimate (:meth:`lowrank_lab.prediction.PredictionBasis.anchored`); a run
+    recorded before predictions were anchored gives its raw one.
+    """
     raw, increase = [], []
     for r in rows:
         if r.kind != "compression" or r.method != PREDICTED_METHOD or (model is not None and r.model != model):
             continue
         if r.predicted_loss_raw is None or r.perplexity is None or not r.perplexity_dense:
             continue
-        raw.append(r.predicted_loss_raw)
+        raw.append(r.predicted_loss_anchored if r.predicted_loss_anchored is not None else r.predicted_loss_raw)
         increase.append(math.log(r.perplexity / r.perplexity_dense))
     return fit_loss(raw, increase)

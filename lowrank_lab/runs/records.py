@@ -167,7 +167,9 @@ class RunRow:
         perplexity: measured after the run (compressed model; fine-tuned model's validation).
         perplexity_dense: the source model's on the same text.
         predicted_perplexity, predicted_low, predicted_high: the prediction and its range.
-        predicted_loss_raw: the uncalibrated predicted loss increase D (what the fit learns from).
+        predicted_loss_raw: the uncalibrated predicted loss increase D.
+        predicted_loss_anchored: D anchored on the uniform plan of the same size (what the fit
+            learns from; None for runs recorded before lowrank_lab anchored, whose fit uses D).
         params_kept, params_dense: whole-model parameters after and before.
         linear_kept: linear-layer parameters kept, as a fraction.
         artifacts: what the run produced; ``missing`` the roles whose path is gone.
@@ -191,6 +193,7 @@ class RunRow:
     predicted_low: float | None
     predicted_high: float | None
     predicted_loss_raw: float | None
+    predicted_loss_anchored: float | None
     plan_digest: str | None
     origin: str
     parent: int | None

@@ -89,6 +89,7 @@ def list_columns(record: RunRecord) -> dict:
         "predicted_low": p.get("perplexity_low"),
         "predicted_high": p.get("perplexity_high"),
         "predicted_loss_raw": p.get("raw_loss_increase"),
+        "predicted_loss_anchored": p.get("anchored_loss_increase"),
     }
 
 

@@ -55,12 +55,17 @@ ALTER TABLE runs ADD COLUMN predicted_loss_raw REAL;
 CREATE INDEX runs_by_plan ON runs(model, plan_digest);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+# Version 3: the raw estimate anchored on the uniform plan of the same size (what the loss fit maps).
+V3 = """
+ALTER TABLE runs ADD COLUMN predicted_loss_anchored REAL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The columns a list reads, in RunRow's order (artifacts come from their own table).
 ROW_COLUMNS = (
     "id", "uid", "kind", "created", "model", "model_digest", "method", "allocation", "keep", "params_kept",
     "params_dense", "linear_kept", "perplexity", "perplexity_dense", "predicted_perplexity", "predicted_low",
-    "predicted_high", "predicted_loss_raw", "plan_digest", "origin", "parent",
+    "predicted_high", "predicted_loss_raw", "predicted_loss_anchored", "plan_digest", "origin", "parent",
 )  # fmt: skip

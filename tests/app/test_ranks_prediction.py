@@ -155,16 +155,16 @@ def test_a_plan_already_measured_is_marked(store, tiny_llama):
 def test_the_fit_from_measured_runs_tightens_the_band(store, tiny_llama, basis):
     at = calibrated(store)
     before = metric(at, "Uncertainty").value
-    for keep in (0.8, 0.6, 0.4, 0.2):  # measured runs whose loss increase is 2 × the raw prediction
+    for keep in (0.8, 0.6, 0.4, 0.2):  # measured runs whose loss increase is 2 × the anchored prediction
         c = compress(tiny_llama, plan_keep_params(linear_matrices(tiny_llama), keep), "whitened", CAL)
-        raw = basis.predict(c.plan).raw_loss_increase
+        raw = basis.predict(c.plan).anchored_loss_increase
         record_compression(store, c, allocation="uniform", keep=keep, save=False, prediction=basis.predict(c.plan),
                            comparison=measured(c, 100.0, 100.0 * math.exp(2 * raw)))  # fmt: skip
     at.run()
     assert before == f"×/÷ {math.exp(math.log(3)):.2f}"
     assert metric(at, "Uncertainty").value == f"×/÷ {math.exp(math.log(3) / math.sqrt(3)):.2f}"  # 4 runs, exact
     plan = at.session_state[state.PLAN]
-    expected = basis.dense_perplexity * math.exp(2 * basis.predict(plan).raw_loss_increase)
+    expected = basis.dense_perplexity * math.exp(2 * basis.predict(plan).anchored_loss_increase)
     assert metric(at, pv.PREDICTED_PPL).value == f"{expected:,.2f}"
     assert any("fitted on 4 measured runs" in c.value for c in at.caption)
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lowrank_lab import CalibrationSettings, RankPlan, compress, whitened_spectra
+from lowrank_lab import CalibrationSettings, RankPlan, allocate, compress, whitened_spectra
 from lowrank_lab.compress.auto import component_costs
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.errors import SettingsError
@@ -62,8 +62,8 @@ def test_the_raw_loss_increase_sums_the_dropped_costs(tiny_llama, basis):
     p = basis.predict(plan)
     assert p.raw_loss_increase == pytest.approx(loss_scale(CAL.samples, CAL.seq_len) * expected, rel=1e-9)
     assert loss_scale(4, 64) == (4 * 63) ** 2 / (2 * 4 * 64)
-    # The prior maps raw onto predicted as it is, with a factor-of-3 band.
-    assert p.loss_increase == pytest.approx(p.raw_loss_increase)
+    # The prior maps the anchored estimate onto predicted as it is, with a factor-of-3 band.
+    assert p.loss_increase == pytest.approx(p.anchored_loss_increase)
     assert p.loss_high / p.loss_increase == pytest.approx(math.exp(PRIOR_LOG_SD))
     assert p.perplexity == pytest.approx(basis.dense_perplexity * math.exp(p.loss_increase))
     assert p.perplexity_low < p.perplexity < p.perplexity_high
@@ -84,6 +84,48 @@ def test_fewer_ranks_never_predict_less_loss(tiny_llama, basis):
     raws = [basis.predict(plan_keep_params(mats, k)).raw_loss_increase for k in (0.9, 0.7, 0.5, 0.3, 0.1)]
     errors = [basis.predict(plan_keep_params(mats, k)).activation_error for k in (0.9, 0.7, 0.5, 0.3, 0.1)]
     assert raws == sorted(raws) and errors == sorted(errors) and raws[-1] > raws[0]
+
+
+def _uniform_anchor(tiny_llama, basis, kept: float) -> float:
+    return _uniform_anchor_of(basis, linear_matrices(tiny_llama), kept)
+
+
+def _uniform_anchor_of(basis, mats, kept: float) -> float:
+    """D of the uniform plan keeping ``kept``, read between uniform RankPlans predicted one by one."""
+    points = [basis.predict(plan_keep_params(list(mats), k)) for k in np.linspace(0.02, 1.0, 99)]
+    points.sort(key=lambda p: p.linear_kept)
+    return float(np.interp(kept, [p.linear_kept for p in points], [p.raw_loss_increase for p in points]))
+
+
+def test_a_uniform_plan_is_its_own_anchor(tiny_llama, basis):
+    for keep in (0.25, 0.5, 0.75):  # on the basis's grid of uniform plans
+        p = basis.predict(plan_keep_params(linear_matrices(tiny_llama), keep))
+        assert p.raw_loss_increase > 0 and p.anchored_loss_increase == pytest.approx(p.raw_loss_increase, rel=1e-9)
+        assert p.linear_kept == pytest.approx(keep, abs=0.05)
+
+
+def test_a_plan_chosen_on_the_costs_trusts_half_its_advantage_over_uniform(tiny_llama, basis):
+    plan = allocate(tiny_llama, 0.5, "auto", "whitened", CAL)
+    p = basis.predict(plan)
+    anchor = _uniform_anchor(tiny_llama, basis, p.linear_kept)
+    assert p.raw_loss_increase < anchor  # auto's plan is predicted better than uniform ...
+    # ... and the prediction trusts half of that, in log: the geometric mean of the two.
+    assert p.anchored_loss_increase == pytest.approx(math.sqrt(p.raw_loss_increase * anchor), rel=0.02)
+
+
+def test_a_plan_predicted_worse_than_uniform_keeps_its_raw_estimate(tiny_llama):
+    # Two matrices of one shape: every component of the first costs 10⁴ times one of the second's.
+    first, second = [m for m in linear_matrices(tiny_llama) if m.shape == linear_matrices(tiny_llama)[0].shape][:2]
+    k = min(first.shape)
+    spectra = [spectrum_of(m, np.linspace(2.0, 1.0, k)) for m in (first, second)]
+    synthetic = PredictionBasis(spectra, {first.name: np.full(k, 100.0), second.name: np.full(k, 0.01)}, 1.0)
+    expensive = synthetic.predict(RankPlan({first.name: 1}))  # cuts where the loss is
+    anchor = _uniform_anchor_of(synthetic, (first, second), expensive.linear_kept)
+    assert expensive.raw_loss_increase > anchor and expensive.anchored_loss_increase == expensive.raw_loss_increase
+    cheap = synthetic.predict(RankPlan({second.name: 1}))  # the same size, cut where nothing is lost
+    anchor = _uniform_anchor_of(synthetic, (first, second), cheap.linear_kept)
+    assert cheap.raw_loss_increase < anchor
+    assert cheap.anchored_loss_increase == pytest.approx(math.sqrt(cheap.raw_loss_increase * anchor), rel=0.02)
 
 
 def test_an_encoder_gets_errors_but_no_loss(tiny_bert):

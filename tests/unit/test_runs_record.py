@@ -55,6 +55,7 @@ def test_a_compression_is_recorded_with_its_prediction_and_reopens_with_the_same
     assert row.perplexity_dense == pytest.approx(comparison.dense.perplexity)
     assert row.predicted_perplexity == pytest.approx(prediction.perplexity)
     assert row.predicted_loss_raw == pytest.approx(prediction.raw_loss_increase)
+    assert row.predicted_loss_anchored == pytest.approx(prediction.anchored_loss_increase)
     assert row.params_kept == compressed.params.compressed
     assert run.plan == compressed.plan
     assert run.settings["calibration"] == {"text": CAL.source, "samples": 4, "seq_len": 64}

@@ -4,6 +4,7 @@ files (corrupt, newer, read-only, locked) with a clear message, touching nothing
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import shutil
 import sqlite3
@@ -19,6 +20,7 @@ from lowrank_lab.errors import RunStoreError, SettingsError
 from lowrank_lab.outputs import write_manifest
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs import SCHEMA_VERSION, Artifact, RunRecord, RunStore
+from lowrank_lab.runs.frontier import fit_from_runs
 from lowrank_lab.runs.schema import V1
 
 
@@ -379,3 +381,20 @@ def test_deleting_keeps_files_lowrank_lab_did_not_write(store):
 def test_an_unknown_run_is_a_clear_error(store):
     with pytest.raises(RunStoreError, match="no run #7"):
         store.get(7)
+
+
+def test_the_loss_fit_learns_from_the_anchored_estimate_and_from_raw_ones_recorded_before_it(store):
+    # Measured ΔL = 2 · D* over three runs with an anchored estimate, and one older run with only D.
+    for i, anchored in enumerate((0.1, 0.2, 0.4)):
+        measured = 10.0 * math.exp(2 * anchored)
+        prediction = {"raw_loss_increase": anchored / 2, "anchored_loss_increase": anchored}
+        figures = {"perplexity_dense": 10.0, "perplexity_compressed": measured}
+        store.record(_record(prediction=prediction, figures=figures, keep=0.9 - 0.1 * i))
+    fit = fit_from_runs(store.runs())
+    assert (fit.runs, fit.a, fit.b) == (3, pytest.approx(2.0), pytest.approx(1.0))
+    legacy = {"perplexity_dense": 10.0, "perplexity_compressed": 10.0 * math.exp(2 * 0.8)}
+    store.record(_record(prediction={"raw_loss_increase": 0.8}, figures=legacy))
+    (old,) = [r for r in store.runs() if r.predicted_loss_raw == 0.8]
+    assert old.predicted_loss_anchored is None
+    fit = fit_from_runs(store.runs())
+    assert (fit.runs, fit.a, fit.b) == (4, pytest.approx(2.0), pytest.approx(1.0))
