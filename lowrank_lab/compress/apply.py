@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from lowrank_lab.checks import check_device, require
@@ -11,8 +13,8 @@ from lowrank_lab.compress.calibration import CalibrationSettings, calibration_bl
 from lowrank_lab.compress.decompositions import linear_matrices
 from lowrank_lab.compress.engine import EngineSettings
 from lowrank_lab.compress.sources import MemorySource
-from lowrank_lab.compress.walk import walk_plans_to_memory
-from lowrank_lab.errors import ArgumentTypeError, InvalidRankPlan, SettingsError
+from lowrank_lab.compress.walk import walk_plans_scored, walk_plans_to_memory
+from lowrank_lab.errors import ArgumentTypeError, DataError, InvalidRankPlan, SettingsError
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.matrices import WeightMatrix, weight_matrices
 from lowrank_lab.models import METHODS, CompressedModel, LoadedModel, Method, ParamCounts
@@ -132,6 +134,72 @@ def compress_plans(
     Raises:
         as :func:`compress`; SettingsError for several plans with a sequential engine.
     """
+    walk = _checked_walk(loaded, plans, method, calibration, engine, device, dense_past_break_even)
+    settings, rank_dicts = walk.calibration, walk.ranks
+    dtype = next(loaded.model.parameters()).dtype
+    models = walk_plans_to_memory(
+        MemorySource(loaded), rank_dicts, method, walk.ids, walk.engine, walk.device, dtype, progress
+    )
+    return [
+        CompressedModel(
+            model=model,
+            tokenizer=loaded.tokenizer,
+            source=loaded.spec,
+            plan=RankPlan(ranks),
+            method=method,
+            calibration={} if method == "svd" else settings.describe(),
+            params=param_counts(loaded, model),
+        )
+        for model, ranks in zip(models, rank_dicts)
+    ]
+
+
+def score_plans(
+    loaded: LoadedModel,
+    plans: Sequence[RankPlan],
+    score_ids: torch.Tensor,
+    method: Method = "whitened",
+    calibration: CalibrationSettings | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    engine: EngineSettings | None = None,
+    device: str = "cpu",
+) -> list[float]:
+    """Each plan's mean next-token loss on ``score_ids`` after :func:`compress_plans`' compression.
+
+    The same walk, but no compressed model is kept: each compressed block takes the plan's
+    scoring tokens one block further and is freed (:func:`~lowrank_lab.compress.walk.walk_plans_scored`),
+    so the candidates of ``auto`` cost one block each in memory instead of one model each.
+
+    Args:
+        score_ids: token ids (blocks, seq_len) to score on.
+
+    Raises:
+        as :func:`compress_plans`; DataError for ``score_ids`` that are not token blocks.
+    """
+    require(score_ids, torch.Tensor, "the scoring tokens", "pass token ids of shape (blocks, seq_len)")
+    if score_ids.dim() != 2 or score_ids.shape[0] < 1 or score_ids.shape[1] < 2 or score_ids.is_floating_point():
+        raise DataError(
+            f"the scoring tokens must be integer ids of shape (blocks, seq_len ≥ 2), got {tuple(score_ids.shape)} "
+            f"{score_ids.dtype}"
+        )
+    walk = _checked_walk(loaded, plans, method, calibration, engine, device, True)
+    return walk_plans_scored(
+        MemorySource(loaded), walk.ranks, method, walk.ids, walk.engine, walk.device, score_ids, progress=progress
+    )
+
+
+@dataclass(frozen=True)
+class _CheckedWalk:
+    calibration: CalibrationSettings
+    engine: EngineSettings
+    device: torch.device
+    ranks: list[dict[str, int]]
+    ids: torch.Tensor | None
+
+
+def _checked_walk(loaded, plans, method, calibration, engine, device, dense_past_break_even) -> _CheckedWalk:
+    """The arguments of a walk over ``plans``, checked: each plan's layers to factorize and the calibration ids."""
     check_method(method)
     require(calibration, (CalibrationSettings, type(None)), "calibration", "pass CalibrationSettings(...) or None")
     require(engine, (EngineSettings, type(None)), "engine", "pass EngineSettings(...) or None")
@@ -148,20 +216,7 @@ def compress_plans(
         todos.append([m for m in planned if not dense_past_break_even or factorizes(plan.get(m.name), m.shape)])
     ids = calibration_blocks(loaded, settings) if method != "svd" and any(todos) else None
     rank_dicts = [{m.name: plan.get(m.name) for m in todo} for plan, todo in zip(plans, todos)]
-    dtype = next(loaded.model.parameters()).dtype
-    models = walk_plans_to_memory(MemorySource(loaded), rank_dicts, method, ids, engine, dev, dtype, progress)
-    return [
-        CompressedModel(
-            model=model,
-            tokenizer=loaded.tokenizer,
-            source=loaded.spec,
-            plan=RankPlan(ranks),
-            method=method,
-            calibration={} if method == "svd" else settings.describe(),
-            params=param_counts(loaded, model),
-        )
-        for model, ranks in zip(models, rank_dicts)
-    ]
+    return _CheckedWalk(settings, engine, dev, rank_dicts, ids)
 
 
 def param_counts(loaded: LoadedModel, compressed: nn.Module) -> ParamCounts:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lowrank_lab.cache import KeyedCache
-from lowrank_lab.compress.apply import compress_plans
+from lowrank_lab.compress.apply import score_plans
 from lowrank_lab.compress.calibration import CALIBRATION_CACHE, CalibrationSettings, calibration_blocks, calibration_key
 from lowrank_lab.compress.costs import LayerCosts, streamed_costs, streamed_spectra
 from lowrank_lab.compress.decompositions import linear_matrices
@@ -27,7 +27,6 @@ from lowrank_lab.compress.engine import EngineSettings
 from lowrank_lab.compress.results import AllocationReport, Candidate, plan_linear_params
 from lowrank_lab.compress.sources import MemorySource
 from lowrank_lab.compress.walk import batches_of, prepared_skeleton
-from lowrank_lab.loss import block_batches, mean_next_token_loss
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import LoadedModel
 from lowrank_lab.plan import RankPlan, plan_keep_params
@@ -173,21 +172,14 @@ def auto_allocation(
     plans = {"loss-weighted": lagrangian_plan(matrices, costs, keep), "uniform": plan_keep_params(matrices, keep)}
     blocks = calibration_blocks(loaded, settings)[:SCORE_BLOCKS]  # (≤ SCORE_BLOCKS, seq_len)
     scorer = EngineSettings(sequential=False, anchored=False)
-    score = _within(progress, 1, 2)
-    parts = len(plans) + 1
-    # One walk compresses every candidate: they share the dense activations and each layer's decomposition.
-    models = [
-        c.model
-        for c in compress_plans(
-            loaded, list(plans.values()), method, settings, score(0, parts, "compressing the candidates"), engine=scorer
-        )
+    # One walk compresses and scores every candidate: they share the dense activations and each
+    # layer's decomposition, and each compressed block is scored and freed as it is made.
+    step = _within(progress, 1, 2)(0, 1, f"compressing and scoring {len(plans)} candidates")
+    losses = score_plans(loaded, list(plans.values()), blocks, method, settings, step, engine=scorer)
+    candidates = [
+        Candidate(name, plan, plan_linear_params(matrices, plan), loss)
+        for (name, plan), loss in zip(plans.items(), losses)
     ]
-    candidates = []
-    for i, (name, plan) in enumerate(plans.items()):
-        step = f"scoring candidate {i + 1}/{len(plans)} ({name}): calibration loss"
-        loss = mean_next_token_loss(models[i], block_batches(blocks, 2), score(i + 1, parts, step))
-        models[i] = None  # scored: free it
-        candidates.append(Candidate(name, plan, plan_linear_params(matrices, plan), loss))
     chosen = int(np.nanargmin([c.calibration_loss for c in candidates]))
     scoring = (
         f"mean next-token loss on {blocks.shape[0]} calibration blocks of {blocks.shape[1]} tokens, each plan "

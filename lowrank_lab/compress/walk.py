@@ -8,16 +8,18 @@ output shards and freed, so memory holds one block (plus the embeddings and the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from lowrank_lab.checkpoint.format import alias_map
-from lowrank_lab.compress.blocks import BlockLayout, block_layout
+from lowrank_lab.compress.blocks import BlockLayout, block_layout, capture_block_inputs, replayed_blocks, run_block
 from lowrank_lab.compress.engine import EngineSettings, Walk, move_outside_blocks
 from lowrank_lab.compress.sources import check_names, materialize_outside, release, skeleton
 from lowrank_lab.compress.writer import ShardWriter
+from lowrank_lab.loss import rows_per_forward
 from lowrank_lab.progress import ProgressFn
 
 
@@ -80,6 +82,84 @@ def walk_plans_to_memory(
         m.eval()
         m.requires_grad_(False)
     return models
+
+
+def walk_plans_scored(
+    source,
+    plans: Sequence[dict[str, int]],
+    method: str,
+    ids: torch.Tensor | None,
+    settings: EngineSettings,
+    device: torch.device,
+    score_ids: torch.Tensor,
+    score_batch: int = 2,
+    progress: ProgressFn | None = None,
+) -> list[float]:
+    """Each plan's mean next-token loss on ``score_ids``, compressed in one walk; no model is kept.
+
+    As :func:`walk_plans_to_memory` (several plans need ``settings.sequential`` off), but as soon
+    as block k is compressed for a plan, the plan's scoring stream (``score_ids`` through its
+    compressed blocks 0..k−1) goes through it and the block is freed; after the last block the
+    tail (final norm, head) gives the loss, token-weighted over every batch as
+    :func:`lowrank_lab.loss.mean_next_token_loss` computes it. Memory holds one block per plan and
+    the streams (score tokens × hidden each), not the compressed models; the plans' skeletons
+    share one copy of the tensors outside the blocks (an untied head a plan factorizes is
+    replaced in that skeleton only). The blocks run in float32.
+
+    Returns:
+        One loss (nats per token) per plan, in order.
+    """
+    model, layout = prepared_skeleton(source, device)
+    models = [model] + [_sharing_skeleton(source, model) for _ in plans[1:]]
+    batches = [] if ids is None else batches_of(ids, settings.batch_size)
+    scoring = batches_of(score_ids, score_batch)
+    start = capture_block_inputs(model, layout, scoring, device)
+    streams = {id(m): list(start.hidden) for m in models}
+
+    def advance(model: nn.Module, prefix: str) -> None:
+        block = model.get_submodule(prefix)
+        with torch.no_grad():
+            streams[id(model)] = [run_block(block, h, kw) for h, kw in zip(streams[id(model)], start.kwargs)]
+        release(model, prefix)
+
+    variants = list(zip(models[1:], plans[1:]))
+    Walk(model, layout, source, plans[0], method, settings, device, variants).run(batches, advance, progress)
+    return [_tail_loss(m, layout, scoring, streams[id(m)], device) for m in models]
+
+
+def _sharing_skeleton(source, first: nn.Module) -> nn.Module:
+    """Another skeleton of the source whose tensors outside the blocks are ``first``'s own (not copies)."""
+    model = skeleton(source)
+    layout = block_layout(model)
+    head = layout.prefix + "."
+    for name, module in first.named_modules():
+        if name == layout.prefix or name.startswith(head):
+            continue
+        target = model.get_submodule(name)
+        for key, param in module._parameters.items():
+            if param is not None:
+                target._parameters[key] = param
+        for key, buf in module._buffers.items():
+            if buf is not None:
+                target._buffers[key] = buf
+    return model
+
+
+def _tail_loss(model, layout, batches, hidden, device) -> float:
+    """Mean next-token loss from the last block's outputs ``hidden`` (one tensor per batch)."""
+    total, count = 0.0, 0
+    with torch.no_grad(), replayed_blocks(model, layout) as replay:
+        for ids, h in zip(batches, hidden):
+            ids = ids.to(device)
+            step = rows_per_forward(model, ids.shape[1])  # the logits of a few rows at a time
+            for r in range(0, ids.shape[0], step):
+                part = ids[r : r + step]
+                replay(h[r : r + step])
+                logits = model(input_ids=part, use_cache=False).logits[:, :-1].float()
+                total += float(nn.functional.cross_entropy(logits.transpose(1, 2), part[:, 1:], reduction="sum"))
+                count += int(part[:, 1:].numel())
+                del logits
+    return total / count if count else math.nan
 
 
 def walk_to_folder(

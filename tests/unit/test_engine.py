@@ -16,7 +16,7 @@ from lowrank_lab.compress.pipeline import CompressionJob
 from lowrank_lab.compress.refit import PairStats, anchored_decomposition, refit_b
 from lowrank_lab.compress.stream import run_folder_job
 from lowrank_lab.compress.writer import ShardWriter
-from lowrank_lab.errors import CheckpointError, SettingsError
+from lowrank_lab.errors import CheckpointError, DataError, SettingsError
 from lowrank_lab.models import ModelSpec, load_model
 from tests.unit.export_support import logits
 
@@ -194,3 +194,29 @@ def test_several_plans_in_one_walk_equal_one_walk_each(request, model, method, t
     assert not torch.allclose(logits(together[0].model), logits(together[1].model), atol=1e-3)
     with pytest.raises(SettingsError, match="sequential=False"):
         compress_plans(loaded, plans, method, CAL)
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2", "untied"])
+def test_plans_scored_in_the_walk_equal_their_compressed_models_loss(request, model, tiny_llama):
+    from lowrank_lab.compress.apply import compress_plans, score_plans
+    from lowrank_lab.loss import block_batches, mean_next_token_loss
+    from lowrank_lab.plan import plan_keep_params
+
+    loaded = _untied(tiny_llama) if model == "untied" else request.getfixturevalue(model)
+    matrices = linear_matrices(loaded)
+    plans = [plan_keep_params(matrices, 0.5), RankPlan({m.name: max(1, m.full_rank // 4) for m in matrices[::2]})]
+    if model == "untied":
+        plans[1] = RankPlan({**plans[1].as_dict(), "lm_head": 16})
+    plans.append(RankPlan())  # the dense model scores as itself
+    engine = EngineSettings(sequential=False, anchored=False)
+    blocks = calibration_blocks(loaded, CAL)[:3]  # an odd count: a last batch of one row
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    scores = score_plans(loaded, plans, blocks, "whitened", CAL, engine=engine)
+    models = [c.model for c in compress_plans(loaded, plans, "whitened", CAL, engine=engine)]
+    for score, m in zip(scores, models):
+        assert score == pytest.approx(mean_next_token_loss(m, block_batches(blocks, 2)), rel=1e-5)
+    assert scores[2] == pytest.approx(mean_next_token_loss(loaded.model, block_batches(blocks, 2)), rel=1e-5)
+    assert abs(scores[0] - scores[1]) > 1e-4  # two plans, two losses
+    assert all(torch.equal(v, before[k]) for k, v in loaded.model.state_dict().items())  # the shared model untouched
+    with pytest.raises(DataError, match="integer ids of shape"):
+        score_plans(loaded, plans[:1], blocks.float(), "whitened", CAL, engine=engine)
