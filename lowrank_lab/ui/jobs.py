@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
+from lowrank_lab.allocator import release_large_blocks
 from lowrank_lab.errors import Cancelled, LowrankLabError
 from lowrank_lab.progress import ProgressEvent, ProgressFn, Stages
 
@@ -59,6 +60,7 @@ class Job(Generic[T]):
         self._thread = threading.Thread(target=self._run, name=f"lowrank-{title.lower()}", daemon=True)
 
     def start(self) -> Job[T]:
+        release_large_blocks()  # the app's process: a job's large tensors go back to the system when freed
         self._started = time.monotonic()
         self._thread.start()
         return self
