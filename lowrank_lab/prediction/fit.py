@@ -45,7 +45,8 @@ class LossFit:
     def describe(self) -> str:
         if self.runs == 0:
             return (
-                f"uncalibrated: the second-order estimate as it is, until {MIN_FIT_RUNS} whitened compressions of "
+                "uncalibrated: the second-order estimate (anchored on the uniform plan of the same size) as it is, "
+                f"until {MIN_FIT_RUNS} whitened compressions of "
                 "this model have measured a loss increase"
             )
         return f"fitted on {self.runs} measured runs of this model"
