@@ -220,3 +220,20 @@ def test_plans_scored_in_the_walk_equal_their_compressed_models_loss(request, mo
     assert all(torch.equal(v, before[k]) for k, v in loaded.model.state_dict().items())  # the shared model untouched
     with pytest.raises(DataError, match="integer ids of shape"):
         score_plans(loaded, plans[:1], blocks.float(), "whitened", CAL, engine=engine)
+
+
+def test_the_sums_and_the_whitening_are_exact_and_leave_g_as_it_was():
+    from lowrank_lab.compress.refit import whitening
+
+    torch.manual_seed(3)
+    shifted, dense = torch.randn(2, 1500, 70), torch.randn(2, 1500, 70)  # 3000 tokens: three chunks
+    stats = PairStats(70, cross=True)
+    stats.add(shifted, dense)
+    xs, xd = shifted.reshape(-1, 70).double(), dense.reshape(-1, 70).double()
+    assert torch.allclose(stats.g, xs.T @ xs, rtol=1e-6, atol=1e-6 * float(stats.g.abs().max()))
+    assert torch.allclose(stats.c, xd.T @ xs, rtol=1e-6, atol=1e-6 * float(stats.c.abs().max()))
+    before = stats.g.clone()
+    s, lam = whitening(stats.g, 0.1)
+    assert torch.equal(stats.g, before)  # the Cholesky factor is a new matrix
+    assert torch.equal(s, s.tril()) and lam == pytest.approx(0.1 * float(before.diagonal().mean()))
+    assert torch.allclose(s @ s.T, before + lam * torch.eye(70, dtype=torch.float64), rtol=1e-10, atol=1e-8)
