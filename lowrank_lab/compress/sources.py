@@ -81,7 +81,6 @@ class FolderSource:
                     self._where[name] = path
                     self._shapes[name] = tuple(sl.get_shape())
                     dtypes.add(sl.get_dtype())
-        self._open: dict[Path, object] = {}
         floating = [d for d in dtypes if d in _SAFETENSORS_DTYPES]
         self.dtype = _SAFETENSORS_DTYPES[sorted(floating)[0]] if floating else torch.float32
 
@@ -116,14 +115,16 @@ class FolderSource:
         return self._shapes[name]
 
     def tensor(self, name: str) -> torch.Tensor:
-        """Read one tensor from its shard, in its stored dtype."""
+        """Read one tensor from its shard, in its stored dtype (a copy; the shard is closed again).
+
+        The shard is opened for each read: an open handle keeps its file mapped, and every page
+        read through it stays in this process's resident memory — a 7B run from a folder grew by
+        the size of each block it read (peak 9.9 GiB with 8 blocks against 8.0 GiB with 2).
+        """
         from safetensors import safe_open
 
-        path = self._where[name]
-        handle = self._open.get(path)
-        if handle is None:
-            handle = self._open[path] = safe_open(str(path), framework="pt")
-        return handle.get_tensor(name)
+        with safe_open(str(self._where[name]), framework="pt") as handle:
+            return handle.get_tensor(name)
 
 
 _SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,6 +128,21 @@ def test_a_block_at_a_time_run_from_a_folder_equals_the_in_memory_run(request, m
     streamed = load_compressed(result.out).model
     in_memory = compress(loaded, plan, "whitened", CAL).model
     assert torch.equal(logits(streamed), logits(in_memory))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's memory maps (Linux)")
+def test_a_folder_s_shards_are_not_left_mapped_after_their_tensors_are_read(tiny_llama, tmp_path):
+    from lowrank_lab.compress.sources import FolderSource
+
+    folder = _save(tiny_llama, tmp_path / "src")
+    source = FolderSource(folder)
+    state = tiny_llama.model.state_dict()
+    for name in sorted(source.names()):  # each read, compared and dropped, as the engine copies and drops it
+        tensor = source.tensor(name)
+        assert name not in state or torch.equal(tensor, state[name])
+        del tensor
+    # A shard left mapped keeps every page read through it in this process's resident memory.
+    assert str(folder) not in Path("/proc/self/maps").read_text()
 
 
 def test_a_bf16_folder_is_read_in_bf16_and_written_in_the_asked_dtype(tiny_llama, tmp_path):
