@@ -115,11 +115,13 @@ class FolderSource:
         return self._shapes[name]
 
     def tensor(self, name: str) -> torch.Tensor:
-        """Read one tensor from its shard, in its stored dtype (a copy; the shard is closed again).
+        """Read one tensor from its shard, in its stored dtype; the shard is closed again.
 
         The shard is opened for each read: an open handle keeps its file mapped, and every page
         read through it stays in this process's resident memory — a 7B run from a folder grew by
-        the size of each block it read (peak 9.9 GiB with 8 blocks against 8.0 GiB with 2).
+        the size of each block it read (peak 9.9 GiB with 8 blocks against 8.0 GiB with 2). The
+        tensor itself may still be backed by its region of the file until it is dropped
+        (:func:`materialize` copies it into the skeleton and drops it).
         """
         from safetensors import safe_open
 
