@@ -36,7 +36,7 @@ from lowrank_lab.compress.blocks import (
 )
 from lowrank_lab.compress.factorize import lapack_thread, pca_factors, svd_decomposition
 from lowrank_lab.compress.refit import PairStats, anchored_decomposition, output_decomposition
-from lowrank_lab.compress.sources import materialize
+from lowrank_lab.compress.sources import materialize, materialize_outside, release_outside
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.layers import is_linear, weight_out_in
 from lowrank_lab.lowrank import LowRankLinear, set_submodule
@@ -135,6 +135,9 @@ class Walk:
         variants: other (skeleton, ranks) pairs compressed in the same walk, each layer's
             decomposition computed once for all of them; only with ``settings.sequential`` off
             (every plan then sees the same dense activations). The sink is called for each.
+        free_outside: free the tensors outside the blocks (embeddings, final norm, head) once the
+            block inputs are captured and read them again from the source after the last block,
+            so the block work runs without them (for a 7B model, 1 GiB of float32).
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class Walk:
         settings,
         device,
         variants: Sequence[tuple[nn.Module, dict[str, int]]] = (),
+        free_outside: bool = False,
     ):
         self.model = model
         self.layout = layout
@@ -160,6 +164,9 @@ class Walk:
         if variants and settings.sequential:
             raise SettingsError("other plans can share a walk only on the dense model's activations (sequential off)")
         self.variants = list(variants)
+        if free_outside and variants:
+            raise SettingsError("the tensors outside the blocks can be freed during a walk of one plan only")
+        self.free_outside = free_outside
 
     def run(self, batches: list[torch.Tensor], sink: BlockSink | None, progress: ProgressFn | None) -> None:
         """Compress every block in order (then the layers outside the blocks), calling ``sink`` per block."""
@@ -171,6 +178,8 @@ class Walk:
             dense = stem.hidden
             shifted = [h.clone() for h in dense] if self.settings.sequential else None
             kwargs = stem.kwargs
+        if self.free_outside:  # the blocks need only their inputs; the stem and tail come back at the end
+            release_outside(self.model, self.layout.prefix)
         for k in range(n):
             name = self.layout.name(k)
             materialize(self.model, name, self.source)
@@ -191,6 +200,9 @@ class Walk:
                 for model, _ in self.variants:
                     sink(model, name)
             report(progress, k + 1, total, f"{step}: done")
+        if self.free_outside:
+            materialize_outside(self.model, self.layout.prefix, self.source)
+            move_outside_blocks(self.model, self.layout, self.device)
         self._outside(batches, dense, shifted)
         report(progress, total, total, "done")
 

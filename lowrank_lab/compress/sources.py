@@ -269,11 +269,25 @@ def _retie(model: nn.Module, aliases: dict[str, str]) -> None:
 
 def release(model: nn.Module, prefix: str) -> None:
     """Put a submodule's parameters back on the meta device (frees their memory)."""
+    _to_meta(model.get_submodule(prefix).modules())
+
+
+def release_outside(model: nn.Module, block_prefix: str) -> None:
+    """Put the parameters outside the blocks (embeddings, final norm, head) back on the meta device.
+
+    Ties stay (a tied head and embedding become one meta tensor), so :func:`materialize_outside`
+    fills them again as one tensor.
+    """
+    head = block_prefix + "."
+    _to_meta(m for n, m in model.named_modules() if n != block_prefix and not n.startswith(head))
+
+
+def _to_meta(modules) -> None:
     empty: dict[int, nn.Parameter] = {}
-    for module in model.get_submodule(prefix).modules():
+    for module in modules:
         for key, param in list(module._parameters.items()):
             if param is not None and not param.is_meta:
-                if id(param) not in empty:  # a tensor shared inside the block stays shared
+                if id(param) not in empty:  # a shared tensor stays shared
                     empty[id(param)] = nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
                 module._parameters[key] = empty[id(param)]
 

@@ -3,7 +3,8 @@
 In memory, the compressed model is built on a skeleton that receives copies of the loaded
 model's tensors block by block: the shared model is read, never changed, and never copied whole.
 From a folder, each block is read from the safetensors shards, compressed, written to the
-output shards and freed, so memory holds one block (plus the embeddings and the head).
+output shards and freed, so memory holds one block: the embeddings and the head are freed once
+the first block's inputs are captured and read again after the last block.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def walk_to_folder(
     """Compress the model block by block into ``writer``; returns the skeleton (factorized, on meta).
 
     Each block is written as soon as it is compressed and then freed; the tensors outside the
-    blocks are written at the end. The returned skeleton knows every factorized layer's rank
+    blocks are freed while the blocks run, read again and written at the end. The returned skeleton knows every factorized layer's rank
     and bias (for the checkpoint's config) but holds no weights.
     """
     model, layout = prepared_skeleton(source, device)
@@ -186,7 +187,7 @@ def walk_to_folder(
         writer.add({f"{prefix}.{k}": v for k, v in block.state_dict().items()})
         release(model, prefix)
 
-    Walk(model, layout, source, ranks, method, settings, device).run(batches, write, progress)
+    Walk(model, layout, source, ranks, method, settings, device, free_outside=True).run(batches, write, progress)
     writer.add(_tensors_outside(model, layout))
     _release_all(model)
     return model

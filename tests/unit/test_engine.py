@@ -117,12 +117,15 @@ def _save(loaded, folder, dtype=torch.float32, shard="20KB"):
     return folder
 
 
-@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
-def test_a_block_at_a_time_run_from_a_folder_equals_the_in_memory_run(request, model, tmp_path):
-    loaded = request.getfixturevalue(model)
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2", "untied"])
+def test_a_block_at_a_time_run_from_a_folder_equals_the_in_memory_run(request, model, tiny_llama, tmp_path):
+    # The walk frees the embeddings and the head while the blocks run and reads them back for
+    # the tail: a tied head comes back tied, an untied one is factorized on the shifted stream.
+    loaded = _untied(tiny_llama) if model == "untied" else request.getfixturevalue(model)
     folder = _save(loaded, tmp_path / "src")
     assert (folder / "model.safetensors.index.json").exists()  # the source is sharded
     plan = RankPlan({m.name: max(1, m.full_rank // 3) for m in linear_matrices(loaded)})
+    assert (model == "untied") == ("lm_head" in dict(plan.ranks))
     job = CompressionJob(plan=plan, calibration=CAL, evaluation=None)
     result = run_folder_job(folder, job, tmp_path / "out", "float32", overwrite=False)
     streamed = load_compressed(result.out).model
@@ -253,3 +256,30 @@ def test_the_sums_and_the_whitening_are_exact_and_leave_g_as_it_was():
     assert torch.equal(stats.g, before)  # the Cholesky factor is a new matrix
     assert torch.equal(s, s.tril()) and lam == pytest.approx(0.1 * float(before.diagonal().mean()))
     assert torch.allclose(s @ s.T, before + lam * torch.eye(70, dtype=torch.float64), rtol=1e-10, atol=1e-8)
+
+
+def test_the_shard_writer_streams_tensors_that_safetensors_reads_back(tmp_path):
+    from safetensors import safe_open
+
+    tensors = {
+        "w": torch.randn(7, 5),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+        "ids": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "mask": torch.tensor([True, False, True]),
+        "t": torch.randn(4, 3).t(),  # not contiguous
+    }
+    writer = ShardWriter(tmp_path, torch.bfloat16, shard_bytes=60)
+    for name, t in tensors.items():
+        writer.add({name: t})
+    files = writer.close()
+    assert len(files) > 1 and not list(tmp_path.glob(".shard-*"))  # no data file is left behind
+    read = {}
+    for f in files:
+        with safe_open(str(f), "pt") as handle:
+            assert handle.metadata()["format"] == "pt"
+            read.update({k: handle.get_tensor(k) for k in handle.keys()})
+    assert read.keys() == tensors.keys()
+    for name, t in tensors.items():
+        want = t.to(torch.bfloat16) if t.is_floating_point() else t
+        assert read[name].dtype == want.dtype and torch.equal(read[name], want), name
