@@ -1,7 +1,7 @@
 """Benchmark: the compression pipeline on smollm2-135m, perplexity against dense and the old path.
 
     python bench/compression.py [--model smollm2-135m] [--keep 0.8 0.6] [--samples 32] [--seq-len 256]
-                                [--eval-blocks 32] [--baselines svd pca]
+                                [--eval-blocks 32] [--baselines svd pca] [--refine STEPS:LR:BATCH ...]
 
 Every row goes through the one pipeline the command line and the app use
 (:func:`lowrank_lab.compress.pipeline.run_job`: allocate → compress block by block → compare).
@@ -12,6 +12,10 @@ For each budget (fraction of the linear layers' parameters kept) it prints:
   what the old whole-model path computed, the named baselines — then block k calibrated on
   what the compressed blocks 0..k−1 produce, then each layer refit to the dense outputs (the
   engine's result);
+* with ``--refine``, the engine again on the same ``auto`` plan with per-block refinement
+  (``EngineSettings(refine_steps, refine_lr, batch_size)``: Adam steps on each block's factors
+  against the dense block's outputs, one calibration batch of BATCH blocks per step), its
+  generations and its extra time;
 * rows for the data-free and simpler methods (``svd`` and ``pca`` with uniform ranks);
 * the three generations of the engine's model next to the dense ones.
 
@@ -31,7 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lowrank_lab import CalibrationSettings, load_model  # noqa: E402
 from lowrank_lab.comparison import EvalSettings  # noqa: E402
+from lowrank_lab.compress.engine import EngineSettings  # noqa: E402
 from lowrank_lab.compress.pipeline import CompressionJob, run_job  # noqa: E402
+from lowrank_lab.errors import SettingsError  # noqa: E402
+
+
+def refine_setting(text: str) -> EngineSettings:
+    """``STEPS:LR:BATCH`` (e.g. ``64:1e-3:2``) → the engine's settings with that refinement."""
+    try:
+        steps, lr, batch = text.split(":")
+        return EngineSettings(refine_steps=int(steps), refine_lr=float(lr), batch_size=int(batch))
+    except (ValueError, SettingsError) as err:
+        raise argparse.ArgumentTypeError(
+            f"--refine takes STEPS:LR:BATCH such as 64:1e-3:2, got {text!r} ({err})"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--eval-blocks", type=int, default=32)
     parser.add_argument("--baselines", nargs="*", default=["svd", "pca"], choices=["svd", "pca"])
+    parser.add_argument("--refine", nargs="*", type=refine_setting, default=[], metavar="STEPS:LR:BATCH")
     args = parser.parse_args(argv)
 
     loaded = load_model(args.model)
@@ -79,6 +97,15 @@ def main(argv: list[str] | None = None) -> None:
         )
         for g in comparison.generations:
             print(f"  > {g.prompt}\n    dense:      {g.dense!r}\n    compressed: {g.compressed!r}", flush=True)
+        for engine in args.refine:
+            start = time.perf_counter()
+            refined = run_job(loaded, CompressionJob(plan=result.plan, calibration=cal, evaluation=ev, engine=engine))
+            name = f"+ refine {engine.refine_steps} steps lr {engine.refine_lr:g} batch {engine.batch_size}"
+            ppl = refined.comparison.compressed.perplexity
+            row(keep, f"whitened auto {name}", ppl, dense, kept, time.perf_counter() - start)
+            print(f"  seconds: {', '.join(f'{k} {v:.0f}' for k, v in refined.seconds.items())}", flush=True)
+            for g in refined.comparison.generations:
+                print(f"  > {g.prompt}\n    refined:    {g.compressed!r}", flush=True)
         for method in args.baselines:
             start = time.perf_counter()
             other = run_job(

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lowrank_lab.allocator import page_out
 from lowrank_lab.checkpoint.format import INDEX_FILE, WEIGHTS_FILE, alias_map
 from lowrank_lab.checkpoint.safetensors_file import check_safetensors
 from lowrank_lab.errors import ModelLoadError, NonFiniteError
@@ -44,6 +45,12 @@ class MemorySource:
     def tensor(self, name: str) -> torch.Tensor:
         """The stored tensor itself (not a copy): callers copy before changing it."""
         return self._state[name].detach()
+
+    def done(self, name: str) -> None:
+        """The engine holds its copy of ``name``: where the model is a mapped file, its pages go
+        back to the kernel (:func:`~lowrank_lab.allocator.page_out`; the values never change), so
+        a walk keeps one block of the shared model resident, not every block it has read."""
+        page_out(self._state[name])
 
 
 class FolderSource:
@@ -224,6 +231,8 @@ def materialize(model: nn.Module, prefix: str, source, dtype: torch.dtype = torc
             owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
         else:
             owner._buffers[attr] = value
+        if hasattr(source, "done"):
+            source.done(stored)
     _retie(model, aliases)
     return module
 

@@ -83,7 +83,9 @@ class ShardWriter:
             if t.is_floating_point():
                 t = t.to(self.dtype)
             if t.dtype not in _SAFETENSORS_DTYPES:
-                raise CheckpointError(f"the tensor {name} has dtype {t.dtype}, which a safetensors checkpoint cannot hold")
+                raise CheckpointError(
+                    f"the tensor {name} has dtype {t.dtype}, which a safetensors checkpoint cannot hold"
+                )
             t = t.contiguous()
             nbytes = t.numel() * t.element_size()
             if self._data is None:
