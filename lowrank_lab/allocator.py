@@ -64,6 +64,17 @@ def page_out(tensor) -> bool:
     return libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_PAGEOUT) == 0
 
 
+def page_out_module(module) -> int:
+    """:func:`page_out` for every parameter and buffer of ``module``; returns how many were handed back."""
+    seen: set[int] = set()
+    count = 0
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            count += page_out(tensor.detach())
+    return count
+
+
 def _page_size() -> int:
     import mmap
 

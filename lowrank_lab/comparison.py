@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import xxhash
 
+from lowrank_lab.allocator import page_out_module
 from lowrank_lab.cache import KeyedCache, model_digest
 from lowrank_lab.checks import require
 from lowrank_lab.data.text import BUILTIN_EVAL_SOURCE, builtin_text
@@ -226,6 +227,10 @@ def compare(
         return _measure(loaded, loaded.model, settings, blocks, prompts, stages, "dense")
 
     dense = store.get_or_compute(key, measure_dense)
+    # The dense model's pages of its weights file go back to the kernel while the compressed one
+    # is measured (values unchanged; read again from the file for the latency pairs), so the
+    # process does not hold both models' weights for the compressed model's perplexity.
+    page_out_module(loaded.model)
     small = _measure(loaded, compressed.model, settings, blocks, prompts, stages, "compressed")
     vocab = getattr(loaded.config, "vocab_size", 2)
     ids = torch.arange(settings.latency_tokens).remainder(vocab).unsqueeze(0)  # (1, T)

@@ -93,6 +93,7 @@ def test_the_engine_keeps_one_block_of_a_mapped_model_resident(tiny_llama, tmp_p
     import torch
 
     from lowrank_lab import load_model
+    from lowrank_lab.allocator import page_out_module
     from lowrank_lab.compress.blocks import block_layout
     from lowrank_lab.compress.sources import MemorySource, materialize, materialize_outside, release, skeleton
 
@@ -114,3 +115,7 @@ def test_the_engine_keeps_one_block_of_a_mapped_model_resident(tiny_llama, tmp_p
     materialize_outside(model, layout.prefix, source)
     assert _mapped_rss_kb(weights) < read / 2
     assert all(torch.equal(t, state[n]) for n, t in loaded.model.state_dict().items())  # nothing changed
+    # The whole model at once (what compare() does once the dense model is measured).
+    assert _mapped_rss_kb(weights) >= read  # read again by the comparison above
+    assert page_out_module(loaded.model) > 0
+    assert _mapped_rss_kb(weights) < read / 2
