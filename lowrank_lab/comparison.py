@@ -212,25 +212,9 @@ def compare(
     require(loaded, LoadedModel, "compare's dense model", "pass the LoadedModel it was compressed from")
     require(compressed, CompressedModel, "compare's compressed model", "pass what compress returned")
     require(settings, (EvalSettings, type(None)), "compare's settings", "pass EvalSettings(...) or None")
-    settings = settings or EvalSettings()
-    store = DENSE_FIGURES if cache is None else cache
-    causal = has_lm_head(loaded.model) and loaded.tokenizer is not None
-    prompts = settings.prompts if causal else ()
-    blocks = None
-    if causal:
-        check_seq_len(loaded.model, settings.seq_len, "the perplexity block length seq_len")
-        blocks = eval_blocks(loaded.tokenizer, settings.eval_text(), settings.seq_len, settings.max_blocks)
-    key = (model_digest(loaded.model), settings.key(), causal)
+    settings, prompts, blocks, key, store = _prepared(loaded, settings, cache)
     stages = Stages(_sink(progress), _weights(settings, blocks, prompts, dense=key not in store))
-
-    def measure_dense() -> Measured:
-        return _measure(loaded, loaded.model, settings, blocks, prompts, stages, "dense")
-
-    dense = store.get_or_compute(key, measure_dense)
-    # The dense model's pages of its weights file go back to the kernel while the compressed one
-    # is measured (values unchanged; read again from the file for the latency pairs), so the
-    # process does not hold both models' weights for the compressed model's perplexity.
-    page_out_module(loaded.model)
+    dense = _dense(loaded, settings, prompts, blocks, key, store, stages)
     small = _measure(loaded, compressed.model, settings, blocks, prompts, stages, "compressed")
     vocab = getattr(loaded.config, "vocab_size", 2)
     ids = torch.arange(settings.latency_tokens).remainder(vocab).unsqueeze(0)  # (1, T)
@@ -251,6 +235,58 @@ def compare(
         eval_tokens=dense.eval_tokens,
         latency_tokens=settings.latency_tokens,
     )
+
+
+def measure_dense(
+    loaded: LoadedModel,
+    settings: EvalSettings | None = None,
+    progress: ProgressFn | None = None,
+    cache: KeyedCache | None = None,
+) -> None:
+    """Measure the dense model's side of :func:`compare` now and keep it in ``cache``.
+
+    A compression that will be compared measures the dense model first, while no compressed
+    copy is in memory: :func:`compare` then finds the figures and runs only the compressed
+    model, so the process never holds both models' weights for a perplexity pass.
+
+    Raises:
+        DataError: no tokenizer, or the evaluation text is shorter than one block.
+    """
+    require(loaded, LoadedModel, "the dense model", "pass a LoadedModel")
+    require(settings, (EvalSettings, type(None)), "the evaluation settings", "pass EvalSettings(...) or None")
+    settings, prompts, blocks, key, store = _prepared(loaded, settings, cache)
+    if key in store:
+        return
+    stages = Stages(_sink(progress), {k: w for k, w in _weights(settings, blocks, prompts, True).items()
+                                      if k.endswith("dense")})  # fmt: skip
+    _dense(loaded, settings, prompts, blocks, key, store, stages)
+    stages.finish()
+
+
+def _prepared(loaded: LoadedModel, settings: EvalSettings | None, cache: KeyedCache | None):
+    """The settings, prompts, perplexity blocks, dense cache key and store of one comparison."""
+    settings = settings or EvalSettings()
+    store = DENSE_FIGURES if cache is None else cache
+    causal = has_lm_head(loaded.model) and loaded.tokenizer is not None
+    prompts = settings.prompts if causal else ()
+    blocks = None
+    if causal:
+        check_seq_len(loaded.model, settings.seq_len, "the perplexity block length seq_len")
+        blocks = eval_blocks(loaded.tokenizer, settings.eval_text(), settings.seq_len, settings.max_blocks)
+    return settings, prompts, blocks, (model_digest(loaded.model), settings.key(), causal), store
+
+
+def _dense(loaded: LoadedModel, settings, prompts, blocks, key, store: KeyedCache, stages: Stages) -> Measured:
+    """The dense model's figures, from the store or measured into it. Its pages of its weights
+    file then go back to the kernel (values unchanged; read again from the file when it next
+    runs), so the compressed model is measured without the dense weights resident."""
+
+    def measure() -> Measured:
+        return _measure(loaded, loaded.model, settings, blocks, prompts, stages, "dense")
+
+    dense = store.get_or_compute(key, measure)
+    page_out_module(loaded.model)
+    return dense
 
 
 def _sink(progress: ProgressFn | None):

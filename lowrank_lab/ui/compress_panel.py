@@ -62,6 +62,7 @@ DEFAULTS = {
 }
 # What the bar says in each stage of the pipeline.
 LABELS = {
+    "dense": "measuring the dense model",
     "allocate": "allocating ranks",
     "compress": "compressing block by block",
     "stages": "measuring what each stage bought",

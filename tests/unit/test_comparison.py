@@ -137,3 +137,39 @@ def test_a_progress_callback_can_cancel_the_comparison(tiny_llama):
         compare(tiny_llama, compressed_model(tiny_llama, keep=0.5), FAST, stop_at_generation, cache)
     assert len(cache) == 0  # nothing half-measured is kept
     assert not tiny_llama.model.training
+
+
+def test_the_dense_side_measured_first_is_what_compare_would_measure(tiny_llama):
+    from lowrank_lab.cache import KeyedCache
+    from lowrank_lab.comparison import measure_dense
+
+    ahead, fresh = KeyedCache(), KeyedCache()
+    steps: list[str] = []
+    measure_dense(tiny_llama, FAST, lambda d, t, m: steps.append(m), ahead)
+    assert len(ahead) == 1 and any(s.startswith("perplexity of the dense model") for s in steps)
+    assert not any("compressed" in s for s in steps)
+    measure_dense(tiny_llama, FAST, lambda d, t, m: steps.append(f"again {m}"), ahead)  # cached: no work
+    assert not any(s.startswith("again") for s in steps)
+    compressed = compressed_model(tiny_llama, keep=0.5)
+    later: list[str] = []
+    reused = compare(tiny_llama, compressed, FAST, lambda d, t, m: later.append(m), ahead)
+    assert not any("dense model" in s or "(dense)" in s for s in later)
+    whole = compare(tiny_llama, compressed, FAST, cache=fresh)
+    assert reused.dense.perplexity == whole.dense.perplexity
+    assert reused.generations == whole.generations
+
+
+def test_a_compression_job_measures_the_dense_model_before_any_compressed_copy_exists(tiny_llama):
+    from lowrank_lab.cache import KeyedCache
+    from lowrank_lab.compress.calibration import CalibrationSettings
+    from lowrank_lab.compress.pipeline import CompressionJob, run_job
+
+    steps: list[str] = []
+    job = CompressionJob(keep=0.5, allocation="uniform", calibration=CalibrationSettings(samples=4, seq_len=32),
+                         evaluation=FAST)  # fmt: skip
+    result = run_job(tiny_llama, job, lambda e: steps.append(e.step), dense_cache=KeyedCache())
+    first_dense = next(i for i, s in enumerate(steps) if "dense model" in s)
+    first_block = next(i for i, s in enumerate(steps) if "block 1/" in s and "perplexity" not in s)
+    assert first_dense < first_block
+    assert list(result.seconds)[:2] == ["dense", "allocate"]
+    assert result.comparison.dense.perplexity > 0
