@@ -176,8 +176,9 @@ def walk_to_folder(
     """Compress the model block by block into ``writer``; returns the skeleton (factorized, on meta).
 
     Each block is written as soon as it is compressed and then freed; the tensors outside the
-    blocks are freed while the blocks run, read again and written at the end. The returned skeleton knows every factorized layer's rank
-    and bias (for the checkpoint's config) but holds no weights.
+    blocks are freed while the blocks run, read again and written at the end. The returned
+    skeleton knows every factorized layer's rank and bias (for the checkpoint's config) but
+    holds no weights.
     """
     model, layout = prepared_skeleton(source, device)
     batches = [] if ids is None else batches_of(ids, settings.batch_size)
