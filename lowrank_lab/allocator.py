@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 MMAP_THRESHOLD = 1 << 20  # bytes: a 1 MiB tensor and up gets its own mapping
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
@@ -44,7 +45,8 @@ def page_out(tensor) -> bool:
     the process's resident memory (0.54 GB for smollm2-135m once each weight was read). After the
     engine has copied a block's weights, their pages are handed back with ``MADV_PAGEOUT``, which
     never changes what the memory holds: a clean page is dropped and read from the file again on
-    the next access, a page written to (copied on write) is kept, as there is no swap to put it.
+    the next access; a page written to (copied on write) stays in memory, or goes to swap where
+    there is swap, its values kept either way.
     Anonymous memory (a model converted in memory) and device files are left alone.
 
     Returns True where the pages were handed back; False elsewhere (not Linux, not a mapped
@@ -81,6 +83,7 @@ def _page_size() -> int:
     return mmap.PAGESIZE
 
 
+@functools.cache
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
