@@ -44,6 +44,19 @@ PLAN_FILE = "rank_plan.json"
 CARD_FILE = "README.md"
 LOADER_FILE = "load_lowrank.py"
 SECTION = "lowrank"
+# safetensors' names of the dtypes a checkpoint may hold (the header's "dtype" field).
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def factorized_modules(model: nn.Module) -> dict[str, LowRankLinear]:

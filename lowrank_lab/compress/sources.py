@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lowrank_lab.allocator import page_out
-from lowrank_lab.checkpoint.format import INDEX_FILE, WEIGHTS_FILE, alias_map
+from lowrank_lab.checkpoint.format import INDEX_FILE, SAFETENSORS_DTYPES, WEIGHTS_FILE, alias_map
 from lowrank_lab.checkpoint.safetensors_file import check_safetensors
 from lowrank_lab.errors import ModelLoadError, NonFiniteError
 from lowrank_lab.models import LoadedModel
@@ -135,8 +135,12 @@ class FolderSource:
         with safe_open(str(self._where[name]), framework="pt") as handle:
             return handle.get_tensor(name)
 
+    def done(self, name: str) -> None:
+        """Nothing to hand back: each read opened and closed its shard (see :meth:`tensor`)."""
 
-_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+
+# The floating dtypes a folder's weights are read in, by their safetensors names.
+_SAFETENSORS_DTYPES = {SAFETENSORS_DTYPES[d]: d for d in (torch.bfloat16, torch.float16, torch.float32)}
 
 
 def _architecture(config, folder: Path):
@@ -206,7 +210,8 @@ def check_names(model: nn.Module, source) -> None:
 def materialize(model: nn.Module, prefix: str, source, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Fill the submodule ``prefix`` ("" for the whole model) with the source's tensors, in ``dtype``.
 
-    The tensors are copies (a loaded model's own tensors are never handed out to be changed).
+    The tensors are copies (a loaded model's own tensors are never handed out to be changed);
+    each one read is reported to ``source.done`` once copied.
     A tied tensor is filled once, under its first name, and every other name points at it.
     """
     aliases = aliases_of(model)
@@ -231,8 +236,7 @@ def materialize(model: nn.Module, prefix: str, source, dtype: torch.dtype = torc
             owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
         else:
             owner._buffers[attr] = value
-        if hasattr(source, "done"):
-            source.done(stored)
+        source.done(stored)
     _retie(model, aliases)
     return module
 

@@ -23,26 +23,12 @@ from typing import BinaryIO
 
 import torch
 
-from lowrank_lab.checkpoint.format import FORMAT, INDEX_FILE, WEIGHTS_FILE
+from lowrank_lab.checkpoint.format import FORMAT, INDEX_FILE, SAFETENSORS_DTYPES, WEIGHTS_FILE
 from lowrank_lab.errors import CheckpointError
 
 DEFAULT_SHARD_BYTES = 512 * 2**20
 MAX_SHARD_BYTES = 2 * 2**30
 _COPY_CHUNK = 16 * 2**20
-
-# safetensors' names of the dtypes a checkpoint may hold.
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 
 
 class ShardWriter:
@@ -82,7 +68,7 @@ class ShardWriter:
             t = tensor.detach().to("cpu")
             if t.is_floating_point():
                 t = t.to(self.dtype)
-            if t.dtype not in _SAFETENSORS_DTYPES:
+            if t.dtype not in SAFETENSORS_DTYPES:
                 raise CheckpointError(
                     f"the tensor {name} has dtype {t.dtype}, which a safetensors checkpoint cannot hold"
                 )
@@ -94,7 +80,7 @@ class ShardWriter:
                 self._data.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
             self._names.add(name)
             self._entries[name] = {
-                "dtype": _SAFETENSORS_DTYPES[t.dtype],
+                "dtype": SAFETENSORS_DTYPES[t.dtype],
                 "shape": list(t.shape),
                 "data_offsets": [self._offset, self._offset + nbytes],
             }
