@@ -2,6 +2,7 @@
 
     python bench/compression.py [--model smollm2-135m] [--keep 0.8 0.6] [--samples 32] [--seq-len 256]
                                 [--eval-blocks 32] [--baselines svd pca] [--refine STEPS:LR:BATCH ...]
+                                [--distill STEPS:LR:BATCH]
 
 Every row goes through the one pipeline the command line and the app use
 (:func:`lowrank_lab.compress.pipeline.run_job`: allocate → compress block by block → compare).
@@ -11,7 +12,9 @@ For each budget (fraction of the linear layers' parameters kept) it prints:
   dense model's activations with uniform ranks, then with the allocated ranks — these two are
   what the old whole-model path computed, the named baselines — then block k calibrated on
   what the compressed blocks 0..k−1 produce, then each layer refit to the dense outputs (the
-  engine's result);
+  engine's result), then, with ``--distill``, every factor trained end to end against the dense
+  model's next-token distributions (:mod:`lowrank_lab.compress.distill`; the engine row and the
+  generations are then the distilled model's);
 * with ``--refine``, the engine again on the same ``auto`` plan with per-block refinement
   (``EngineSettings(refine_steps, refine_lr, batch_size)``: Adam steps on each block's factors
   against the dense block's outputs, one calibration batch of BATCH blocks per step), its
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lowrank_lab import CalibrationSettings, load_model  # noqa: E402
 from lowrank_lab.comparison import EvalSettings  # noqa: E402
+from lowrank_lab.compress.distill import DistillSettings  # noqa: E402
 from lowrank_lab.compress.engine import EngineSettings  # noqa: E402
 from lowrank_lab.compress.pipeline import CompressionJob, run_job  # noqa: E402
 from lowrank_lab.errors import SettingsError  # noqa: E402
@@ -51,6 +55,17 @@ def refine_setting(text: str) -> EngineSettings:
         ) from None
 
 
+def distill_setting(text: str) -> DistillSettings:
+    """``STEPS:LR:BATCH`` (e.g. ``60:1e-4:4``) → the distillation's settings."""
+    try:
+        steps, lr, batch = text.split(":")
+        return DistillSettings(int(steps), float(lr), int(batch))
+    except (ValueError, SettingsError) as err:
+        raise argparse.ArgumentTypeError(
+            f"--distill takes STEPS:LR:BATCH such as 60:1e-4:4, got {text!r} ({err})"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -60,25 +75,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-blocks", type=int, default=32)
     parser.add_argument("--baselines", nargs="*", default=["svd", "pca"], choices=["svd", "pca"])
     parser.add_argument("--refine", nargs="*", type=refine_setting, default=[], metavar="STEPS:LR:BATCH")
+    parser.add_argument("--distill", type=distill_setting, default=DistillSettings(), metavar="STEPS:LR:BATCH")
     args = parser.parse_args(argv)
 
     loaded = load_model(args.model)
     cal = CalibrationSettings(samples=args.samples, seq_len=args.seq_len)
     ev = EvalSettings(max_blocks=args.eval_blocks)
     print(f"{args.model}: calibration {cal.describe()}; evaluation {ev.source}, {args.eval_blocks}×256 tokens")
-    table = [f"{'removed':>7}  {'row':<44} {'ppl':>8} {'× dense':>8} {'linear kept':>11} {'s':>6}"]
+    table = [f"{'removed':>7}  {'row':<52} {'ppl':>8} {'× dense':>8} {'linear kept':>11} {'s':>6}"]
 
     def row(keep: float, name: str, ppl: float, dense: float, kept: float | None, seconds: float | None) -> None:
         kept_s = "" if kept is None else f"{kept:.3f}"
         sec = "" if seconds is None else f"{seconds:.0f}"
-        line = f"{1 - keep:>7.0%}  {name:<44} {ppl:>8.2f} {ppl / dense:>8.2f} {kept_s:>11} {sec:>6}"
+        line = f"{1 - keep:>7.0%}  {name:<52} {ppl:>8.2f} {ppl / dense:>8.2f} {kept_s:>11} {sec:>6}"
         table.append(line)
         print(line, flush=True)
 
     for keep in args.keep:
         start = time.perf_counter()
         job = CompressionJob(
-            keep=keep, allocation="auto", method="whitened", calibration=cal, evaluation=ev, stage_report=True
+            keep=keep,
+            allocation="auto",
+            method="whitened",
+            calibration=cal,
+            distill=args.distill,
+            evaluation=ev,
+            stage_report=True,
         )
         result = run_job(loaded, job)
         seconds = time.perf_counter() - start
@@ -88,7 +110,11 @@ def main(argv: list[str] | None = None) -> None:
         row(keep, "dense", dense, dense, 1.0, None)
         for figure in stages.stages:
             row(keep, f"whitened auto: {figure.stage}", figure.perplexity, dense, kept, None)
-        row(keep, "whitened auto (engine; compare())", comparison.compressed.perplexity, dense, kept, seconds)
+        name = "whitened auto (engine; compare())"
+        if args.distill.active:
+            d = args.distill
+            name = f"whitened auto + distill {d.steps}:{d.lr:g}:{d.batch_size} (compare())"
+        row(keep, name, comparison.compressed.perplexity, dense, kept, seconds)
         print(
             f"  seconds: {', '.join(f'{k} {v:.0f}' for k, v in result.seconds.items())}; "
             f"candidates: {', '.join(f'{c.name} {c.calibration_loss:.4f}' for c in result.allocation.candidates)}"

@@ -40,6 +40,9 @@ def check(args) -> CompressInputs:
     checks.number(args.keep, "--keep", 0, 1, low_open=True, example="0.8 (keeps 80% of the linear parameters)")
     checks.integer(args.samples, "--samples", 1, 100_000, example=32)
     checks.integer(args.seq_len, "--seq-len", 2, example=256)
+    checks.integer(args.distill, "--distill", 0, 100_000, example=60)
+    checks.number(args.distill_lr, "--distill-lr", 0, 1, low_open=True, high_open=True, example="1e-4")
+    checks.integer(args.distill_batch, "--distill-batch", 1, 4096, example=4)
     if args.no_eval:  # the sizes are harmless defaults to pass along; a text file to read is a contradiction
         checks.exclusive(args, "no_eval", "eval_text")
     for name, default in EVAL_DEFAULTS.items():
@@ -48,7 +51,7 @@ def check(args) -> CompressInputs:
     checks.integer(args.eval_seq_len, "--eval-seq-len", 2, example=256)
     checks.integer(args.eval_blocks, "--eval-blocks", 1, 100_000, example=32)
     checks.integer(args.max_new_tokens, "--max-new-tokens", 1, 4096, example=40)
-    uses_calibration = args.method != "svd" or (args.plan is None and args.allocate == "auto")
+    uses_calibration = args.method != "svd" or (args.plan is None and args.allocate == "auto") or args.distill > 0
     if args.calibration_text is not None and not uses_calibration:
         raise SettingsError(
             "--calibration-text is not used by --method svd with a --plan or --allocate uniform; "
@@ -85,7 +88,7 @@ def check_loaded(args, inputs: CompressInputs, loaded) -> None:
     for matrix in weight_matrices(loaded.model):
         check_finite(matrix)  # a damaged model is refused before calibration, whatever the method
     config = loaded.config.to_dict()
-    uses_calibration = args.method != "svd" or (inputs.plan is None and args.allocate == "auto")
+    uses_calibration = args.method != "svd" or (inputs.plan is None and args.allocate == "auto") or args.distill > 0
     if inputs.plan is not None:
         check_plan(loaded, inputs.plan)
     if inputs.plan is None and args.allocate == "auto" and loaded.task != "causal-lm":

@@ -87,7 +87,7 @@ def calibration_ids(tokenizer, settings: CalibrationSettings, title: str) -> tor
             f"{title} has no tokenizer, so it cannot read calibration text; "
             "use method 'svd' (needs no data) or load a model that ships a tokenizer"
         )
-    text = settings.text if settings.text is not None else builtin_text("calibration")
+    text = calibration_text(settings)
     fix = "give more text, or fewer or shorter samples (samples, seq_len; --samples, --seq-len on the command line)"
     return token_blocks(
         tokenizer,
@@ -98,6 +98,11 @@ def calibration_ids(tokenizer, settings: CalibrationSettings, title: str) -> tor
         what=f"the calibration text ({settings.source})",
         fix=fix,
     )
+
+
+def calibration_text(settings: CalibrationSettings) -> str:
+    """The text the settings name: the user's, or the built-in calibration split."""
+    return settings.text if settings.text is not None else builtin_text("calibration")
 
 
 # What calibration computes for allocation (loss costs, whitened spectra), kept for the command

@@ -25,9 +25,11 @@ from lowrank_lab.compress.allocate import STRATEGIES, allocate_explained, check_
 from lowrank_lab.compress.apply import check_plan, compress
 from lowrank_lab.compress.calibration import CalibrationSettings, calibration_blocks
 from lowrank_lab.compress.decompositions import linear_matrices
+from lowrank_lab.compress.distill import DistillSettings, check_distill, distill
 from lowrank_lab.compress.engine import EngineSettings
 from lowrank_lab.compress.results import (
     STAGE_ALLOCATION,
+    STAGE_DISTILLED,
     STAGE_REFIT,
     STAGE_SEQUENTIAL,
     STAGE_UNIFORM,
@@ -58,6 +60,7 @@ class CompressionJob:
         method: ``svd``, ``whitened`` or ``pca``.
         calibration: calibration text and sizes (not read by ``svd`` with given or uniform ranks).
         engine: how the block walk calibrates and refits.
+        distill: the end-to-end distillation after the walk (default: none).
         device: where the block work runs (``cpu``, ``cuda``).
         evaluation: how to compare with the dense model; None skips it.
         stage_report: also measure perplexity after each stage (the gap waterfall; compresses
@@ -73,6 +76,7 @@ class CompressionJob:
     method: Method = "whitened"
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    distill: DistillSettings = field(default_factory=DistillSettings)
     device: str = "cpu"
     evaluation: EvalSettings | None = field(default_factory=EvalSettings)
     stage_report: bool = False
@@ -83,6 +87,7 @@ class CompressionJob:
         require(self.plan, (RankPlan, type(None)), "the job's plan", "pass a RankPlan or None")
         require(self.calibration, CalibrationSettings, "the job's calibration", "pass CalibrationSettings(...)")
         require(self.engine, EngineSettings, "the job's engine settings", "pass EngineSettings(...)")
+        require(self.distill, DistillSettings, "the job's distillation", "pass DistillSettings(...)")
         require(self.evaluation, (EvalSettings, type(None)), "the job's evaluation", "pass EvalSettings(...) or None")
         if self.plan is None:
             check_keep(self.keep)
@@ -108,8 +113,9 @@ class StageSource(Protocol):
 # forward, forward and backward per batch), its candidates' shared walk one and their scoring
 # a fraction; the sequential
 # compression about four (the dense pass, the shifted partial passes group by group, the
-# shifted pass); the stage report three more compressions and four perplexities.
-WEIGHTS = {"dense": 1.5, "allocate": 7.0, "compress": 4.0, "stages": 8.0, "evaluate": 1.5}
+# shifted pass); the stage report three more compressions and four perplexities. A distillation
+# step is about four passes (teacher, student, backward) over its batch: weighed per step below.
+WEIGHTS = {"dense": 1.5, "allocate": 7.0, "compress": 4.0, "stages": 8.0, "distill": 0.0, "evaluate": 1.5}
 
 
 def stage_weights(job: CompressionJob) -> dict[str, float]:
@@ -117,6 +123,10 @@ def stage_weights(job: CompressionJob) -> dict[str, float]:
     weights = dict(WEIGHTS)
     if job.plan is not None or job.allocation == "uniform":
         weights["allocate"] = 0.1
+    if job.distill.active:
+        weights["distill"] = 4.0 * job.distill.steps * job.distill.batch_size / job.calibration.samples
+    else:
+        weights.pop("distill")
     if not job.stage_report:
         weights.pop("stages")
     if job.evaluation is None:
@@ -144,6 +154,7 @@ def check_job(loaded: LoadedModel, job: CompressionJob) -> None:
     if job.data_aware:
         check_seq_len(loaded.model, job.calibration.seq_len, "the calibration seq_len")
         calibration_blocks(loaded, job.calibration)  # too little text, or no tokenizer: say so now
+    check_distill(loaded, job.distill, job.calibration)
     ev = job.evaluation
     if (ev is not None or job.stage_report) and has_lm_head(loaded.model) and loaded.tokenizer is not None:
         ev = ev or EvalSettings()
@@ -197,10 +208,18 @@ def run_job(
     )
     seconds["compress"] = time.perf_counter() - clock
     stage_report = None
-    if job.stage_report and has_lm_head(loaded.model) and loaded.tokenizer is not None:
+    measured = job.stage_report and has_lm_head(loaded.model) and loaded.tokenizer is not None
+    if measured:  # on the walk's model, before any distillation
         clock = time.perf_counter()
         stage_report = measure_stages(loaded, job, plan, compressed, stages.stage("stages"))
         seconds["stages"] = time.perf_counter() - clock
+    distillation = None
+    if job.distill.active:
+        clock = time.perf_counter()
+        compressed, distillation = distill(loaded, compressed, job.distill, job.calibration, stages.stage("distill"))
+        seconds["distill"] = time.perf_counter() - clock
+        if measured:
+            stage_report = add_distilled(stage_report, compressed, job)
     comparison = None
     if job.evaluation is not None:
         clock = time.perf_counter()
@@ -216,7 +235,21 @@ def run_job(
         comparison=comparison,
         params=compressed.params,
         seconds=seconds,
+        distillation=distillation,
     )
+
+
+def add_distilled(stage_report: StageReport, compressed: CompressedModel, job: CompressionJob) -> StageReport:
+    """The stage report with the distilled model's perplexity appended."""
+    ev = job.evaluation or EvalSettings()
+    blocks = eval_blocks(compressed.tokenizer, ev.eval_text(), ev.seq_len, ev.max_blocks)
+    d = job.distill
+    figure = StageFigure(
+        STAGE_DISTILLED,
+        block_perplexity(compressed.model, blocks, batch_size=2),
+        f"every factor trained {d.steps} steps to match the dense model's next-token distributions",
+    )
+    return replace(stage_report, stages=(*stage_report.stages, figure))
 
 
 def allocate_for(

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from lowrank_lab.comparison import Comparison
+from lowrank_lab.compress.distill import DistillReport
 from lowrank_lab.errors import SettingsError
 from lowrank_lab.matrices import WeightMatrix
 from lowrank_lab.models import CompressedModel, ParamCounts
@@ -20,8 +21,9 @@ STAGE_UNIFORM = "whitened, uniform ranks"
 STAGE_ALLOCATION = "allocated ranks"
 STAGE_SEQUENTIAL = "sequential inputs"
 STAGE_REFIT = "refit to the dense outputs"
+STAGE_DISTILLED = "distilled end to end"
 STAGE_HEALED = "healed (LoRA)"
-STAGES = (STAGE_UNIFORM, STAGE_ALLOCATION, STAGE_SEQUENTIAL, STAGE_REFIT, STAGE_HEALED)
+STAGES = (STAGE_UNIFORM, STAGE_ALLOCATION, STAGE_SEQUENTIAL, STAGE_REFIT, STAGE_DISTILLED, STAGE_HEALED)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,9 @@ class CompressionResult:
         comparison: dense against compressed, when it was measured.
         params: parameter counts before and after (whole model, linear layers).
         out: the checkpoint folder written, if any.
-        seconds: wall time per step (``allocate``, ``compress``, ``evaluate``, ``stages``, ``write``).
+        seconds: wall time per step (``dense``, ``allocate``, ``compress``, ``distill``, ``stages``,
+            ``evaluate``, ``write``).
+        distillation: what the end-to-end distillation did, when it ran.
     """
 
     compressed: CompressedModel | None
@@ -194,3 +198,4 @@ class CompressionResult:
     params: ParamCounts | None = None
     out: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    distillation: DistillReport | None = None
