@@ -38,7 +38,14 @@ def _ppl(value) -> str:
 def _calibration_text(calibration: dict, method: str) -> str:
     if not calibration:
         return "none (plain truncated SVD needs no data)" if method == "svd" else NOT_MEASURED
-    return "; ".join(f"{k}: {v}" for k, v in calibration.items())
+    return "; ".join(f"{k}: {_value(v)}" for k, v in calibration.items())
+
+
+def _value(value) -> str:
+    """A record's value in words (a nested record, such as the distillation's, as ``key value`` pairs)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
 
 
 def figures_table(

@@ -21,6 +21,7 @@ import streamlit as st
 
 from lowrank_lab.comparison import EvalSettings
 from lowrank_lab.compress import CalibrationSettings
+from lowrank_lab.compress.distill import DistillSettings
 from lowrank_lab.compress.guards import check_calibration
 from lowrank_lab.compress.pipeline import CompressionJob, run_job, stage_weights
 from lowrank_lab.data.text import decode_text_upload
@@ -59,6 +60,7 @@ DEFAULTS = {
     "compress_seq_len": 256,
     "compress_evaluate": True,
     "compress_stages": False,
+    "compress_distill": 0,
 }
 # What the bar says in each stage of the pipeline.
 LABELS = {
@@ -66,6 +68,7 @@ LABELS = {
     "allocate": "allocating ranks",
     "compress": "compressing block by block",
     "stages": "measuring what each stage bought",
+    "distill": "distilling end to end",
     "evaluate": "measuring against the dense model",
     "record": "recording the run",
 }
@@ -82,6 +85,7 @@ class Request:
     calibration: CalibrationSettings
     evaluation: EvalSettings | None
     stages: bool = False  # also measure perplexity after each stage (the gap waterfall)
+    distill: DistillSettings = DistillSettings()  # end-to-end distillation after the walk (steps 0: none)
 
     def job(self) -> CompressionJob:
         """The pipeline's job for this request."""
@@ -92,6 +96,7 @@ class Request:
             plan=self.plan if given else None,
             method=self.method,
             calibration=self.calibration,
+            distill=self.distill,
             evaluation=self.evaluation,
             stage_report=self.stages and self.evaluation is not None,
         )
@@ -112,7 +117,7 @@ def _request(plan: RankPlan, upload, eval_upload) -> Request:
             text = decode_text_upload(eval_upload.getvalue(), eval_upload.name)
             evaluation = EvalSettings(text=text, source=f"uploaded {eval_upload.name}")
     return Request(s["compress_method"], s["compress_ranks"], s["compress_keep"] / 100, plan, calibration, evaluation,
-                   bool(s["compress_stages"]))  # fmt: skip
+                   bool(s["compress_stages"]), DistillSettings(int(s["compress_distill"])))  # fmt: skip
 
 
 def _labelled(progress: ProgressFn, label: str) -> ProgressFn:
@@ -148,7 +153,9 @@ def _work(loaded: LoadedModel, request: Request, notes: tuple[str, ...]) -> Call
         keep = None if request.ranks_from == "plan" else request.keep
         progress = _labelled(job.stage("record"), LABELS["record"])
         noted = notes + _record(runs, loaded, result, request, keep, progress, calibration_store)
-        return state.CompressionRun(compressed, comparison, request.ranks_from, allocation, keep, noted, result.stages)
+        return state.CompressionRun(
+            compressed, comparison, request.ranks_from, allocation, keep, noted, result.stages, result.distillation
+        )
 
     return work
 
@@ -221,6 +228,13 @@ def _fields(loaded: LoadedModel, running: bool) -> tuple[object, object, bool]:
         f"whitened, pca and auto read samples × tokens of calibration text: at least {floor.recommended:,} here "
         f"({floor.widest_name.rsplit('.', 1)[-1]} reads {floor.widest_input:,}-wide inputs; 4× that keeps XᵀX "
         "well conditioned). svd with the plan or uniform ranks reads none."
+    )
+    c1, c2 = st.columns([1, 2])
+    c1.number_input("Distillation steps (0: off)", 0, 2000, step=10, key="compress_distill")
+    c2.caption(
+        "After the block walk, train every factor to give the dense model's next-token distributions on the "
+        "calibration text: 4 blocks per step. On smollm2-135m, 60 steps took 20% removed from 1.32× to 1.16× dense "
+        "perplexity and 40% removed from 2.27× to 1.60×, for about 7 s per step on two CPU cores."
     )
     c1, c2 = st.columns(2)
     upload = c1.file_uploader("Calibration text (.txt, UTF-8; default: the built-in calibration split)",

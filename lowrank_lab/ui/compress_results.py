@@ -9,6 +9,7 @@ import streamlit as st
 
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.compress import AllocationReport
+from lowrank_lab.compress.distill import DistillReport
 from lowrank_lab.compress.results import StageReport
 from lowrank_lab.plan import RankPlan
 from lowrank_lab.runs.record import run_id_of
@@ -72,6 +73,17 @@ def explain_allocation(report: AllocationReport) -> None:
         key="compress_candidates",
     )
     st.caption(f"Scored by {report.scoring}.")
+
+
+def distillation_curve(report: DistillReport) -> None:
+    """The distillation's KL to the dense model, step by step."""
+    d = report.settings
+    st.markdown(
+        f"**Distillation** — {d.steps} steps of {d.batch_size} calibration blocks ({report.tokens:,} tokens, "
+        f"{report.seconds:,.0f} s): KL to the dense model {report.losses[0]:.4f} → {report.losses[-1]:.4f} nats per token"
+    )
+    frame = pd.DataFrame({"step": range(1, len(report.losses) + 1), "KL (nats per token)": report.losses})
+    st.line_chart(frame, x="step", y="KL (nats per token)", height=220)
 
 
 def stage_table(report: StageReport) -> None:
@@ -171,6 +183,8 @@ def show(source: str) -> None:
         st.dataframe(_styled(figures_table(report)), hide_index=True, key="compress_figures")
     if run.stages is not None:
         stage_table(run.stages)
+    if run.distillation is not None:
+        distillation_curve(run.distillation)
     if report is not None:
         _generations(report)
     if run.ranks_from != "plan":

@@ -9,6 +9,7 @@ import streamlit as st
 
 from lowrank_lab.comparison import Comparison
 from lowrank_lab.compress import AllocationReport, CalibrationSettings
+from lowrank_lab.compress.distill import DistillReport
 from lowrank_lab.compress.results import StageReport
 from lowrank_lab.models import DEFAULT_MODEL, CompressedModel, ModelSpec
 
@@ -35,6 +36,7 @@ class CompressionRun:
         keep: the budget asked for (fraction of linear-layer parameters kept), None for the plan.
         notes: warnings about how it was made (e.g. few calibration tokens), shown with the result.
         stages: perplexity after each stage of the compression (the gap waterfall), when measured.
+        distillation: what the end-to-end distillation did (its KL per step), when it ran.
     """
 
     compressed: CompressedModel
@@ -44,6 +46,7 @@ class CompressionRun:
     keep: float | None = None
     notes: tuple[str, ...] = ()
     stages: StageReport | None = None
+    distillation: DistillReport | None = None
 
 
 @dataclass(frozen=True)

@@ -231,3 +231,18 @@ def test_what_each_stage_bought_is_measured_and_shown(tiny_llama):
     table = next(d.value for d in at.dataframe if "stage" in d.value.columns)
     assert list(table["stage"]) == ["dense", *[f.stage for f in report.stages]]
     assert table["perplexity"].iloc[0] == pytest.approx(report.dense_perplexity)
+
+
+def test_distillation_steps_train_the_factors_and_show_the_kl_curve(tiny_llama):
+    """Steps above 0 add the distillation after the walk: the distilled stage, the KL curve, the record."""
+    at = page(RANKS)
+    at.checkbox(key="compress_stages").check()
+    at.number_input(key="compress_distill").set_value(3)
+    at = submit(at, "uniform", samples=8, keep=60)
+    run = at.session_state["compressed"]
+    assert run.distillation is not None and len(run.distillation.losses) == 3
+    assert [f.stage for f in run.stages.stages][-2:] == ["refit to the dense outputs", "distilled end to end"]
+    measured = figures_row(at, "perplexity")["compressed"]
+    assert run.stages.stages[-1].perplexity == pytest.approx(measured, rel=1e-6)
+    assert run.compressed.calibration["distillation"]["steps"] == 3
+    assert any("Distillation" in m.value and "KL to the dense model" in m.value for m in at.markdown)
