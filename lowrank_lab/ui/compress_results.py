@@ -80,7 +80,7 @@ def distillation_curve(report: DistillReport) -> None:
     d = report.settings
     st.markdown(
         f"**Distillation** — {d.steps} steps of {d.batch_size} calibration blocks ({report.tokens:,} tokens, "
-        f"{report.seconds:,.0f} s): KL to the dense model {report.losses[0]:.4f} → {report.losses[-1]:.4f} nats per token"
+        f"{report.seconds:,.0f} s): KL to the dense model {report.losses[0]:.3g} → {report.losses[-1]:.3g} nats per token"
     )
     frame = pd.DataFrame({"step": range(1, len(report.losses) + 1), "KL (nats per token)": report.losses})
     st.line_chart(frame, x="step", y="KL (nats per token)", height=220)
