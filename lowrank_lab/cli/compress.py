@@ -55,8 +55,10 @@ def register(sub) -> None:
         "distributions on the calibration text (default 0: off; 60 took the built-in model from 1.32× to "
         "1.16× dense perplexity at --keep 0.8)",
     )
-    p.add_argument("--distill-lr", type=float, default=1e-4, help="distillation peak learning rate (default 1e-4)")
-    p.add_argument("--distill-batch", type=int, default=4, help="calibration blocks per distillation step (default 4)")
+    p.add_argument("--distill-lr", type=float, default=None, help="distillation peak learning rate (default 1e-4)")
+    p.add_argument(
+        "--distill-batch", type=int, default=None, help="calibration blocks per distillation step (default 4)"
+    )
     p.add_argument("--device", default="cpu", help="where the block work runs: cpu (default) or cuda")
     p.add_argument("--out", type=Path, help="write the compressed checkpoint to this folder")
     p.add_argument("--dtype", default=None, help="checkpoint dtype: fp32, fp16 or bf16 (default fp32)")

@@ -41,6 +41,13 @@ def check(args) -> CompressInputs:
     checks.integer(args.samples, "--samples", 1, 100_000, example=32)
     checks.integer(args.seq_len, "--seq-len", 2, example=256)
     checks.integer(args.distill, "--distill", 0, 100_000, example=60)
+    if not args.distill:
+        checks.needs(args, "--distill STEPS", "distill_lr", "distill_batch")
+    from lowrank_lab.compress.distill import DistillSettings
+
+    defaults = DistillSettings()
+    args.distill_lr = defaults.lr if args.distill_lr is None else args.distill_lr
+    args.distill_batch = defaults.batch_size if args.distill_batch is None else args.distill_batch
     checks.number(args.distill_lr, "--distill-lr", 0, 1, low_open=True, high_open=True, example="1e-4")
     checks.integer(args.distill_batch, "--distill-batch", 1, 4096, example=4)
     if args.no_eval:  # the sizes are harmless defaults to pass along; a text file to read is a contradiction

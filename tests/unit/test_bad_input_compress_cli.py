@@ -75,6 +75,13 @@ CASES = [
     ("distill-lr 0", lambda p: ["--distill", "2", "--distill-lr", "0"], "--distill-lr 0 is outside (0, 1)", True),
     ("distill-lr 1", lambda p: ["--distill", "2", "--distill-lr", "1"], "--distill-lr 1 is outside (0, 1)", True),
     ("distill-lr nan", lambda p: ["--distill", "2", "--distill-lr", "nan"], "--distill-lr nan: not a finite", True),
+    (
+        "distill-lr without distill",
+        lambda p: ["--distill-lr", "1e-3"],
+        "--distill-lr only applies with --distill",
+        True,
+    ),
+    ("distill-batch without distill", lambda p: ["--distill-batch", "2"], "--distill-batch only applies with", True),
     ("distill-batch 0", lambda p: ["--distill", "2", "--distill-batch", "0"], "--distill-batch 0 is too small", True),
     (
         "distill-batch past the calibration text",
