@@ -8,6 +8,7 @@ block by block, so a model larger than memory compresses with memory bounded by 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from lowrank_lab.cli import checks, compress_checks
@@ -140,6 +141,8 @@ def run(args) -> dict:
         compress_checks.check_loaded(args, inputs, loaded)  # positions, tokenizer, plan, text lengths
         with progress_sink("compressing") as sink:
             result = run_job(loaded, job, sink)
+        if result.distillation is not None and result.distillation.stopped:
+            print(f"warning: {result.distillation.stopped}", file=sys.stderr)
         out = summary(args, job, result)
         if args.out is not None:
             from lowrank_lab.export import save_compressed
@@ -212,7 +215,9 @@ def _print_summary(result: dict) -> None:
         print(f"perplexity by stage (dense {s['dense_perplexity']:.3f}):")
         for stage in s["stages"]:
             print(f"  {stage['stage']:<28} {stage['perplexity']:9.3f}  ({stage['ratio']:.2f}×)")
-    if "distillation" in result:
+    if "distillation" in result and result["distillation"]["stopped"]:
+        print(f"distillation stopped: {result['distillation']['stopped']}")
+    elif "distillation" in result:
         d = result["distillation"]
         print(f"distilled {d['steps']} steps ({d['tokens']:,} tokens): KL {d['kl_first']:.4f} → {d['kl_last']:.4f}")
     if "perplexity_dense" in f:

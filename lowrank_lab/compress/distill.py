@@ -37,6 +37,7 @@ from lowrank_lab.data.text import token_blocks
 from lowrank_lab.errors import DataError, SettingsError
 from lowrank_lab.lowrank import LowRankLinear
 from lowrank_lab.models import CompressedModel, LoadedModel
+from lowrank_lab.models.limits import check_seq_len
 from lowrank_lab.progress import ProgressFn, report
 
 WARMUP = 0.1  # share of the steps over which the learning rate rises linearly, before the cosine decay
@@ -83,9 +84,10 @@ class DistillReport:
     Attributes:
         settings: as asked.
         losses: the KL (nats per token) of each step's batch, before its update.
-        tokens: tokens seen (steps × batch_size × seq_len).
+        tokens: tokens trained on (steps taken × batch_size × seq_len).
         distinct_blocks: calibration blocks available (fewer than steps × batch_size: reused in turn).
         seconds: wall time.
+        stopped: why it stopped early with the walk's factors put back (a KL that is not finite), or "".
     """
 
     settings: DistillSettings
@@ -93,6 +95,7 @@ class DistillReport:
     tokens: int
     distinct_blocks: int
     seconds: float
+    stopped: str = ""
 
     def to_dict(self) -> dict:
         return self.settings.describe() | {
@@ -102,6 +105,7 @@ class DistillReport:
             "tokens": self.tokens,
             "distinct_blocks": self.distinct_blocks,
             "seconds": self.seconds,
+            "stopped": self.stopped or None,
         }
 
 
@@ -133,6 +137,7 @@ def check_distill(loaded: LoadedModel, settings: DistillSettings, calibration: C
     """
     if not settings.active:
         return
+    check_seq_len(loaded.model, calibration.seq_len, "the calibration seq_len")
     if loaded.task != "causal-lm":
         raise SettingsError(
             f"distillation matches next-token distributions, and {loaded.title} ({loaded.architecture}) is an "
@@ -170,6 +175,8 @@ def distill(
 
     Returns:
         The compressed model (its ``calibration`` record gains ``distillation``), and the report.
+        A step whose KL is not finite stops it: the walk's factors are put back (a copy is kept
+        for that), the record is left as it was, and the report says why in ``stopped``.
 
     Raises:
         SettingsError, DataError: as :func:`check_distill`; SettingsError when the model has no factors.
@@ -186,6 +193,7 @@ def distill(
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
+    walked = [p.detach().clone() for p in params]  # put back if the training diverges
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     warmup = max(1, round(WARMUP * settings.steps))
 
@@ -198,6 +206,7 @@ def distill(
     was_training = student.training
     student.eval()  # no dropout: the teacher's distributions are matched as the model will run
     losses: list[float] = []
+    stopped = ""
     clock = time.perf_counter()
     try:
         for step in range(settings.steps):
@@ -214,10 +223,14 @@ def distill(
                 total += float(kl.detach())
                 del target, log_q, kl
             if not math.isfinite(total):
-                raise SettingsError(
-                    f"distillation diverged at step {step + 1} (the KL is {total}); lower the learning rate "
-                    f"(now {settings.lr:g})"
+                stopped = (
+                    f"distillation diverged at step {step + 1} (the KL is {total}), so the walk's factors were put "
+                    f"back; lower the learning rate (now {settings.lr:g}) and distil again"
                 )
+                with torch.no_grad():
+                    for p, w in zip(params, walked):
+                        p.copy_(w)
+                break
             optimizer.step()
             schedule.step()
             losses.append(total)
@@ -231,9 +244,12 @@ def distill(
     result = DistillReport(
         settings,
         tuple(losses),
-        settings.steps * settings.batch_size * seq_len,
+        len(losses) * settings.batch_size * seq_len,
         int(ids.shape[0]),
         time.perf_counter() - clock,
+        stopped,
     )
+    if stopped:
+        return compressed, result
     record = dict(compressed.calibration) | {"distillation": settings.describe() | {"tokens": result.tokens}}
     return replace(compressed, calibration=record), result

@@ -218,7 +218,7 @@ def run_job(
         clock = time.perf_counter()
         compressed, distillation = distill(loaded, compressed, job.distill, job.calibration, stages.stage("distill"))
         seconds["distill"] = time.perf_counter() - clock
-        if measured:
+        if measured and not distillation.stopped:
             stage_report = add_distilled(stage_report, compressed, job)
     comparison = None
     if job.evaluation is not None:

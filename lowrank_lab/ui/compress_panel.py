@@ -152,7 +152,10 @@ def _work(loaded: LoadedModel, request: Request, notes: tuple[str, ...]) -> Call
         allocation = None if request.ranks_from == "plan" else result.allocation
         keep = None if request.ranks_from == "plan" else request.keep
         progress = _labelled(job.stage("record"), LABELS["record"])
-        noted = notes + _record(runs, loaded, result, request, keep, progress, calibration_store)
+        stopped = (
+            () if result.distillation is None or not result.distillation.stopped else (result.distillation.stopped,)
+        )
+        noted = notes + stopped + _record(runs, loaded, result, request, keep, progress, calibration_store)
         return state.CompressionRun(
             compressed, comparison, request.ranks_from, allocation, keep, noted, result.stages, result.distillation
         )

@@ -124,3 +124,17 @@ def test_the_command_line_distils_and_reports_it(capsys):
     d = out["distillation"]
     assert d["steps"] == 3 and d["batch_size"] == 2 and len(d["losses"]) == 3 and d["tokens"] == 3 * 2 * 32
     assert "distill" in out["seconds"]
+
+
+def test_a_distillation_that_diverges_puts_the_walk_s_factors_back_and_says_so(tiny_llama):
+    compressed = _compressed(tiny_llama)
+    factor = factor_parameters(compressed.model)[0]
+    with torch.no_grad():
+        factor[0, 0] = float("nan")  # the first forward gives NaN logits: the KL is not finite at step 1
+    before = [p.detach().clone() for p in factor_parameters(compressed.model)]
+    distilled, report = distill(tiny_llama, compressed, DistillSettings(steps=3, lr=1e-3, batch_size=1), CAL)
+    assert "diverged at step 1" in report.stopped and "lower the learning rate" in report.stopped
+    assert report.losses == () and report.tokens == 0
+    for p, q in zip(factor_parameters(distilled.model), before):  # as the walk left them, the NaN too
+        assert torch.equal(p.isnan(), q.isnan()) and torch.equal(p.nan_to_num(), q.nan_to_num())
+    assert "distillation" not in distilled.calibration
