@@ -53,8 +53,8 @@ def register(sub) -> None:
         default=0,
         metavar="STEPS",
         help="after the block walk, train every factor STEPS Adam steps to match the dense model's next-token "
-        "distributions on the calibration text (default 0: off; 60 took the built-in model from 1.32× to "
-        "1.16× dense perplexity at --keep 0.8)",
+        "distributions on the calibration text (default 0: off; 60 took the built-in model from 1.31× to "
+        "1.15× dense perplexity at --keep 0.8, 2.27× to 1.59× at --keep 0.6)",
     )
     p.add_argument("--distill-lr", type=float, default=None, help="distillation peak learning rate (default 1e-4)")
     p.add_argument(

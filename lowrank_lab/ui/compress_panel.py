@@ -236,8 +236,8 @@ def _fields(loaded: LoadedModel, running: bool) -> tuple[object, object, bool]:
     c1.number_input("Distillation steps (0: off)", 0, 2000, step=10, key="compress_distill")
     c2.caption(
         "After the block walk, train every factor to give the dense model's next-token distributions on the "
-        "calibration text: 4 blocks per step. On smollm2-135m, 60 steps took 20% removed from 1.32× to 1.16× dense "
-        "perplexity and 40% removed from 2.27× to 1.60×, for about 7 s per step on two CPU cores."
+        "calibration text: 4 blocks per step. On smollm2-135m, 60 steps took 20% removed from 1.31× to 1.15× dense "
+        "perplexity and 40% removed from 2.27× to 1.59×, for about 7.6 s per step on two CPU cores."
     )
     c1, c2 = st.columns(2)
     upload = c1.file_uploader("Calibration text (.txt, UTF-8; default: the built-in calibration split)",
