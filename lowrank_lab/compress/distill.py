@@ -129,14 +129,19 @@ def distill_blocks(loaded: LoadedModel, settings: DistillSettings, calibration: 
     return ids[order]
 
 
-def check_distill(loaded: LoadedModel, settings: DistillSettings, calibration: CalibrationSettings) -> None:
+def check_distill(
+    loaded: LoadedModel, settings: DistillSettings, calibration: CalibrationSettings
+) -> torch.Tensor | None:
     """Everything distillation needs, before any work: a language-model head, float32 weights, enough text.
+
+    Returns:
+        The blocks it will train on (:func:`distill_blocks`), None when ``settings`` distil nothing.
 
     Raises:
         SettingsError, DataError: naming the problem and the fix.
     """
     if not settings.active:
-        return
+        return None
     check_seq_len(loaded.model, calibration.seq_len, "the calibration seq_len")
     if loaded.task != "causal-lm":
         raise SettingsError(
@@ -149,7 +154,7 @@ def check_distill(loaded: LoadedModel, settings: DistillSettings, calibration: C
             f"distillation trains the factors in float32, and {loaded.title} is loaded in {dtype}; "
             "load it in float32 or use distillation steps 0 (drop --distill)"
         )
-    distill_blocks(loaded, settings, calibration)
+    return distill_blocks(loaded, settings, calibration)
 
 
 def factor_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -182,11 +187,10 @@ def distill(
         SettingsError, DataError: as :func:`check_distill`; SettingsError when the model has no factors.
     """
     calibration = calibration or CalibrationSettings()
-    check_distill(loaded, settings, calibration)
+    ids = check_distill(loaded, settings, calibration)
     params = factor_parameters(compressed.model)
-    if not params:
-        raise SettingsError("the compressed model has no factorized layers to distil; use distillation steps 0")
-    ids = distill_blocks(loaded, settings, calibration)
+    if ids is None or not params:
+        raise SettingsError("there is nothing to distil (0 steps, or no factorized layer); use distillation steps 0")
     teacher, student = loaded.model, compressed.model
     frozen = [(p, p.requires_grad) for p in student.parameters()]
     for p, _ in frozen:

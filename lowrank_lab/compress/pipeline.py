@@ -13,6 +13,7 @@ the device.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -241,15 +242,20 @@ def run_job(
 
 def add_distilled(stage_report: StageReport, compressed: CompressedModel, job: CompressionJob) -> StageReport:
     """The stage report with the distilled model's perplexity appended."""
-    ev = job.evaluation or EvalSettings()
-    blocks = eval_blocks(compressed.tokenizer, ev.eval_text(), ev.seq_len, ev.max_blocks)
-    d = job.distill
+    ppl, _ = _stage_perplexity(compressed.tokenizer, job)
     figure = StageFigure(
         STAGE_DISTILLED,
-        block_perplexity(compressed.model, blocks, batch_size=2),
-        f"every factor trained {d.steps} steps to match the dense model's next-token distributions",
+        ppl(compressed.model),
+        f"every factor trained {job.distill.steps} steps to match the dense model's next-token distributions",
     )
     return replace(stage_report, stages=(*stage_report.stages, figure))
+
+
+def _stage_perplexity(tokenizer, job: CompressionJob) -> tuple[Callable[[torch.nn.Module], float], torch.Tensor]:
+    """The stage report's measure (perplexity on the job's evaluation text), and the blocks it scores."""
+    ev = job.evaluation or EvalSettings()
+    blocks = eval_blocks(tokenizer, ev.eval_text(), ev.seq_len, ev.max_blocks)
+    return (lambda model: block_perplexity(model, blocks, batch_size=2)), blocks
 
 
 def allocate_for(
@@ -275,10 +281,7 @@ def measure_stages(
     layer's outputs). Methods other than ``whitened`` report the final model only.
     """
     ev = job.evaluation or EvalSettings()
-    blocks = eval_blocks(loaded.tokenizer, ev.eval_text(), ev.seq_len, ev.max_blocks)
-
-    def ppl(model: torch.nn.Module) -> float:
-        return block_perplexity(model, blocks, batch_size=2)
+    ppl, blocks = _stage_perplexity(loaded.tokenizer, job)
 
     runs: list[tuple[str, RankPlan, EngineSettings, str]] = []
     if job.method == "whitened":
