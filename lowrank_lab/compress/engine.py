@@ -159,7 +159,9 @@ class Walk:
         self.method = method
         self.settings = settings
         self.device = torch.device(device)
-        self.data_aware = method != "svd"
+        # A walk with nothing to factorize (every rank at break-even, a budget of 100%) needs no
+        # calibration stream, whatever the method: its blocks are only copied.
+        self.data_aware = method != "svd" and bool(ranks or any(r for _, r in variants))
         self.anchored = settings.anchored and settings.sequential and method == "whitened"
         if variants and settings.sequential:
             raise SettingsError("other plans can share a walk only on the dense model's activations (sequential off)")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowrank_lab import CalibrationSettings, LowRankLinear, RankPlan, compress, load_compressed
+from lowrank_lab import CalibrationSettings, LowRankLinear, RankPlan, allocate, compress, load_compressed
 from lowrank_lab.compress.blocks import block_layout, linear_call_groups
 from lowrank_lab.compress.calibration import calibration_blocks
 from lowrank_lab.compress.decompositions import linear_matrices
@@ -283,3 +283,13 @@ def test_the_shard_writer_streams_tensors_that_safetensors_reads_back(tmp_path):
     for name, t in tensors.items():
         want = t.to(torch.bfloat16) if t.is_floating_point() else t
         assert read[name].dtype == want.dtype and torch.equal(read[name], want), name
+
+
+@pytest.mark.parametrize("method", ["whitened", "pca"])
+def test_a_plan_that_factorizes_nothing_gives_the_dense_model_without_calibrating(tiny_llama, method):
+    """Every rank at or past break-even (here a budget of 100%): the blocks are copied, no stream is needed."""
+    plan = allocate(tiny_llama, 1.0, "uniform")
+    compressed = compress(tiny_llama, plan, method, CalibrationSettings(samples=4, seq_len=32))
+    assert len(compressed.plan) == 0
+    ids = torch.arange(32).reshape(1, 32) % 300
+    assert torch.equal(logits(compressed.model, ids), logits(tiny_llama.model, ids))
