@@ -183,14 +183,19 @@ def distill(
         A step whose KL is not finite stops it: the walk's factors are put back (a copy is kept
         for that), the record is left as it was, and the report says why in ``stopped``.
 
+        A model with no factorized layer is returned as it is, with ``stopped`` saying so.
+
     Raises:
-        SettingsError, DataError: as :func:`check_distill`; SettingsError when the model has no factors.
+        SettingsError, DataError: as :func:`check_distill`; SettingsError for 0 steps.
     """
     calibration = calibration or CalibrationSettings()
     ids = check_distill(loaded, settings, calibration)
+    if ids is None:
+        raise SettingsError("distillation steps are 0, so there is nothing to distil; give steps ≥ 1")
     params = factor_parameters(compressed.model)
-    if ids is None or not params:
-        raise SettingsError("there is nothing to distil (0 steps, or no factorized layer); use distillation steps 0")
+    if not params:  # known only after the walk (e.g. every rank at break-even): keep the walk's model
+        reason = "the compressed model has no factorized layer, so there was nothing to distil"
+        return compressed, DistillReport(settings, (), 0, int(ids.shape[0]), 0.0, reason)
     teacher, student = loaded.model, compressed.model
     frozen = [(p, p.requires_grad) for p in student.parameters()]
     for p, _ in frozen:

@@ -138,3 +138,16 @@ def test_a_distillation_that_diverges_puts_the_walk_s_factors_back_and_says_so(t
     for p, q in zip(factor_parameters(distilled.model), before):  # as the walk left them, the NaN too
         assert torch.equal(p.isnan(), q.isnan()) and torch.equal(p.nan_to_num(), q.nan_to_num())
     assert "distillation" not in distilled.calibration
+
+
+def test_a_job_whose_plan_factorizes_nothing_keeps_its_model_and_says_why(tiny_llama):
+    """With every layer dense (keep 1.0), the walk's model is kept and the distillation reports why it did nothing."""
+    job = CompressionJob(
+        keep=1.0, allocation="uniform", calibration=CAL, distill=DistillSettings(2, batch_size=2), evaluation=None
+    )
+    result = run_job(tiny_llama, job)
+    assert result.compressed is not None and len(result.plan) == 0
+    assert "no factorized layer" in result.distillation.stopped and result.distillation.losses == ()
+    assert "distillation" not in result.compressed.calibration
+    with pytest.raises(SettingsError, match="distillation steps are 0"):
+        distill(tiny_llama, result.compressed, DistillSettings(0), CAL)
