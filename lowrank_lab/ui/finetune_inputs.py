@@ -16,7 +16,7 @@ from lowrank_lab.errors import LowrankLabError
 from lowrank_lab.finetune import ALL_LINEAR, INITS, SCHEDULES, LoraSettings, lora_targets
 from lowrank_lab.models import CompressedModel, LoadedModel
 from lowrank_lab.ui import state
-from lowrank_lab.ui.widgets import kept
+from lowrank_lab.ui.widgets import kept, seed
 
 UPLOAD = "upload"
 _DATA_LABELS = {
@@ -102,7 +102,7 @@ def _targets(model, disabled: bool) -> str | tuple[str, ...]:
     if st.toggle(f"Adapt every linear layer ({', '.join(targets)})", key="lora_all_targets", disabled=disabled):
         return ALL_LINEAR
     kept("lora_targets", list(targets))
-    st.session_state["lora_targets"] = [t for t in st.session_state["lora_targets"] if t in targets]
+    seed("lora_targets", [t for t in st.session_state["lora_targets"] if t in targets])
     chosen = st.multiselect("Layers to adapt", targets, key="lora_targets", disabled=disabled)
     return ALL_LINEAR if set(chosen) == set(targets) else tuple(chosen)
 

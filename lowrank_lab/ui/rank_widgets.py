@@ -28,9 +28,10 @@ from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params, pct
 from lowrank_lab.ui.notices import Notice
+from lowrank_lab.ui.widgets import current_key, imposed_key
 
 CONTROLS = "ranks_controls"  # SavedControls: the rank controls of the model in state.MODEL_SOURCE
-MATRIX_RANK = "ranks_matrix_rank"
+MATRIX_RANK = "ranks_matrix_rank"  # the base of the one-matrix slider's key: matrix_rank_key()
 UPLOAD = "ranks_plan_upload"  # the uploader's key is UPLOAD_<round>: a new round empties it
 UPLOAD_ROUND = "ranks_plan_upload_round"  # int: bumped once a file was read, so the uploader empties
 UPLOAD_RESULT = "ranks_plan_upload_result"  # Notice about the last uploaded file, shown once
@@ -52,8 +53,14 @@ def upload_key(session=None) -> str:
     return f"{UPLOAD}_{session[UPLOAD_ROUND] if UPLOAD_ROUND in session else 0}"
 
 
-def kind_key(kind: str) -> str:
-    return f"ranks_kind_{kind}"
+def kind_key(kind: str, session=None) -> str:
+    """The key of ``kind``'s slider now (``session``: an AppTest's state)."""
+    return current_key(f"ranks_kind_{kind}", session)
+
+
+def matrix_rank_key(session=None) -> str:
+    """The key of the one-matrix rank slider now (``session``: an AppTest's state)."""
+    return current_key(MATRIX_RANK, session)
 
 
 def preset_value_key(preset: str) -> str:
@@ -99,16 +106,20 @@ def _controls() -> RankControls:
     return st.session_state[CONTROLS].controls
 
 
-def _on_kind(kind: KindInfo, spectra: list[LayerSpectrum]) -> None:
+def _on_kind(kind: KindInfo, key: str, spectra: list[LayerSpectrum]) -> None:
     # A kind slider sets that kind in every layer, so it drops the kind's per-matrix overrides.
-    controls = _controls().with_kind_rank(kind.kind, int(st.session_state[kind_key(kind.kind)]))
+    if key != kind_key(kind.kind):
+        return  # a late report of the slider from before the page moved it: see imposed_key
+    controls = _controls().with_kind_rank(kind.kind, int(st.session_state[key]))
     for name in kind.names:
         controls = controls.with_override(name, None)
     _save(spectra, controls)
 
 
-def _on_matrix_rank(name: str, spectra: list[LayerSpectrum]) -> None:
-    _save(spectra, _controls().with_override(name, int(st.session_state[MATRIX_RANK])))
+def _on_matrix_rank(name: str, key: str, spectra: list[LayerSpectrum]) -> None:
+    if key != matrix_rank_key():
+        return  # a late report of the slider from before the page moved it: see imposed_key
+    _save(spectra, _controls().with_override(name, int(st.session_state[key])))
 
 
 def _reset_override(name: str, spectra: list[LayerSpectrum]) -> None:
@@ -202,10 +213,9 @@ def kind_sliders(
     activation = activation or {}
     controls = _controls()
     for kind in kinds:
-        key = kind_key(kind.kind)
         rank = min(controls.kind_rank(kind.kind) or kind.full_rank, kind.full_rank)
+        key = imposed_key(f"ranks_kind_{kind.kind}", rank)
         sum_params = totals[kind.kind].params_dense if kind.kind in totals else 0
-        st.session_state[key] = rank
         mixed = mixed_note(kind, controls, rank)
         summary = _kind_caption(kind, rank, totals.get(kind.kind), activation.get(kind.kind))
         caption = f":orange[{mixed}]" if mixed else f":gray[{summary}]"
@@ -216,7 +226,7 @@ def kind_sliders(
             max_value=kind.full_rank,
             key=key,
             on_change=_on_kind,
-            args=(kind, spectra),
+            args=(kind, key, spectra),
             help=f"Rank of every {kind.kind} ({params(sum_params)} parameters in all); from "
             f"{kind.break_even} on, two factors are no smaller than the matrix, so it stays dense. "
             "Moving it drops this kind's per-matrix overrides.",
@@ -227,14 +237,14 @@ def matrix_override(sp: LayerSpectrum, plan: RankPlan, spectra: list[LayerSpectr
     """A slider for the selected matrix's own rank, and buttons to drop overrides."""
     controls = _controls()
     planned = plan.get(sp.name)
-    st.session_state[MATRIX_RANK] = planned or sp.full_rank
+    key = imposed_key(MATRIX_RANK, planned or sp.full_rank)
     st.slider(
         f"Rank of {sp.name} ({sp.shape[0]}×{sp.shape[1]})",
         min_value=1,
         max_value=sp.full_rank,
-        key=MATRIX_RANK,
+        key=key,
         on_change=_on_matrix_rank,
-        args=(sp.name, spectra),
+        args=(sp.name, key, spectra),
         help="Overrides the kind's rank for this one matrix.",
     )
     overridden = controls.override(sp.name) is not None

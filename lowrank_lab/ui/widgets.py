@@ -8,6 +8,48 @@ from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.ui import state
 
 
+def seed(key: str, value: object) -> None:
+    """Give the widget ``key`` ``value`` before it is drawn, writing only a change.
+
+    A value written to a widget's key is sent to the browser as one to impose, on every run it
+    is written; writing only what differs leaves the browser alone while nothing changed here.
+    """
+    if key not in st.session_state or st.session_state[key] != value:
+        st.session_state[key] = value
+
+
+def _revision(base: str) -> str:
+    return f"_revision_{base}"
+
+
+def current_key(base: str, session=None) -> str:
+    """The key the widget ``base`` has now (see :func:`imposed_key`; ``session``: an AppTest's state)."""
+    session = st.session_state if session is None else session
+    revision = session[_revision(base)] if _revision(base) in session else 0
+    return base if revision == 0 else f"{base}@{revision}"
+
+
+def imposed_key(base: str, value: object) -> str:
+    """The key to draw the widget ``base`` under, showing ``value``: the session's own state.
+
+    For a widget whose value the page sets from elsewhere (a rank slider that a preset or
+    another slider moves). The browser reports every widget's value with every move, and when
+    the next move is made before the page's run arrives (keys pressed quickly on a busy
+    machine) it reports this widget's value from before the page changed it, even under a key
+    the page no longer draws. Streamlit takes that for a move of the widget and calls its
+    callback, which would undo the change. So a value imposed here that differs from the
+    widget's own gives the widget a new key, and its callback must do nothing unless called for
+    the key :func:`current_key` gives now. A move made in the widget keeps its key (and the
+    keyboard's focus).
+    """
+    key = current_key(base)
+    if key in st.session_state and st.session_state[key] != value:
+        st.session_state[_revision(base)] = st.session_state.get(_revision(base), 0) + 1
+        key = current_key(base)
+    seed(key, value)
+    return key
+
+
 def _remember(key: str) -> None:
     state.select_matrix(st.session_state[key])
 
@@ -20,7 +62,7 @@ def matrix_picker(spectra: list[LayerSpectrum], key: str, label: str = "Matrix")
     """
     names = [sp.name for sp in spectra]
     first_linear = next((sp.name for sp in spectra if not sp.is_embedding), names[0])
-    st.session_state[key] = state.selected_matrix(names, default=first_linear)
+    seed(key, state.selected_matrix(names, default=first_linear))
     shapes = {sp.name: sp.shape for sp in spectra}
     name = st.selectbox(
         label,

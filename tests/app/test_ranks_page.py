@@ -72,7 +72,7 @@ def test_totals_equal_the_sum_over_matrices(at, spectra, tiny_llama):
 def test_kind_slider_sets_every_layer_and_error_falls_as_rank_rises(at):
     errors, saved = [], []
     for rank in (2, 8, 20, 31):
-        at.slider(key=widgets.kind_key(Q)).set_value(rank).run()
+        at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(rank).run()
         plan = plan_of(at)
         assert plan["model.layers.0.self_attn.q_proj"] == plan["model.layers.1.self_attn.q_proj"] == rank
         errors.append(number(metric(at, shown.WEIGHTED_ERROR)))
@@ -84,10 +84,10 @@ def test_kind_slider_sets_every_layer_and_error_falls_as_rank_rises(at):
 
 
 def test_rank_at_break_even_says_keep_dense(at):
-    at.slider(key=widgets.kind_key(Q)).set_value(32).run()
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(32).run()
     assert "model.layers.0.self_attn.q_proj" not in plan_of(at)
-    assert "keep dense" in at.slider(key=widgets.kind_key(Q)).label
-    assert "keep dense" not in at.slider(key=widgets.kind_key("mlp.up_proj")).label
+    assert "keep dense" in at.slider(key=widgets.kind_key(Q, at.session_state)).label
+    assert "keep dense" not in at.slider(key=widgets.kind_key("mlp.up_proj", at.session_state)).label
     table = at.dataframe[0].value.set_index("name")
     assert table.loc["model.layers.0.self_attn.q_proj", "dense"]
     assert table.loc["model.layers.0.self_attn.q_proj", "params_saved"] == 0
@@ -96,7 +96,7 @@ def test_rank_at_break_even_says_keep_dense(at):
 def test_matrix_override_changes_one_matrix_and_can_be_undone(at):
     at.selectbox(key="ranks_matrix").set_value(UP0).run()
     before = plan_of(at)
-    at.slider(key=widgets.MATRIX_RANK).set_value(3).run()
+    at.slider(key=widgets.matrix_rank_key(at.session_state)).set_value(3).run()
     after = plan_of(at)
     assert after[UP0] == 3
     assert {k: v for k, v in after.items() if k != UP0} == {k: v for k, v in before.items() if k != UP0}
@@ -108,16 +108,16 @@ def test_matrix_override_changes_one_matrix_and_can_be_undone(at):
     at.button(key="ranks_reset_override").click().run()
     assert plan_of(at) == before
     # A kind slider move drops that kind's overrides.
-    at.slider(key=widgets.MATRIX_RANK).set_value(5).run()
-    at.slider(key=widgets.kind_key("mlp.up_proj")).set_value(7).run()
+    at.slider(key=widgets.matrix_rank_key(at.session_state)).set_value(5).run()
+    at.slider(key=widgets.kind_key("mlp.up_proj", at.session_state)).set_value(7).run()
     assert plan_of(at)[UP0] == plan_of(at)["model.layers.1.mlp.up_proj"] == 7
 
 
 def test_clear_all_overrides(at):
     at.selectbox(key="ranks_matrix").set_value(UP0).run()
-    at.slider(key=widgets.MATRIX_RANK).set_value(3).run()
+    at.slider(key=widgets.matrix_rank_key(at.session_state)).set_value(3).run()
     at.selectbox(key="ranks_matrix").set_value("model.layers.1.mlp.down_proj").run()
-    at.slider(key=widgets.MATRIX_RANK).set_value(4).run()
+    at.slider(key=widgets.matrix_rank_key(at.session_state)).set_value(4).run()
     assert plan_of(at)[UP0] == 3 and plan_of(at)["model.layers.1.mlp.down_proj"] == 4
     at.button(key="ranks_clear_overrides").click().run()
     plan = plan_of(at)
@@ -132,7 +132,7 @@ def test_each_preset_sets_the_plan_and_the_sliders(at, spectra, key, value):
     assert plan_of(at) == PRESETS[key].plan(spectra, value).as_dict()
     assert at.success and "Applied" in at.success[0].value
     if key == "fixed-rank":
-        assert at.slider(key=widgets.kind_key(Q)).value == value
+        assert at.slider(key=widgets.kind_key(Q, at.session_state)).value == value
     # The trade-off chart puts the current plan where its summary says.
     fig = figure(at, "ranks_tradeoff_chart")
     star = next(t for t in fig["data"] if t.get("name") == "current plan")
@@ -149,7 +149,7 @@ def test_upload_a_good_plan(at, spectra):
     assert plan_of(at) == plan.as_dict()
     assert at.success and "Loaded plan.json: 3 ranks" in at.success[0].value
     # Moving a slider afterwards works from the uploaded plan (it is not re-applied on reruns).
-    at.slider(key=widgets.kind_key(Q)).set_value(4).run()
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(4).run()
     assert plan_of(at) == {**plan.as_dict(), "model.layers.0.self_attn.q_proj": 4, "model.layers.1.self_attn.q_proj": 4}
 
 
@@ -175,7 +175,7 @@ def test_a_plan_set_elsewhere_is_adopted(at):
     at.session_state["rank_plan"] = RankPlan({UP0: 9})
     at.run()
     assert plan_of(at) == {UP0: 9}
-    assert at.slider(key=widgets.kind_key(Q)).value == 64  # dense: the kind's full rank
+    assert at.slider(key=widgets.kind_key(Q, at.session_state)).value == 64  # dense: the kind's full rank
     assert number(metric(at, shown.SAVED_PARAMS)) == 160 * 64 - 9 * (160 + 64)
 
 
@@ -197,11 +197,11 @@ def test_ranks_survive_a_visit_to_another_page(tiny_llama):
     at.session_state["model_source"] = "tiny-llama"
     at.run()
     at.switch_page("pages/2_Ranks.py").run()
-    at.slider(key=widgets.kind_key(Q)).set_value(11).run()
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(11).run()
     at.switch_page("pages/1_Spectra.py").run()
     assert not at.exception
     at.switch_page("pages/2_Ranks.py").run()
-    assert at.slider(key=widgets.kind_key(Q)).value == 11
+    assert at.slider(key=widgets.kind_key(Q, at.session_state)).value == 11
     assert plan_of(at)["model.layers.1.self_attn.q_proj"] == 11
 
 
@@ -214,7 +214,7 @@ def test_other_architectures(model):
     assert not at.exception and not at.error
     assert number(metric(at, shown.SAVED_PARAMS)) == at.dataframe[0].value["params_saved"].sum() > 0
     kind = "mlp.c_fc" if model == "tiny-gpt2" else "intermediate.dense"
-    at.slider(key=widgets.kind_key(kind)).set_value(3).run()
+    at.slider(key=widgets.kind_key(kind, at.session_state)).set_value(3).run()
     assert all(r == 3 for n, r in plan_of(at).items() if n.endswith(kind))
 
 
@@ -226,7 +226,7 @@ def test_messages_and_the_uploaded_file_go_on_the_next_action(at):
     assert widgets.upload_key(at.session_state) != key  # a fresh, empty uploader
     at.button(key=widgets.preset_button_key("keep-energy")).click().run()
     assert [s.value for s in at.success] == ["Applied “Keep this fraction of each matrix's energy Σσᵢ²” = 0.9"]
-    at.slider(key=widgets.kind_key(Q)).set_value(3).run()
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(3).run()
     assert not at.success and not at.error  # transient: gone on the next action
 
 
@@ -235,8 +235,53 @@ def test_a_kind_slider_over_per_matrix_ranks_says_what_a_move_replaces(at):
         {"model.layers.0.self_attn.q_proj": 5, "model.layers.1.self_attn.q_proj": 9}
     )
     at.run()
-    label = next(s.label for s in at.slider if s.key == widgets.kind_key(Q))
+    label = next(s.label for s in at.slider if s.key == widgets.kind_key(Q, at.session_state))
     assert "mixed: 1 of 2 set one by one (ranks 5–9)" in label and "sets all 2 to one rank" in label
-    at.slider(key=widgets.kind_key(Q)).set_value(7).run()
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(7).run()
     assert plan_of(at)["model.layers.0.self_attn.q_proj"] == plan_of(at)["model.layers.1.self_attn.q_proj"] == 7
-    assert "mixed" not in next(s.label for s in at.slider if s.key == widgets.kind_key(Q))
+    assert "mixed" not in next(s.label for s in at.slider if s.key == widgets.kind_key(Q, at.session_state))
+
+
+def late_report(at: AppTest, stale: list) -> AppTest:
+    """Rerun as the browser does when a move is made before the last run arrived: with every
+    widget's value, plus ``stale`` (widget states read before that run: what the browser still held).
+
+    AppTest reports only the widgets it drew last, so the states are put together here the way
+    the browser's are (``_tree`` and ``_run`` are AppTest's own, in the pinned Streamlit).
+    """
+    states = at._tree.get_widget_states()
+    states.widgets.extend(stale)
+    return at._run(states)
+
+
+def test_a_late_report_of_the_matrix_slider_does_not_undo_a_kind_move(at):
+    """Keys pressed quickly on a kind slider: the next move arrives with the one-matrix slider's
+    old value (the selected matrix is of that kind), and must not become an override."""
+    q0 = "model.layers.0.self_attn.q_proj"
+    assert at.selectbox(key="ranks_matrix").value == q0
+    matrix = at.slider(key=widgets.matrix_rank_key(at.session_state))
+    rank, old = matrix.value, matrix._widget_state  # what the browser holds until the next run arrives
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(rank - 2).run()
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(rank - 3)
+    late_report(at, [old])
+    assert not at.exception, at.exception
+    plan = plan_of(at)
+    assert plan[q0] == plan["model.layers.1.self_attn.q_proj"] == rank - 3
+    assert not at.session_state[widgets.CONTROLS].controls.overrides
+    assert "mixed" not in at.slider(key=widgets.kind_key(Q, at.session_state)).label
+    assert at.slider(key=widgets.matrix_rank_key(at.session_state)).value == rank - 3
+
+
+def test_a_late_report_of_the_kind_sliders_does_not_undo_a_preset(at, spectra):
+    """A preset moves every kind slider; a move made before its run arrived carries the sliders'
+    old values, which must not put the old ranks back."""
+    old = [s._widget_state for s in at.slider if s.key.startswith("ranks_kind_")]
+    at.number_input(key=widgets.preset_value_key("fixed-rank")).set_value(6).run()
+    at.button(key=widgets.preset_button_key("fixed-rank")).click().run()
+    applied = PRESETS["fixed-rank"].plan(spectra, 6).as_dict()
+    assert plan_of(at) == applied != {}
+    at.selectbox(key="ranks_matrix").set_value(UP0)  # the move: another matrix picked
+    late_report(at, old)
+    assert not at.exception, at.exception
+    assert plan_of(at) == applied
+    assert at.slider(key=widgets.kind_key(Q, at.session_state)).value == 6

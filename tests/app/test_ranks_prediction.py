@@ -23,6 +23,7 @@ from lowrank_lab.runs import RunStore
 from lowrank_lab.runs.record import record_compression
 from lowrank_lab.ui import prediction_view as pv
 from lowrank_lab.ui import state
+from lowrank_lab.ui.rank_widgets import kind_key
 from lowrank_lab.ui.run_store import NOT_RECORDED
 from tests.unit.runs_support import measured
 
@@ -104,8 +105,7 @@ def test_predictions_equal_the_core_s_and_follow_the_sliders(store, basis):
     at = calibrated(store)
     for value in (None, 3, 60):
         if value is not None:
-            key = next(s.key for s in at.slider if s.key.startswith(f"ranks_kind_{Q}"))
-            at.slider(key=key).set_value(value).run()
+            at.slider(key=kind_key(Q, at.session_state)).set_value(value).run()
         plan = at.session_state[state.PLAN]
         p = basis.predict(plan)
         assert metric(at, pv.ACT_ERROR).value == f"{p.activation_error:.4f}"
@@ -114,7 +114,7 @@ def test_predictions_equal_the_core_s_and_follow_the_sliders(store, basis):
         table = at.dataframe[0].value.set_index("name")
         expected = dict(zip(basis.names, p.matrix_errors))
         assert np.allclose([table.loc[n, "activation_error"] for n in basis.names], list(expected.values()))
-        q_label = next(s.label for s in at.slider if s.key == f"ranks_kind_{Q}")
+        q_label = at.slider(key=kind_key(Q, at.session_state)).label
         if value == 60:
             assert "keep dense" in q_label
         else:
