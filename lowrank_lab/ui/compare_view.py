@@ -23,6 +23,7 @@ from lowrank_lab.ui.compare_charts import pair_figure
 from lowrank_lab.ui.compare_inputs import SecondModel
 from lowrank_lab.ui.jobs import Job
 from lowrank_lab.ui.spectra_charts import heatmap_figure
+from lowrank_lab.ui.widgets import current_key, imposed_key
 
 RESULT = "compare_result"  # (base source, second model key, ModelDelta)
 RUN = "compare_run"
@@ -30,7 +31,8 @@ JOB = "compare_job"  # (base source, second model key, Job[ModelDelta]) of the c
 STOP = "compare_stop"
 METRIC = "compare_metric"
 HEATMAP = "compare_heatmap"
-MATRIX = "compare_matrix"
+MATRIX = "compare_matrix"  # the base of the matrix selectbox's key (widgets.current_key)
+CHOSEN = "compare_chosen"  # str: the matrix shown, picked in the selectbox or by a heatmap click
 CSV = "compare_csv"
 
 
@@ -77,7 +79,7 @@ def _finished(base: str, second: tuple, job: Job[ModelDelta]) -> None:
     """Keep a finished comparison; say once why one ended without a result."""
     if job.result is not None:
         st.session_state[RESULT] = (base, second, job.result)
-        st.session_state.pop(MATRIX, None)
+        st.session_state.pop(CHOSEN, None)
     elif job.cancelled:
         st.info(f"Comparison stopped after {job.seconds:,.0f} s.")
     else:
@@ -108,7 +110,7 @@ def _on_cell() -> None:
         if isinstance(name, list):
             name = name[0] if name else None
         if name:
-            st.session_state[MATRIX] = name
+            st.session_state[CHOSEN] = name
             return
 
 
@@ -119,18 +121,25 @@ def heatmap(delta: ModelDelta) -> None:
     grid = delta_grid(delta, metric)
     if not grid.layers:
         return
-    fig = heatmap_figure(grid, st.session_state.get(MATRIX), DELTA_METRICS[metric].grid)
+    fig = heatmap_figure(grid, st.session_state.get(CHOSEN), DELTA_METRICS[metric].grid)
     st.plotly_chart(fig, key=HEATMAP, on_select=_on_cell, selection_mode="points")
     st.caption("Low values: the change lives in a few directions, so a small LoRA holds it. Click a cell to open it.")
+
+
+def _on_pick(key: str) -> None:
+    if key == current_key(MATRIX):  # else a late report from before a heatmap click changed the choice
+        st.session_state[CHOSEN] = st.session_state[key]
 
 
 def choose_matrix(delta: ModelDelta) -> MatrixDelta:
     """A selectbox of every matrix (the first changed one until someone picks)."""
     names = [d.name for d in delta.matrices]
-    if st.session_state.get(MATRIX) not in names:
-        st.session_state[MATRIX] = next((d.name for d in delta.changed), names[0])
+    if st.session_state.get(CHOSEN) not in names:
+        st.session_state[CHOSEN] = next((d.name for d in delta.changed), names[0])
+    key = imposed_key(MATRIX, st.session_state[CHOSEN])
     ranks = {d.name: d.rank for d in delta.matrices}
-    name = st.selectbox("Matrix", names, key=MATRIX, format_func=lambda n: f"{n}  (ΔW rank {ranks[n]})")
+    name = st.selectbox("Matrix", names, key=key, on_change=_on_pick, args=(key,),
+                        format_func=lambda n: f"{n}  (ΔW rank {ranks[n]})")  # fmt: skip
     return delta.get(name)
 
 

@@ -50,26 +50,28 @@ def imposed_key(base: str, value: object) -> str:
     return key
 
 
-def _remember(key: str) -> None:
-    state.select_matrix(st.session_state[key])
+def _remember(base: str, key: str) -> None:
+    if key == current_key(base):  # else a late report from before the page changed the choice
+        state.select_matrix(st.session_state[key])
 
 
 def matrix_picker(spectra: list[LayerSpectrum], key: str, label: str = "Matrix") -> LayerSpectrum:
     """A selectbox of every analysed matrix, sharing its choice across pages.
 
     The first linear matrix is chosen until someone picks one (here, on another page, or by
-    clicking a heatmap cell).
+    clicking a heatmap cell). ``key`` is the base of the widget's key: :func:`current_key`
+    gives the one it has now (a choice made elsewhere gives it a new one, see :func:`imposed_key`).
     """
     names = [sp.name for sp in spectra]
     first_linear = next((sp.name for sp in spectra if not sp.is_embedding), names[0])
-    seed(key, state.selected_matrix(names, default=first_linear))
+    base, key = key, imposed_key(key, state.selected_matrix(names, default=first_linear))
     shapes = {sp.name: sp.shape for sp in spectra}
     name = st.selectbox(
         label,
         names,
         key=key,
         on_change=_remember,
-        args=(key,),
+        args=(base, key),
         format_func=lambda n: f"{n}  ({shapes[n][0]}×{shapes[n][1]})",
     )
     return spectra[names.index(name)]

@@ -18,6 +18,8 @@ from lowrank_lab.runs import RunStore
 from lowrank_lab.spectra.delta import model_delta
 from lowrank_lab.spectra.sources import ModuleSource
 from lowrank_lab.ui import compare_inputs, compare_view, extract_panel
+from lowrank_lab.ui.widgets import current_key
+from tests.app.app_support import late_report
 from tests.app.test_spectra_page import decoded
 from tests.unit.delta_support import logits, lora_merged
 
@@ -94,7 +96,7 @@ def test_a_lora_merged_folder_changes_by_rank_r(tiny_llama, tuned_folder):
         full = min(modules[f"model.layers.0.{kind}"].weight.shape)  # v_proj is 32×64 (two key-value heads)
         assert np.allclose(z[:, j], 4 / full if kind.rsplit(".", 1)[-1] in TARGETS else 0), kind
     # One matrix: the spectra of both weights and of the change.
-    at.selectbox(key=compare_view.MATRIX).set_value("model.layers.1.mlp.up_proj").run()
+    at.selectbox(key=current_key(compare_view.MATRIX, at.session_state)).set_value("model.layers.1.mlp.up_proj").run()
     assert metric(at, "Rank of ΔW") == "4 of 64"
     fig = figure(at, "compare_pair")
     names = [t.get("name") for t in fig["data"]]
@@ -107,6 +109,17 @@ def test_a_lora_merged_folder_changes_by_rank_r(tiny_llama, tuned_folder):
     assert len(decoded(fig["data"][2]["y"])) == 64  # the zero tail of ΔW is drawn at its rounding floor or left out
     table = at.dataframe[0].value
     assert len(table) == 15 and table.set_index("name").loc["model.layers.1.mlp.up_proj", "delta_rank"] == 4
+    # A heatmap click, then another move before its run arrived: the browser still reports the
+    # selectbox's old choice, which must not take the click back.
+    old = at.selectbox(key=current_key(compare_view.MATRIX, at.session_state))._widget_state
+    at.session_state[compare_view.CHOSEN] = "model.layers.0.self_attn.q_proj"  # what _on_cell does
+    at.run()
+    at.selectbox(key=compare_view.METRIC).set_value("stable_rank")
+    late_report(at, [old])
+    assert not at.exception, at.exception
+    assert (
+        at.selectbox(key=current_key(compare_view.MATRIX, at.session_state)).value == "model.layers.0.self_attn.q_proj"
+    )
 
 
 def test_extraction_estimates_live_and_downloads_a_peft_adapter(tiny_llama, tuned_folder, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from lowrank_lab.plan.presets import PRESETS
 from lowrank_lab.ui import rank_display as shown
 from lowrank_lab.ui import rank_widgets as widgets
 from lowrank_lab.ui.rank_charts import error_rank_spec, fast_figure, tradeoff_spec
+from tests.app.app_support import late_report
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "2_Ranks.py")
@@ -240,18 +241,6 @@ def test_a_kind_slider_over_per_matrix_ranks_says_what_a_move_replaces(at):
     at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(7).run()
     assert plan_of(at)["model.layers.0.self_attn.q_proj"] == plan_of(at)["model.layers.1.self_attn.q_proj"] == 7
     assert "mixed" not in next(s.label for s in at.slider if s.key == widgets.kind_key(Q, at.session_state))
-
-
-def late_report(at: AppTest, stale: list) -> AppTest:
-    """Rerun as the browser does when a move is made before the last run arrived: with every
-    widget's value, plus ``stale`` (widget states read before that run: what the browser still held).
-
-    AppTest reports only the widgets it drew last, so the states are put together here the way
-    the browser's are (``_tree`` and ``_run`` are AppTest's own, in the pinned Streamlit).
-    """
-    states = at._tree.get_widget_states()
-    states.widgets.extend(stale)
-    return at._run(states)
 
 
 def test_a_late_report_of_the_matrix_slider_does_not_undo_a_kind_move(at):

@@ -12,7 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from lowrank_lab import compute_spectra
 from lowrank_lab.spectra.views import GRID_METRICS, metric_grid
-from lowrank_lab.ui import spectra_widgets
+from lowrank_lab.ui import spectra_widgets, state
+from lowrank_lab.ui.widgets import current_key
+from tests.app.app_support import late_report
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "1_Spectra.py")
@@ -150,3 +152,18 @@ def test_other_architectures(model):
     heat = figure(at, spectra_widgets.HEATMAP)["data"][0]
     assert list(heat["y"]) == [0, 1] and len(heat["x"]) >= 4
     assert len(at.dataframe[0].value) == len(at.selectbox(key=spectra_widgets.MATRIX).options)
+
+
+def test_a_late_report_of_the_matrix_picker_does_not_undo_a_heatmap_click(at):
+    """A cell clicked (the choice made outside the selectbox), then another move before that run
+    arrived: the browser still reports the selectbox's old choice, which must not be taken back."""
+    picker = at.selectbox(key=current_key(spectra_widgets.MATRIX, at.session_state))
+    assert picker.value != UP1
+    old = picker._widget_state
+    at.session_state[state.SELECTED_MATRIX] = UP1  # what a click on UP1's cell does (_on_cell)
+    at.run()
+    at.selectbox(key="spectra_metric").set_value("stable_rank")  # the next move
+    late_report(at, [old])
+    assert not at.exception, at.exception
+    assert at.session_state[state.SELECTED_MATRIX] == UP1
+    assert at.selectbox(key=current_key(spectra_widgets.MATRIX, at.session_state)).value == UP1
