@@ -1,8 +1,9 @@
 """The Ranks page's controls: presets, a slider per kind, a per-matrix override, the plan file.
 
 Streamlit forgets a widget's value while its page is not shown, so the settings live in
-session state as one :class:`RankControls` per model, every widget is seeded from it on each
-run, and widget callbacks write changes back before the page reruns. The plan they describe is
+session state as one :class:`RankControls` per model, every slider is seeded from it on each
+run (under a new key when its value changed here: :func:`~lowrank_lab.ui.widgets.imposed_key`),
+and the sliders' callbacks write changes back before the page reruns. The plan they describe is
 kept once, in ``st.session_state[state.PLAN]``, for the compress panel and the export page; a
 plan put there by someone else (one the controls do not describe) is adopted on the next run.
 """
