@@ -23,7 +23,7 @@ from lowrank_lab.ui.compare_charts import pair_figure
 from lowrank_lab.ui.compare_inputs import SecondModel
 from lowrank_lab.ui.jobs import Job
 from lowrank_lab.ui.spectra_charts import heatmap_figure
-from lowrank_lab.ui.widgets import current_key, imposed_key
+from lowrank_lab.ui.widgets import imposed_key, moved
 
 RESULT = "compare_result"  # (base source, second model key, ModelDelta)
 RUN = "compare_run"
@@ -127,7 +127,7 @@ def heatmap(delta: ModelDelta) -> None:
 
 
 def _on_pick(key: str) -> None:
-    if key == current_key(MATRIX):  # else a late report from before a heatmap click changed the choice
+    if moved(MATRIX, key):  # not a late report from before a heatmap click changed the choice
         st.session_state[CHOSEN] = st.session_state[key]
 
 

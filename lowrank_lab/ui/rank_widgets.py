@@ -29,7 +29,7 @@ from lowrank_lab.spectra.engine import LayerSpectrum
 from lowrank_lab.ui import state
 from lowrank_lab.ui.formatting import params, pct
 from lowrank_lab.ui.notices import Notice
-from lowrank_lab.ui.widgets import current_key, imposed_key
+from lowrank_lab.ui.widgets import current_key, imposed_key, moved
 
 CONTROLS = "ranks_controls"  # SavedControls: the rank controls of the model in state.MODEL_SOURCE
 MATRIX_RANK = "ranks_matrix_rank"  # the base of the one-matrix slider's key: matrix_rank_key()
@@ -54,9 +54,13 @@ def upload_key(session=None) -> str:
     return f"{UPLOAD}_{session[UPLOAD_ROUND] if UPLOAD_ROUND in session else 0}"
 
 
+def _kind_base(kind: str) -> str:
+    return f"ranks_kind_{kind}"  # the base of the kind slider's key (widgets.imposed_key)
+
+
 def kind_key(kind: str, session=None) -> str:
     """The key of ``kind``'s slider now (``session``: an AppTest's state)."""
-    return current_key(f"ranks_kind_{kind}", session)
+    return current_key(_kind_base(kind), session)
 
 
 def matrix_rank_key(session=None) -> str:
@@ -109,7 +113,7 @@ def _controls() -> RankControls:
 
 def _on_kind(kind: KindInfo, key: str, spectra: list[LayerSpectrum]) -> None:
     # A kind slider sets that kind in every layer, so it drops the kind's per-matrix overrides.
-    if key != kind_key(kind.kind):
+    if not moved(_kind_base(kind.kind), key):
         return  # a late report of the slider from before the page moved it: see imposed_key
     controls = _controls().with_kind_rank(kind.kind, int(st.session_state[key]))
     for name in kind.names:
@@ -118,7 +122,7 @@ def _on_kind(kind: KindInfo, key: str, spectra: list[LayerSpectrum]) -> None:
 
 
 def _on_matrix_rank(name: str, key: str, spectra: list[LayerSpectrum]) -> None:
-    if key != matrix_rank_key():
+    if not moved(MATRIX_RANK, key):
         return  # a late report of the slider from before the page moved it: see imposed_key
     _save(spectra, _controls().with_override(name, int(st.session_state[key])))
 
@@ -215,7 +219,7 @@ def kind_sliders(
     controls = _controls()
     for kind in kinds:
         rank = min(controls.kind_rank(kind.kind) or kind.full_rank, kind.full_rank)
-        key = imposed_key(f"ranks_kind_{kind.kind}", rank)
+        key = imposed_key(_kind_base(kind.kind), rank)
         sum_params = totals[kind.kind].params_dense if kind.kind in totals else 0
         mixed = mixed_note(kind, controls, rank)
         summary = _kind_caption(kind, rank, totals.get(kind.kind), activation.get(kind.kind))

@@ -18,8 +18,15 @@ def seed(key: str, value: object) -> None:
         st.session_state[key] = value
 
 
+SUPERSEDED_KEPT = 16  # the last keys a widget had, with the value each held when it was replaced
+
+
 def _revision(base: str) -> str:
     return f"_revision_{base}"
+
+
+def _superseded(base: str) -> str:
+    return f"_superseded_{base}"  # dict: a key the widget had → the value it held when replaced
 
 
 def current_key(base: str, session=None) -> str:
@@ -38,20 +45,36 @@ def imposed_key(base: str, value: object) -> str:
     machine) it reports this widget's value from before the page changed it, even under a key
     the page no longer draws. Streamlit takes that for a move of the widget and calls its
     callback, which would undo the change. So a value imposed here that differs from the
-    widget's own gives the widget a new key, and its callback must do nothing unless called for
-    the key :func:`current_key` gives now. A move made in the widget keeps its key (and the
-    keyboard's focus).
+    widget's own gives the widget a new key (the old key and its value are kept), and its
+    callback acts only on :func:`moved` reports. A move made in the widget keeps its key (and
+    the keyboard's focus).
     """
     key = current_key(base)
     if key in st.session_state and st.session_state[key] != value:
+        superseded = dict(st.session_state.get(_superseded(base), {}))
+        superseded[key] = st.session_state[key]
+        st.session_state[_superseded(base)] = dict(list(superseded.items())[-SUPERSEDED_KEPT:])
         st.session_state[_revision(base)] = st.session_state.get(_revision(base), 0) + 1
         key = current_key(base)
     seed(key, value)
     return key
 
 
+def moved(base: str, key: str) -> bool:
+    """Whether the callback of the widget ``key`` (drawn under :func:`imposed_key` ``base``) is for a move.
+
+    True for the key the widget has now, and for an older key whose value differs from the one
+    it held when it was replaced (a move made on the old widget before the page's run arrived);
+    False for an older key still reporting its old value, the late report to ignore.
+    """
+    if key == current_key(base):
+        return True
+    superseded = st.session_state.get(_superseded(base), {})
+    return key in superseded and key in st.session_state and st.session_state[key] != superseded[key]
+
+
 def _remember(base: str, key: str) -> None:
-    if key == current_key(base):  # else a late report from before the page changed the choice
+    if moved(base, key):  # not a late report from before the page changed the choice
         state.select_matrix(st.session_state[key])
 
 

@@ -261,6 +261,22 @@ def test_a_late_report_of_the_matrix_slider_does_not_undo_a_kind_move(at):
     assert at.slider(key=widgets.matrix_rank_key(at.session_state)).value == rank - 3
 
 
+def test_a_move_of_the_matrix_slider_made_before_the_page_redrew_it_is_kept(at):
+    """A kind moved, then the one-matrix slider dragged before that run arrived: the browser reports
+    the drag under the slider's old key, and it is a move (an override), not a late report."""
+    q0 = "model.layers.0.self_attn.q_proj"
+    matrix = at.slider(key=widgets.matrix_rank_key(at.session_state))
+    rank = matrix.value
+    at.slider(key=widgets.kind_key(Q, at.session_state)).set_value(rank - 2).run()
+    dragged = matrix.set_value(rank + 3)._widget_state  # on the slider as the browser still drew it
+    late_report(at, [dragged])
+    assert not at.exception, at.exception
+    plan = plan_of(at)
+    assert (plan[q0], plan["model.layers.1.self_attn.q_proj"]) == (rank + 3, rank - 2)
+    assert at.slider(key=widgets.matrix_rank_key(at.session_state)).value == rank + 3
+    assert "mixed" in at.slider(key=widgets.kind_key(Q, at.session_state)).label
+
+
 def test_a_late_report_of_the_kind_sliders_does_not_undo_a_preset(at, spectra):
     """A preset moves every kind slider; a move made before its run arrived carries the sliders'
     old values, which must not put the old ranks back."""
