@@ -4,8 +4,8 @@ load → Spectra (click a heatmap cell) → Ranks (a slider, a preset, the plan 
 uploaded back) → compress → LoRA (a 2-step run on the compressed model, then a long run
 stopped) → Export (the zip downloaded) → the zip loaded by its own load_lowrank.py in a process
 where lowrank_lab cannot be imported, its logits compared with the same compression made here
-→ Compare (the compressed model against the original: every factorized matrix changed; a LoRA
-extracted from the change and downloaded). Then two browser contexts at once, one training and one moving sliders, with no cross-talk.
+→ Compare (the compressed model against the original: every factorized matrix changed; a heatmap
+cell opens its matrix; a LoRA extracted from the change and downloaded). Then two browser contexts at once, one training and one moving sliders, with no cross-talk.
 Screenshots of every page go to ``$LOWRANK_LAB_SCREENSHOTS`` (default: the test's temporary folder).
 """
 
@@ -214,6 +214,16 @@ def compare(page, shots: Path, factorized: int) -> None:
     page.get_by_role("button", name="Compare", exact=True).click()
     wait_for_metric(page, "Matrices changed", f"{factorized} of 15", JOB_TIMEOUT_MS)
     wait_until_idle(page)
+    # A heatmap cell opens its matrix: layer 1's mlp.down_proj in a grid of 7 kinds × 2 layers.
+    matrix = page.get_by_role("combobox", name="Matrix")
+    assert not matrix.input_value().startswith("model.layers.1.mlp.down_proj")
+    area = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(area["x"] + area["width"] * 6.5 / 7, area["y"] + area["height"] * 1.5 / 2)
+    deadline = time.monotonic() + 60
+    while not matrix.input_value().startswith("model.layers.1.mlp.down_proj") and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    wait_until_idle(page)
+    assert matrix.input_value().startswith("model.layers.1.mlp.down_proj")
     page.get_by_role("button", name="Extract the adapter").click()
     wait_text(page, "Extracted:")
     wait_until_idle(page)
