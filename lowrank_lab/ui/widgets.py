@@ -87,14 +87,14 @@ def matrix_picker(spectra: list[LayerSpectrum], key: str, label: str = "Matrix")
     """
     names = [sp.name for sp in spectra]
     first_linear = next((sp.name for sp in spectra if not sp.is_embedding), names[0])
-    base, key = key, imposed_key(key, state.selected_matrix(names, default=first_linear))
+    widget_key = imposed_key(key, state.selected_matrix(names, default=first_linear))
     shapes = {sp.name: sp.shape for sp in spectra}
     name = st.selectbox(
         label,
         names,
-        key=key,
+        key=widget_key,
         on_change=_remember,
-        args=(base, key),
+        args=(key, widget_key),
         format_func=lambda n: f"{n}  ({shapes[n][0]}×{shapes[n][1]})",
     )
     return spectra[names.index(name)]
